@@ -1,0 +1,44 @@
+# Two commands a newcomer needs: `make run` and `make test`. Everything else is for developers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/gateway.toml
+# Debian packages the test suite drives for real (installed by `make test` when missing).
+DEBIAN_PACKAGES :=
+
+.PHONY: run test lint format bench check clean debian-packages
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the project metadata changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/onajimi run -c $(CONFIG)
+
+check: $(VENV)/.installed
+	$(BIN)/onajimi check -c $(CONFIG)
+
+debian-packages:
+	@.ci/install-debian-packages $(DEBIAN_PACKAGES)
+
+test: $(VENV)/.installed debian-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix gateway tests bench
+	$(BIN)/ruff format gateway tests bench
+
+bench: $(VENV)/.installed debian-packages
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache bench/results.json
