@@ -1,0 +1,485 @@
+"""`gateway.toml` -> typed, immutable settings, or one error line naming the key.
+
+Each setting is declared once, below, with its default (as it would be written in TOML)
+and its parser; the defaults go through the same parsers as the file, so the shipped
+`conf/gateway.toml` and the code cannot disagree silently (a test compares them).
+Relative paths are taken from the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import string
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.policy.net import IPNetwork
+
+DEFAULT_CONFIG = Path("conf/gateway.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    base_dir: Path
+
+
+Parser = Callable[[Any, Context], Any]
+
+
+class _Invalid(ValueError):
+    """A value is wrong; the loader adds the file and key to the message."""
+
+
+def _setting(default: Any, parse: Parser, *, required: bool = False) -> Any:
+    return field(metadata={"default": default, "parse": parse, "required": required})
+
+
+# -- value parsers ------------------------------------------------------------------------
+
+
+def boolean(value: Any, ctx: Context) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {value!r}")
+    return value
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Parser:
+    def parse(value: Any, ctx: Context) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be a whole number, got {value!r}")
+        if lo is not None and value < lo:
+            raise _Invalid(f"must be at least {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise _Invalid(f"must be at most {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(*, positive: bool = False) -> Parser:
+    def parse(value: Any, ctx: Context) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"must be a number of seconds, got {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise _Invalid(
+                f"must be {'more than' if positive else 'at least'} 0 seconds, got {value}"
+            )
+        return float(value)
+
+    return parse
+
+
+def text(*, nonempty: bool = False) -> Parser:
+    def parse(value: Any, ctx: Context) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a string, got {value!r}")
+        if "\r" in value or "\n" in value:
+            raise _Invalid("must be a single line")
+        if nonempty and not value.strip():
+            raise _Invalid("must not be empty")
+        return value
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    def parse(value: Any, ctx: Context) -> str:
+        if value not in options:
+            raise _Invalid(f"must be one of {', '.join(repr(o) for o in options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def list_of(item: Parser, *, nonempty: bool = False) -> Parser:
+    def parse(value: Any, ctx: Context) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"must be a list, got {value!r}")
+        if nonempty and not value:
+            raise _Invalid("must not be empty")
+        result = []
+        for i, element in enumerate(value):
+            try:
+                result.append(item(element, ctx))
+            except _Invalid as exc:
+                raise _Invalid(f"[{i}]: {exc}") from None
+        return tuple(result)
+
+    return parse
+
+
+def network(value: Any, ctx: Context) -> IPNetwork:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a CIDR string, got {value!r}")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise _Invalid(f"{value!r} is not a network: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host and port, written `HOST:PORT` or `[IPv6]:PORT`."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def split_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse `HOST:PORT`, `[v6]:PORT`, and (with a default port) `HOST`, `v6`, `[v6]`."""
+    text_value = value.strip()
+    if text_value.startswith("["):
+        host, sep, rest = text_value[1:].partition("]")
+        if not sep:
+            raise _Invalid(f"{value!r}: missing ']'")
+        if not rest:
+            port_text = None
+        elif rest.startswith(":"):
+            port_text = rest[1:]
+        else:
+            raise _Invalid(f"{value!r}: expected ':PORT' after ']'")
+    elif text_value.count(":") == 1:
+        host, _, port_text = text_value.partition(":")
+    elif ":" in text_value:  # a bare IPv6 address
+        host, port_text = text_value, None
+    else:
+        host, port_text = text_value, None
+    if not host:
+        raise _Invalid(f"{value!r}: missing host")
+    if port_text is None:
+        if default_port is None:
+            raise _Invalid(f"{value!r}: expected HOST:PORT (IPv6 as [ADDRESS]:PORT)")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise _Invalid(f"{value!r}: port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def endpoint(value: Any, ctx: Context) -> Endpoint:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a 'HOST:PORT' string, got {value!r}")
+    host, port = split_host_port(value)
+    return Endpoint(host, port)
+
+
+def optional_endpoint(value: Any, ctx: Context) -> Endpoint | None:
+    if value == "":
+        return None
+    return endpoint(value, ctx)
+
+
+def nameserver(value: Any, ctx: Context) -> Endpoint:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be 'IP' or 'IP:PORT', got {value!r}")
+    host, port = split_host_port(value, default_port=53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Invalid(f"{value!r}: a nameserver must be an IP address") from None
+    if port == 0:
+        raise _Invalid(f"{value!r}: port 0 is not a nameserver port")
+    return Endpoint(host, port)
+
+
+def domain(value: Any, ctx: Context) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a domain name, got {value!r}")
+    cleaned = value.strip().rstrip(".").lower()
+    labels = cleaned.lstrip(".").split(".")
+    if any(not label or len(label) > 63 or " " in label or "@" in label for label in labels):
+        raise _Invalid(f"{value!r} is not a domain name")
+    return cleaned
+
+
+def path(*, must_exist: bool = True) -> Parser:
+    """A file path; "" means unset (None). Relative paths start at the config directory."""
+
+    def parse(value: Any, ctx: Context) -> Path | None:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a path string, got {value!r}")
+        if value == "":
+            return None
+        resolved = (
+            (ctx.base_dir / value).resolve() if not Path(value).is_absolute() else Path(value)
+        )
+        if must_exist and not resolved.is_file():
+            raise _Invalid(f"{value!r}: no such file ({resolved})")
+        return resolved
+
+    return parse
+
+
+def store_url(value: Any, ctx: Context) -> str:
+    """`memory:` or `sqlite://PATH` (`sqlite:///var/lib/x.db` is absolute; relative paths
+    start at the config directory). The result is normalised to an absolute path."""
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a URL string, got {value!r}")
+    if value == "memory:":
+        return value
+    if value.startswith("sqlite://"):
+        raw = value[len("sqlite://") :]
+        if not raw:
+            raise _Invalid(f"{value!r}: missing database path (sqlite:///PATH)")
+        db = Path(raw) if raw.startswith("/") else (ctx.base_dir / raw).resolve()
+        return f"sqlite://{db}"
+    raise _Invalid(f"{value!r}: expected 'sqlite:///PATH' or 'memory:'")
+
+
+def defer_text(value: Any, ctx: Context) -> str:
+    parsed = text(nonempty=True)(value, ctx)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(parsed) if name is not None}
+    except ValueError as exc:
+        raise _Invalid(f"bad template: {exc}") from None
+    unknown = names - {"reason"}
+    if unknown:
+        raise _Invalid(f"unknown placeholder {{{sorted(unknown)[0]}}} (only {{reason}} exists)")
+    return parsed
+
+
+def s25r_rule(value: Any, ctx: Context) -> int:
+    return integer(0, 6)(value, ctx)
+
+
+def log_level(value: Any, ctx: Context) -> str:
+    return choice("debug", "info", "warning", "error")(value, ctx)
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    addresses: tuple[Endpoint, ...] = _setting(
+        ["0.0.0.0:25", "[::]:25"], list_of(endpoint, nonempty=True)
+    )
+    hostname: str = _setting("mx.example.com", text(nonempty=True))
+    proxy_protocol: bool = _setting(False, boolean)
+    proxy_trusted: tuple[IPNetwork, ...] = _setting([], list_of(network))
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    cert: Path | None = _setting("", path())
+    key: Path | None = _setting("", path())
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    host: str = _setting("127.0.0.1", text(nonempty=True))
+    port: int = _setting(10025, integer(1, 65535))
+    tls: str = _setting("none", choice("none", "starttls", "implicit"))
+    ca_file: Path | None = _setting("", path())
+    helo_name: str = _setting("", text())
+    forward_client: str = _setting("auto", choice("auto", "xclient", "xforward", "off"))
+    connect_timeout: float = _setting(10, seconds(positive=True))
+    command_timeout: float = _setting(120, seconds(positive=True))
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    accept_domains: tuple[str, ...] = _setting(None, list_of(domain, nonempty=True), required=True)
+    add_received: bool = _setting(True, boolean)
+    bare_newline: str = _setting("reject", choice("reject", "normalize"))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    trusted_networks: tuple[IPNetwork, ...] = _setting(["127.0.0.0/8", "::1/128"], list_of(network))
+    defer: str = _setting("suspect", choice("suspect", "all"))
+    key: str = _setting("client", choice("client", "triplet"))
+    ipv4_prefix: int = _setting(32, integer(0, 32))
+    ipv6_prefix: int = _setting(64, integer(0, 128))
+    lump_by_rdns: bool = _setting(True, boolean)
+    min_retry_delay: float = _setting(300, seconds())
+    retry_window: float = _setting(86400, seconds(positive=True))
+    familiar_ttl: float = _setting(3024000, seconds(positive=True))
+    impatient_retries: int = _setting(5, integer(0))
+    penalty_ttl: float = _setting(3600, seconds())
+    auto_familiar_after: int = _setting(3, integer(0))
+    help_url: str = _setting("", text())
+    defer_text: str = _setting(
+        "Try again later: first contact from this host ({reason})", defer_text
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class S25RSettings:
+    rules: tuple[int, ...] = _setting([0, 1, 2, 3, 4, 5, 6], list_of(s25r_rule))
+    blacklist_files: tuple[Path, ...] = _setting(["s25r-blacklist.txt"], list_of(path()))
+
+
+@dataclass(frozen=True, slots=True)
+class ListsSettings:
+    allow_files: tuple[Path, ...] = _setting(["allow.txt"], list_of(path()))
+    deny_files: tuple[Path, ...] = _setting(["deny.txt"], list_of(path()))
+
+
+@dataclass(frozen=True, slots=True)
+class DNSSettings:
+    nameservers: tuple[Endpoint, ...] = _setting([], list_of(nameserver))
+    timeout: float = _setting(5, seconds(positive=True))
+    cache_size: int = _setting(100000, integer(0))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    url: str = _setting("sqlite:///var/lib/onajimi/state.db", store_url)
+    on_error: str = _setting("tempfail", choice("tempfail", "pass"))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    max_message_size: int = _setting(26214400, integer(1024))
+    max_recipients: int = _setting(1000, integer(1))
+    max_connections: int = _setting(2000, integer(1))
+    max_connections_per_client: int = _setting(20, integer(1))
+    command_timeout: float = _setting(300, seconds(positive=True))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    listen: Endpoint | None = _setting("127.0.0.1:9125", optional_endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = _setting("info", log_level)
+    format: str = _setting("logfmt", choice("logfmt", "json"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    workers: int = _setting(1, integer(1, 64))
+
+
+SECTIONS: dict[str, type] = {
+    "listen": ListenSettings,
+    "tls": TLSSettings,
+    "backend": BackendSettings,
+    "relay": RelaySettings,
+    "policy": PolicySettings,
+    "s25r": S25RSettings,
+    "lists": ListsSettings,
+    "dns": DNSSettings,
+    "store": StoreSettings,
+    "limits": LimitsSettings,
+    "metrics": MetricsSettings,
+    "log": LogSettings,
+    "server": ServerSettings,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: str  # the file as the operator named it, for messages
+    base_dir: Path
+    listen: ListenSettings
+    tls: TLSSettings
+    backend: BackendSettings
+    relay: RelaySettings
+    policy: PolicySettings
+    s25r: S25RSettings
+    lists: ListsSettings
+    dns: DNSSettings
+    store: StoreSettings
+    limits: LimitsSettings
+    metrics: MetricsSettings
+    log: LogSettings
+    server: ServerSettings
+
+    @property
+    def backend_helo(self) -> str:
+        return self.backend.helo_name or self.listen.hostname
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls.cert is not None
+
+
+def _build_section(cls: type, raw: Mapping[str, Any], section: str, ctx: Context, source: str):
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: {section}.{key}: unknown setting")
+    values = {}
+    for name, f in known.items():
+        if name in raw:
+            value = raw[name]
+        elif f.metadata["required"]:
+            raise ConfigError(f"{source}: {section}.{name}: required setting is missing")
+        else:
+            value = f.metadata["default"]
+        try:
+            values[name] = f.metadata["parse"](value, ctx)
+        except _Invalid as exc:
+            raise ConfigError(f"{source}: {section}.{name}: {exc}") from None
+    return cls(**values)
+
+
+def _check_together(settings: Settings) -> None:
+    source = settings.source
+    if (settings.tls.cert is None) != (settings.tls.key is None):
+        raise ConfigError(f"{source}: tls.cert and tls.key: set both to offer STARTTLS, or neither")
+    p = settings.policy
+    if p.retry_window <= p.min_retry_delay:
+        raise ConfigError(
+            f"{source}: policy.retry_window: must be longer than policy.min_retry_delay "
+            f"({p.retry_window:g} <= {p.min_retry_delay:g})"
+        )
+    if len(set(settings.s25r.rules)) != len(settings.s25r.rules):
+        raise ConfigError(f"{source}: s25r.rules: a rule is listed twice")
+    if settings.server.workers > 1 and settings.store.url == "memory:":
+        raise ConfigError(
+            f"{source}: server.workers: worker processes cannot share a 'memory:' store; "
+            "use sqlite:// or redis://"
+        )
+
+
+def settings_from_mapping(raw: Mapping[str, Any], source: str, base_dir: Path) -> Settings:
+    ctx = Context(base_dir)
+    for section, table in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: [{section}]: unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section}: must be a table ([{section}])")
+    sections = {
+        name: _build_section(cls, raw.get(name, {}), name, ctx, source)
+        for name, cls in SECTIONS.items()
+    }
+    settings = Settings(source=source, base_dir=base_dir, **sections)
+    _check_together(settings)
+    return settings
+
+
+def load_settings(config_path: str | Path) -> Settings:
+    """Read and validate a configuration file. Raises ConfigError with one clear line."""
+    config = Path(config_path)
+    source = str(config_path)
+    try:
+        data = config.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read configuration: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return settings_from_mapping(raw, source, config.resolve().parent)
+
+
+def default_values() -> dict[str, dict[str, Any]]:
+    """Every setting's default as written in TOML (for tests and `onajimi check`)."""
+    return {
+        name: {f.name: f.metadata["default"] for f in fields(cls)} for name, cls in SECTIONS.items()
+    }

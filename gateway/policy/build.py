@@ -1,0 +1,74 @@
+"""Settings -> Policy: load the list files and compile everything once.
+
+Called at start-up, by `onajimi check`/`explain`, and on SIGHUP; never per connection.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.policy import deferral
+from gateway.policy.decision import DeferMode, KeyMode, Policy
+from gateway.policy.lists import ClientList, Role, load_list, parse_entry
+from gateway.policy.net import NetSet
+from gateway.policy.recipients import AcceptDomains
+from gateway.policy.replies import Wording
+from gateway.policy.s25r import S25RClassifier
+
+
+def display_path(path: Path) -> str:
+    """A path as an operator would type it: relative to the working directory if inside."""
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _load(paths: tuple[Path, ...], role: Role) -> ClientList:
+    return load_list(paths, role, [display_path(p) for p in paths])
+
+
+def rules_from(settings: Settings) -> deferral.Rules:
+    p = settings.policy
+    return deferral.Rules(
+        min_retry_delay=p.min_retry_delay,
+        retry_window=p.retry_window,
+        familiar_ttl=p.familiar_ttl,
+        impatient_retries=p.impatient_retries,
+        penalty_ttl=p.penalty_ttl,
+        auto_familiar_after=p.auto_familiar_after,
+        wording=Wording(defer_text=p.defer_text, help_url=p.help_url),
+    )
+
+
+def build_policy(settings: Settings) -> Policy:
+    """Raises ConfigError (naming file and line) when a list file is bad."""
+    trusted: NetSet[str] = NetSet()
+    for network in settings.policy.trusted_networks:
+        trusted.add(network, str(network))
+    blacklist = _load(settings.s25r.blacklist_files, Role.BLACKLIST)
+    return Policy(
+        trusted=trusted,
+        allow=_load(settings.lists.allow_files, Role.ALLOW),
+        deny=_load(settings.lists.deny_files, Role.DENY),
+        classifier=S25RClassifier(settings.s25r.rules, blacklist),
+        accept_domains=AcceptDomains.parse(settings.relay.accept_domains),
+        rules=rules_from(settings),
+        defer_mode=DeferMode(settings.policy.defer),
+        key_mode=KeyMode(settings.policy.key),
+        ipv4_prefix=settings.policy.ipv4_prefix,
+        ipv6_prefix=settings.policy.ipv6_prefix,
+        lump_by_rdns=settings.policy.lump_by_rdns,
+    )
+
+
+def dynamic_list(entries: list[tuple[str, str]], role: Role) -> ClientList:
+    """Entries from the store, as (entry text, comment); bad ones were refused at `add`."""
+    parsed = []
+    for text, _comment in entries:
+        item = parse_entry(text, role, f"dynamic {role.value}")
+        if item is not None:
+            parsed.append(item)
+    return ClientList(role, parsed)

@@ -1,0 +1,255 @@
+"""The decision order of SPEC section 2, from facts to verdict.
+
+A connection is judged in stages as facts arrive:
+
+1. `screen(address)`, before any DNS: trusted networks, then address entries of the deny
+   and allow lists. Pure and instant, so the greeting can carry a 554 at once.
+2. `before_greeting(screening, penalty, now)`: the penalty box (its record comes from the
+   store, under the address key).
+3. `assess(screening, rdns)`, once the PTR lookup is done: name entries of the deny and
+   allow lists, then S25R, then the client key and whether the deferral procedure
+   applies, and for which reason.
+4. At RCPT, `check_recipient` (syntax, relay), then `deferral_key` and `deferral.step` on
+   the key's record (familiar records pass there).
+
+`Policy` holds everything derived from configuration and list files. It is immutable: a
+reload (SIGHUP, a dynamic list change) builds a new one and swaps it in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from gateway.policy import deferral, replies
+from gateway.policy.facts import RDNS, RDNSStatus
+from gateway.policy.keys import address_key, client_key, normalise_sender, triplet_key
+from gateway.policy.lists import ClientList, ListEntry, Role
+from gateway.policy.net import IPAddress, NetSet, address_text
+from gateway.policy.recipients import AcceptDomains, relay_check
+from gateway.policy.records import Penalty
+from gateway.policy.replies import Reply
+from gateway.policy.s25r import S25RClassifier, S25RResult
+from gateway.policy.values import value
+from gateway.policy.vocabulary import Action, Reason
+
+
+class DeferMode(StrEnum):
+    SUSPECT = "suspect"  # only S25R suspects go through the deferral procedure
+    ALL = "all"  # every stranger does (the onajimi-san method)
+
+
+class KeyMode(StrEnum):
+    CLIENT = "client"
+    TRIPLET = "triplet"
+
+
+@value
+class Verdict:
+    action: Action
+    reason: Reason
+    reply: Reply | None = None
+    detail: str = ""  # the list line, rule or record behind it, for logs and explain
+
+    def at_data(self) -> Verdict:
+        """The same deferral given at DATA (451), for the null sender (SPEC section 3)."""
+        if self.reply is None:
+            return self
+        return replace(self, reply=self.reply.with_code(451))
+
+
+def defers_at_data(sender: str, verdict: Verdict) -> bool:
+    """A deferral of the null sender waits for DATA, so that sender-verification callbacks
+    (MAIL FROM:<> RCPT TO:<x> QUIT) from servers we send to still succeed."""
+    return verdict.action is Action.DEFER and normalise_sender(sender) == "<>"
+
+
+TRUSTED = Verdict(Action.PASS, Reason.TRUSTED, detail="policy.trusted_networks")
+CLEAN = Verdict(Action.PASS, Reason.CLEAN)
+DNS_TEMPFAIL = Verdict(Action.DEFER, Reason.DNS_TEMPFAIL, replies.DNS_TEMPFAIL)
+
+
+def _listed(action: Action, reason: Reason, entry: ListEntry) -> Verdict:
+    reply = replies.denied(entry.reply) if action is Action.REJECT else None
+    return Verdict(action, reason, reply, detail=str(entry))
+
+
+@value
+class Screening:
+    """What is known from the address alone."""
+
+    address: IPAddress
+    address_text: str
+    address_key: str
+    verdict: Verdict | None  # trusted / deny / allow by address; None: go on
+
+
+@value
+class Assessment:
+    """What is known once reverse DNS has answered (or failed)."""
+
+    screening: Screening
+    rdns: RDNS | None
+    client_key: str
+    verdict: Verdict | None  # settled without the store; None: the deferral procedure applies
+    defer_reason: Reason | None = None  # why the deferral procedure applies
+    s25r: S25RResult | None = None
+
+    @property
+    def ptr(self) -> str:
+        return (self.rdns.name if self.rdns else None) or ""
+
+
+@value
+class NameJudgement:
+    """What the lists and S25R say about a set of PTR names, whatever the address."""
+
+    deny: ListEntry | None
+    allow: ListEntry | None
+    s25r: S25RResult
+
+
+NAME_MEMO_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    trusted: NetSet[str]
+    allow: ClientList
+    deny: ClientList
+    classifier: S25RClassifier
+    accept_domains: AcceptDomains
+    rules: deferral.Rules = deferral.Rules()
+    defer_mode: DeferMode = DeferMode.SUSPECT
+    key_mode: KeyMode = KeyMode.CLIENT
+    ipv4_prefix: int = 32
+    ipv6_prefix: int = 64
+    lump_by_rdns: bool = True
+    dynamic_allow: ClientList = ClientList(Role.ALLOW)
+    dynamic_deny: ClientList = ClientList(Role.DENY)
+    # Judgements of PTR names against these lists: a pure function of the names, asked
+    # again for every connection of a returning host. Private to this policy object, so
+    # a reload (which builds a new Policy) can never serve a stale judgement.
+    name_memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def with_dynamic(self, allow: ClientList, deny: ClientList) -> Policy:
+        """The same policy with a fresh copy of the store's dynamic list entries."""
+        return replace(self, dynamic_allow=allow, dynamic_deny=deny, name_memo={})
+
+    @property
+    def deny_has_names(self) -> bool:
+        """Whether a deny verdict can depend on the PTR name (then the greeting waits for it)."""
+        return self.deny.has_name_entries or self.dynamic_deny.has_name_entries
+
+    # -- stage 1 -------------------------------------------------------------------------
+    def screen(self, address: IPAddress) -> Screening:
+        text = address_text(address)
+        key = address_key(address, self.ipv4_prefix, self.ipv6_prefix, text)
+        if self.trusted.lookup(address) is not None:
+            return Screening(address, text, key, TRUSTED)
+        for deny in (self.deny, self.dynamic_deny):
+            entry = deny.match_address(address, text)
+            if entry is not None:
+                return Screening(address, text, key, _listed(Action.REJECT, Reason.DENYLIST, entry))
+        for allow in (self.allow, self.dynamic_allow):
+            entry = allow.match_address(address, text)
+            if entry is not None:
+                return Screening(address, text, key, _listed(Action.PASS, Reason.ALLOWLIST, entry))
+        return Screening(address, text, key, None)
+
+    # -- stage 2 -------------------------------------------------------------------------
+    def before_greeting(
+        self, screening: Screening, penalty: Penalty | None, now: float
+    ) -> Verdict | None:
+        """Trusted and deny go first; then the penalty box; then allow (SPEC section 2)."""
+        verdict = screening.verdict
+        if verdict is not None and verdict.reason in (Reason.TRUSTED, Reason.DENYLIST):
+            return verdict
+        if penalty is not None and now < penalty.expires:
+            return Verdict(
+                Action.PENALTY,
+                Reason.IMPATIENT,
+                self.rules.wording.penalty(penalty.expires - now),
+                detail=f"penalty box until {penalty.expires:.0f}",
+            )
+        return verdict
+
+    # -- stage 3 -------------------------------------------------------------------------
+    def assess(self, screening: Screening, rdns: RDNS | None) -> Assessment:
+        key = screening.address_key
+        if screening.verdict is not None:
+            return Assessment(screening, rdns, key, screening.verdict)
+        if rdns is None or rdns.status is RDNSStatus.TEMPFAIL:
+            # Not a verdict: the caller may still find a familiar record under the address
+            # key, and otherwise answers 451 4.4.3.
+            return Assessment(screening, rdns, key, DNS_TEMPFAIL)
+        judged = self.judge_names(rdns)
+        if judged.deny is not None:
+            return Assessment(
+                screening, rdns, key, _listed(Action.REJECT, Reason.DENYLIST, judged.deny)
+            )
+        if judged.allow is not None:
+            return Assessment(
+                screening, rdns, key, _listed(Action.PASS, Reason.ALLOWLIST, judged.allow)
+            )
+        s25r = self.classifier.classify_address(screening.address, screening.address_text, rdns)
+        if s25r is None:
+            s25r = judged.s25r
+        confirmed = s25r.name if rdns.status is RDNSStatus.CONFIRMED else None
+        key = client_key(key, confirmed, s25r.suspect, self.lump_by_rdns)
+        if s25r.suspect:
+            return Assessment(screening, rdns, key, None, s25r.reason, s25r)
+        if self.defer_mode is DeferMode.SUSPECT:
+            return Assessment(screening, rdns, key, CLEAN, None, s25r)
+        reason = Reason.GREYLIST if self.key_mode is KeyMode.TRIPLET else Reason.ICHIGEN
+        return Assessment(screening, rdns, key, None, reason, s25r)
+
+    def judge_names(self, rdns: RDNS) -> NameJudgement:
+        """Deny entry (any PTR name), allow entry (confirmed names only), S25R: memoised."""
+        memo_key = (rdns.status, rdns.ptr_names, rdns.confirmed)
+        judged = self.name_memo.get(memo_key)
+        if judged is not None:
+            return judged
+        deny = self.deny.match_names(rdns.ptr_names) or self.dynamic_deny.match_names(
+            rdns.ptr_names
+        )
+        allow = None
+        if deny is None:  # unconfirmed names are no one's friend
+            allow = self.allow.match_names(rdns.confirmed) or self.dynamic_allow.match_names(
+                rdns.confirmed
+            )
+        judged = NameJudgement(deny, allow, self.classifier.classify_names(rdns))
+        if len(self.name_memo) >= NAME_MEMO_SIZE:
+            self.name_memo.clear()  # bounded; a clean restart beats LRU bookkeeping per hit
+        self.name_memo[memo_key] = judged
+        return judged
+
+    # -- stage 4 -------------------------------------------------------------------------
+    def relay_check(self, recipient: str) -> Verdict | None:
+        """554 5.7.1 for mail that is not ours: before any deferral, so probes get a 5xx."""
+        refusal = relay_check(recipient, self.accept_domains)
+        if refusal is None:
+            return None
+        return Verdict(Action.REJECT, Reason.RELAY_DENIED, refusal, detail=recipient)
+
+    def deferral_key(self, assessment: Assessment, sender: str, recipient: str) -> str:
+        if self.key_mode is KeyMode.TRIPLET:
+            return triplet_key(assessment.client_key, sender, recipient)
+        return assessment.client_key
+
+    def step(self, assessment: Assessment, record, now: float) -> deferral.Step:
+        """The deferral procedure for a deferrable client (assessment.defer_reason set)."""
+        assert assessment.defer_reason is not None
+        return deferral.step(
+            record,
+            now,
+            self.rules,
+            assessment.defer_reason,
+            client=assessment.screening.address_text,
+            ptr=assessment.ptr,
+        )
+
+
+def verdict_of(step: deferral.Step) -> Verdict:
+    detail = f"attempt {step.attempt}" if step.attempt else ""
+    return Verdict(step.action, step.reason, step.reply, detail)

@@ -1,0 +1,76 @@
+"""What the store remembers, per key. Immutable values; every record knows its expiry.
+
+A store treats a record whose `expires` has passed as absent, so the policy and every
+backend agree on expiry without a sweep having run.
+
+Key namespaces (see `store_key`):
+    defer:<client key>            Pending | Familiar (client mode), Tally | Familiar (triplet mode)
+    defer:<client>/<sender>/<rcpt> Pending | Familiar (triplet mode)
+    penalty:<address key>         Penalty
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from gateway.policy.values import value
+
+
+@value
+class Pending:
+    """A key that was deferred and has not come back properly yet."""
+
+    first_seen: float
+    last_seen: float
+    attempts: int
+    early: int  # attempts before min_retry_delay had passed
+    reason: str  # the Reason that caused the first deferral (s25r_rule1, ichigen, ...)
+    expires: float  # kept beyond retry_window so a late retry is recognised as "expired"
+    client: str = ""  # last client address seen under this key (for candidates)
+    ptr: str = ""  # last PTR name seen (candidates are grouped by its domain)
+
+
+@value
+class Familiar:
+    """A key that retried properly: passes freely until `familiar_ttl` after `last_seen`."""
+
+    since: float
+    last_seen: float
+    expires: float
+
+
+@value
+class Penalty:
+    """An address key in the penalty box: 421 at the greeting until `expires`."""
+
+    since: float
+    expires: float
+    attempts: int
+    client: str = ""
+    ptr: str = ""
+
+
+@value
+class Tally:
+    """Triplet mode: how many triplets a client key has passed towards `auto_familiar_after`."""
+
+    passed: int
+    last_seen: float
+    expires: float
+
+
+Record = Pending | Familiar | Penalty | Tally
+
+
+class Space(StrEnum):
+    DEFER = "defer"
+    PENALTY = "penalty"
+
+
+def store_key(space: Space, key: str) -> str:
+    return f"{space.value}:{key}"
+
+
+def split_store_key(stored: str) -> tuple[Space, str]:
+    space, _, key = stored.partition(":")
+    return Space(space), key

@@ -1,0 +1,54 @@
+"""Shared fixtures: an injected clock, settings built in memory, a real DNS server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Settings, settings_from_mapping
+from tests.dnsserver import DnsServer
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+
+class FakeClock:
+    """Wall-clock seconds that only move when a test says so."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    result = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in overrides.items():
+        result.setdefault(section, {}).update(values)
+    return result
+
+
+def make_settings(overrides: dict[str, Any] | None = None, base_dir: Path = CONF) -> Settings:
+    """Settings as the shipped conf/ would give, with a memory store and overrides."""
+    raw = merge(
+        {"relay": {"accept_domains": ["example.com"]}, "store": {"url": "memory:"}},
+        overrides or {},
+    )
+    return settings_from_mapping(raw, "test.toml", base_dir)
+
+
+@pytest.fixture
+def dns_server():
+    with DnsServer() as server:
+        yield server
