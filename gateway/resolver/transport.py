@@ -1,0 +1,180 @@
+"""DNS queries over long-lived UDP sockets (TCP when a reply is truncated).
+
+dnspython's async resolver opens one UDP socket per query; a front door doing a PTR and
+an A lookup for every new client would spend more time creating sockets than asking.
+Here each nameserver gets one connected UDP socket carrying many queries at once,
+matched to their replies by message id. dnspython still builds and parses every message.
+
+Spoofing defences, for a resolver that should normally talk to a local recursor: the
+socket is connected (replies from elsewhere are dropped by the kernel), ids are random
+and unique among queries in flight, the reply's question must match, and the socket (and
+so its source port) is replaced every `_ROTATE_AFTER` queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rdatatype
+
+_ROTATE_AFTER = 20_000
+_EDNS_PAYLOAD = 1232  # the DNS flag day 2020 size: no fragmentation, rarely truncated
+
+
+class TransportError(Exception):
+    """No usable reply from this server on this attempt (timeout, refused, garbage)."""
+
+
+class _UdpChannel(asyncio.DatagramProtocol):
+    """One connected UDP socket to one server, many queries in flight."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[
+            int, tuple[asyncio.Future[dns.message.Message], dns.message.Message]
+        ] = {}
+        self.sent = 0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if len(data) < 12:
+            return
+        (msg_id,) = struct.unpack_from("!H", data)
+        entry = self.waiting.get(msg_id)
+        if entry is None:
+            return
+        future, query = entry
+        try:
+            reply = dns.message.from_wire(data, question_only=False)
+        except dns.exception.DNSException:
+            return  # garbage or a spoof attempt: keep waiting for the real reply
+        if not query.is_response(reply):
+            return
+        if not future.done():
+            future.set_result(reply)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: every query on this socket has failed.
+        for future, _ in list(self.waiting.values()):
+            if not future.done():
+                future.set_exception(TransportError(f"network error: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for future, _ in list(self.waiting.values()):
+            if not future.done():
+                future.set_exception(TransportError("socket closed"))
+
+    def new_id(self) -> int:
+        while True:
+            msg_id = secrets.randbits(16)
+            if msg_id not in self.waiting:
+                return msg_id
+
+
+class Nameserver:
+    """Queries to one server: UDP on a shared socket, TCP fallback on truncation."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._channel: _UdpChannel | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Nameserver({self.host!r}, {self.port})"
+
+    def _usable(self, channel: _UdpChannel | None) -> bool:
+        return channel is not None and not channel.closed and channel.sent < _ROTATE_AFTER
+
+    async def _udp(self) -> _UdpChannel:
+        if self._usable(self._channel):
+            return self._channel  # type: ignore[return-value]
+        async with self._lock:
+            if self._usable(self._channel):
+                return self._channel  # type: ignore[return-value]
+            loop = asyncio.get_running_loop()
+            try:
+                _, channel = await loop.create_datagram_endpoint(
+                    _UdpChannel, remote_addr=(self.host, self.port)
+                )
+            except OSError as exc:
+                raise TransportError(
+                    f"cannot open a socket to {self.host}:{self.port}: {exc}"
+                ) from None
+            old, self._channel = self._channel, channel
+            if old is not None:
+                _close_when_drained(old)
+            return channel
+
+    async def query(self, query: dns.message.Message, timeout: float) -> dns.message.Message:
+        """Send one query; raises TransportError on timeout or network trouble."""
+        channel = await self._udp()
+        loop = asyncio.get_running_loop()
+        query.id = channel.new_id()
+        future: asyncio.Future[dns.message.Message] = loop.create_future()
+        channel.waiting[query.id] = (future, query)
+        channel.sent += 1
+        try:
+            assert channel.transport is not None
+            channel.transport.sendto(query.to_wire())
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TransportError("timeout") from None
+        finally:
+            channel.waiting.pop(query.id, None)
+        if reply.flags & dns.flags.TC:
+            return await self._tcp(query, timeout)
+        return reply
+
+    async def _tcp(self, query: dns.message.Message, timeout: float) -> dns.message.Message:
+        async def exchange() -> dns.message.Message:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                wire = query.to_wire()
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                await writer.drain()
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                reply = dns.message.from_wire(await reader.readexactly(length))
+            finally:
+                writer.close()
+            if not query.is_response(reply):
+                raise TransportError("TCP reply does not answer the query")
+            return reply
+
+        try:
+            return await asyncio.wait_for(exchange(), timeout)
+        except TimeoutError:
+            raise TransportError("timeout (TCP)") from None
+        except (OSError, EOFError, asyncio.IncompleteReadError, dns.exception.DNSException) as exc:
+            raise TransportError(f"TCP: {exc}") from None
+
+    def close(self) -> None:
+        if self._channel is not None and self._channel.transport is not None:
+            self._channel.transport.close()
+        self._channel = None
+
+
+def _close_when_drained(channel: _UdpChannel) -> None:
+    """A rotated-out socket may still have replies coming: close it once they have arrived."""
+    loop = asyncio.get_running_loop()
+
+    def check() -> None:
+        if channel.waiting and not channel.closed:
+            loop.call_later(0.5, check)
+        elif channel.transport is not None:
+            channel.transport.close()
+
+    check()
+
+
+def make_query(name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
+    return dns.message.make_query(name, rdtype, use_edns=0, payload=_EDNS_PAYLOAD)
