@@ -1,0 +1,118 @@
+"""The Store interface: what every backend must do, and the contract it must keep.
+
+Contract (tests/test_store_contract.py runs it against every backend):
+
+* A record whose `expires` is not in the future does not exist, whether or not a sweep
+  has removed it yet.
+* `update(key, change)` is an atomic read-modify-write of one key: `change` sees the
+  current record and decides what to write; no concurrent update of the same key, from
+  this process or another, can slip in between. It may be called more than once (a
+  backend that retries on conflict), so it must be a pure function of its argument.
+* Only single-key operations are on the hot path, so a Redis backend can implement them
+  with one-key scripts or SET NX and Redis Cluster works unchanged.
+* Dynamic list entries carry an optional expiry; every add/remove bumps a generation
+  number that gateways poll cheaply to know when to reload them.
+* Errors from the backend surface as `StoreError` with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gateway.policy.records import Record
+from gateway.policy.values import value
+
+T = TypeVar("T")
+
+
+@value
+class Outcome(Generic[T]):
+    """What an update's change function decided: its result, and whether to write."""
+
+    value: T
+    write: bool = False
+    record: Record | None = None  # when writing: the new record, or None to delete
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicEntry:
+    """An allow/deny entry added with `onajimi allow|deny add`."""
+
+    text: str
+    comment: str = ""
+    added: float = 0.0
+    expires: float | None = None  # None: until removed
+
+
+class Store(ABC):
+    url: str = ""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, a no-op for memory:
+        """Connect / create what is needed. Raises StoreError with a clear message."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op for memory:
+        """Release connections and threads."""
+
+    # -- records --------------------------------------------------------------------------
+    @abstractmethod
+    async def get(self, key: str) -> Record | None: ...
+
+    @abstractmethod
+    async def update(self, key: str, change: Callable[[Record | None], Outcome[T]]) -> T: ...
+
+    async def put(self, key: str, record: Record) -> None:
+        await self.update(key, lambda _current: Outcome(None, True, record))
+
+    async def delete(self, key: str) -> bool:
+        return await self.update(
+            key, lambda current: Outcome(current is not None, current is not None, None)
+        )
+
+    @abstractmethod
+    async def scan(self, prefix: str = "") -> list[tuple[str, Record]]:
+        """Every live record whose key starts with `prefix` (CLI use: not for the hot path)."""
+
+    @abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Live records by kind: {"pending": n, "familiar": n, "penalty": n, "tally": n}."""
+
+    # -- dynamic list entries -------------------------------------------------------------
+    @abstractmethod
+    async def add_entry(self, role: str, entry: DynamicEntry) -> None: ...
+
+    @abstractmethod
+    async def remove_entry(self, role: str, text: str) -> bool: ...
+
+    @abstractmethod
+    async def entries(self, role: str) -> list[DynamicEntry]:
+        """Live entries of one role ("allow" or "deny"), oldest first."""
+
+    @abstractmethod
+    async def generation(self) -> int:
+        """A number that changes whenever a dynamic entry is added or removed."""
+
+    # -- small shared values (heartbeat, ...) ---------------------------------------------
+    @abstractmethod
+    async def set_meta(self, name: str, value: str, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def get_meta(self, name: str) -> str | None: ...
+
+    # -- maintenance ----------------------------------------------------------------------
+    @abstractmethod
+    async def sweep(self, limit: int = 1000) -> int:
+        """Delete up to `limit` expired records; returns how many went."""
+
+    def describe(self) -> str:
+        return self.url
+
+
+def live(expires: float | None, now: float) -> bool:
+    return expires is None or now < expires

@@ -1,0 +1,41 @@
+"""Records <-> compact JSON text: `["pending", first_seen, last_seen, ...]`.
+
+One encoding for every backend, so a record written by one gateway can be read by any
+other, and a compare-and-set can compare encoded text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
+
+KINDS: dict[type, str] = {
+    Pending: "pending",
+    Familiar: "familiar",
+    Penalty: "penalty",
+    Tally: "tally",
+}
+_TYPES = {kind: cls for cls, kind in KINDS.items()}
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def kind_of(record: Record) -> str:
+    return KINDS[type(record)]
+
+
+def encode(record: Record) -> str:
+    cls = type(record)
+    return _dumps([KINDS[cls], *(getattr(record, name) for name in _FIELDS[cls])])
+
+
+def decode(text: str | bytes) -> Record:
+    """Raises ValueError for text that is not a record (a corrupted or foreign value)."""
+    try:
+        kind, *values = json.loads(text)
+        cls = _TYPES[kind]
+        return cls(*values)
+    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a stored record: {text!r:.80}") from exc

@@ -1,0 +1,233 @@
+"""The Store contract (gateway/store/base.py), run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import StoreError
+from gateway.policy.records import Familiar, Penalty, Pending, Tally
+from gateway.store import open_store
+from gateway.store.base import DynamicEntry, Outcome, Store
+from gateway.store.codec import decode, encode
+from tests.conftest import FakeClock
+
+BACKENDS = ["memory", "sqlite"]
+
+
+def _url(kind: str, tmp_path: Path) -> str:
+    return "memory:" if kind == "memory" else f"sqlite://{tmp_path / 'state' / 'state.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request, tmp_path, clock):
+    s = open_store(_url(request.param, tmp_path), clock=clock)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def pending(now: float, attempts: int = 1, ttl: float = 1000) -> Pending:
+    return Pending(now, now, attempts, 0, "s25r_rule1", now + ttl, "192.0.2.9", "p1.example.net")
+
+
+def bump(record) -> Outcome[int]:
+    """Read-modify-write: one more attempt."""
+    attempts = record.attempts + 1 if isinstance(record, Pending) else 1
+    base = record or pending(0.0, 0, ttl=10**12)
+    new = Pending(base.first_seen, base.last_seen, attempts, 0, base.reason, base.expires)
+    return Outcome(attempts, True, new)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Pending(1.0, 2.0, 3, 1, "s25r_rule3", 5.0, "192.0.2.9", "p1.example.net"),
+        Familiar(1.0, 2.0, 3.0),
+        Penalty(1.0, 2.0, 6, "2001:db8::/64", ""),
+        Tally(2, 1.5, 9.0),
+    ],
+)
+def test_codec_round_trip(record) -> None:
+    assert decode(encode(record)) == record
+    with pytest.raises(ValueError):
+        decode('["nonsense", 1]')
+
+
+async def test_get_put_delete(store: Store, clock: FakeClock) -> None:
+    assert await store.get("defer:192.0.2.9") is None
+    record = Familiar(clock.now, clock.now, clock.now + 100)
+    await store.put("defer:192.0.2.9", record)
+    assert await store.get("defer:192.0.2.9") == record
+    assert await store.delete("defer:192.0.2.9") is True
+    assert await store.delete("defer:192.0.2.9") is False
+    assert await store.get("defer:192.0.2.9") is None
+
+
+async def test_expired_records_do_not_exist_before_any_sweep(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.put("defer:a", pending(clock.now, ttl=10))
+    await store.put("defer:b", Familiar(clock.now, clock.now, clock.now + 100))
+    clock.advance(10)  # exactly at expiry: gone
+    assert await store.get("defer:a") is None
+    assert [k for k, _ in await store.scan("defer:")] == ["defer:b"]
+    assert await store.counts() == {"familiar": 1}
+    seen = await store.update("defer:a", lambda r: Outcome(r))
+    assert seen is None
+
+
+async def test_update_sees_current_record_and_writes_only_when_asked(
+    store: Store, clock: FakeClock
+) -> None:
+    assert await store.update("defer:k", lambda r: Outcome("looked", False)) == "looked"
+    assert await store.get("defer:k") is None
+    assert await store.update("defer:k", bump) == 1
+    assert await store.update("defer:k", bump) == 2
+    assert (await store.get("defer:k")).attempts == 2
+    assert await store.update("defer:k", lambda r: Outcome(r.attempts, True, None)) == 2
+    assert await store.get("defer:k") is None
+
+
+async def test_concurrent_updates_lose_nothing(store: Store) -> None:
+    results = await asyncio.gather(*(store.update("defer:hot", bump) for _ in range(300)))
+    assert sorted(results) == list(range(1, 301))
+    assert (await store.get("defer:hot")).attempts == 300
+
+
+async def test_a_failing_change_function_fails_alone(store: Store) -> None:
+    def broken(record):
+        raise RuntimeError("bug in a change function")
+
+    outcomes = await asyncio.gather(
+        store.update("defer:x", bump),
+        store.update("defer:y", broken),
+        store.update("defer:x", bump),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2
+    assert isinstance(outcomes[1], RuntimeError)
+    assert await store.update("defer:y", bump) == 1
+
+
+async def test_scan_and_counts(store: Store, clock: FakeClock) -> None:
+    now = clock.now
+    await store.put("defer:192.0.2.1", pending(now))
+    await store.put("defer:192.0.2.2", pending(now))
+    await store.put("defer:google.com", Familiar(now, now, now + 50))
+    await store.put("defer:198.51.100.7", Tally(1, now, now + 50))
+    await store.put("penalty:192.0.2.3", Penalty(now, now + 50, 6))
+    keys = [k for k, _ in await store.scan("defer:192.")]
+    assert keys == ["defer:192.0.2.1", "defer:192.0.2.2"]
+    assert [k for k, _ in await store.scan("penalty:")] == ["penalty:192.0.2.3"]
+    assert len(await store.scan()) == 5
+    assert await store.counts() == {"pending": 2, "familiar": 1, "tally": 1, "penalty": 1}
+
+
+async def test_dynamic_entries_generation_and_expiry(store: Store, clock: FakeClock) -> None:
+    g0 = await store.generation()
+    await store.add_entry(
+        "deny", DynamicEntry("192.0.2.0/24", "hammering", clock.now, clock.now + 60)
+    )
+    await store.add_entry("deny", DynamicEntry("spam.example", "", clock.now + 1, None))
+    await store.add_entry("allow", DynamicEntry("mail.example.org", "partner", clock.now, None))
+    g1 = await store.generation()
+    assert g1 != g0
+    assert [e.text for e in await store.entries("deny")] == ["192.0.2.0/24", "spam.example"]
+    assert (await store.entries("allow"))[0] == DynamicEntry(
+        "mail.example.org", "partner", clock.now, None
+    )
+    clock.advance(60)
+    assert [e.text for e in await store.entries("deny")] == ["spam.example"]
+    assert await store.remove_entry("deny", "spam.example") is True
+    assert await store.remove_entry("deny", "spam.example") is False
+    assert await store.generation() not in (g0, g1)
+    assert await store.entries("deny") == []
+
+
+async def test_meta_with_ttl(store: Store, clock: FakeClock) -> None:
+    await store.set_meta("heartbeat", "pid=1", ttl=30)
+    await store.set_meta("schema", "1")
+    assert await store.get_meta("heartbeat") == "pid=1"
+    clock.advance(30)
+    assert await store.get_meta("heartbeat") is None
+    assert await store.get_meta("schema") == "1"
+    assert await store.get_meta("missing") is None
+
+
+async def test_sweep_removes_only_expired(store: Store, clock: FakeClock) -> None:
+    now = clock.now
+    for i in range(30):
+        await store.put(f"defer:old{i}", pending(now, ttl=5))
+    await store.put("defer:live", pending(now, ttl=500))
+    clock.advance(10)
+    removed = await store.sweep(limit=20)
+    assert removed == 20
+    assert await store.sweep(limit=20) == 10
+    assert await store.sweep() == 0
+    assert [k for k, _ in await store.scan()] == ["defer:live"]
+
+
+async def test_sqlite_restart_keeps_familiar_records(tmp_path, clock: FakeClock) -> None:
+    url = _url("sqlite", tmp_path)
+    first = open_store(url, clock=clock)
+    await first.open()
+    await first.put("defer:google.com", Familiar(clock.now, clock.now, clock.now + 3024000))
+    await first.close()
+    second = open_store(url, clock=clock)
+    await second.open()
+    try:
+        assert await second.get("defer:google.com") == Familiar(
+            clock.now, clock.now, clock.now + 3024000
+        )
+    finally:
+        await second.close()
+
+
+async def test_sqlite_unusable_path_is_a_clear_error(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = open_store(f"sqlite://{blocker / 'sub' / 'state.db'}")
+    with pytest.raises(StoreError, match=r"store.url sqlite://.*: cannot create"):
+        await store.open()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    store = open_store(f"sqlite://{garbage}")
+    with pytest.raises(StoreError, match="cannot open the database"):
+        await store.open()
+
+
+def _hammer(url: str, count: int, start) -> None:
+    async def run() -> None:
+        store = open_store(url)
+        await store.open()
+        start.wait()
+        for _ in range(count):
+            await store.update("defer:hot", bump)
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_two_processes_hammering_one_key_lose_no_update(tmp_path) -> None:
+    url = _url("sqlite", tmp_path)
+    (tmp_path / "state").mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    workers = [ctx.Process(target=_hammer, args=(url, 400, start)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    start.set()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    row = (
+        sqlite3.connect(url[len("sqlite://") :])
+        .execute("SELECT value FROM records WHERE key = 'defer:hot'")
+        .fetchone()
+    )
+    assert decode(row[0]).attempts == 800
