@@ -1,0 +1,106 @@
+"""The `onajimi` command. Every subcommand takes `-c/--config FILE`.
+
+Operator mistakes (bad config, bad list line, unparsable address, unusable store) print
+one line, `onajimi: <what and where>`, and exit with status 2. Only bugs keep a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import DEFAULT_CONFIG
+from gateway.errors import StoreError, UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other operator error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        metavar="FILE",
+        help=f"configuration file (default: {DEFAULT_CONFIG})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onajimi", description="Queue-less SMTP front door.")
+    parser.add_argument("--version", action="version", version=f"onajimi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="validate config and list files; print what would run")
+    _config_option(check)
+
+    explain = sub.add_parser("explain", help="the decision the gateway would make now, and why")
+    _config_option(explain)
+    explain.add_argument("ip", help="client address")
+    explain.add_argument(
+        "--name", help="PTR name to assume (forward-confirmed) instead of asking DNS"
+    )
+    explain.add_argument("--helo", help="HELO name the client would give")
+    explain.add_argument("--sender", help="envelope sender ('' for the null sender)")
+    explain.add_argument("--rcpt", help="envelope recipient")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for role in ("allow", "deny"):
+        lst = sub.add_parser(role, help=f"dynamic {role} entries in the state store")
+        actions = lst.add_subparsers(dest="action", required=True, parser_class=_Parser)
+        add = actions.add_parser("add", help=f"add an {role} entry")
+        _config_option(add)
+        add.add_argument("entry", help="IP, CIDR, domain or /regex/")
+        add.add_argument("--ttl", help="lifetime: seconds or 90m, 12h, 7d, 2w (default: permanent)")
+        add.add_argument("--comment", help="why (shown by list)")
+        remove = actions.add_parser("remove", help=f"remove an {role} entry")
+        _config_option(remove)
+        remove.add_argument("entry")
+        listing = actions.add_parser("list", help=f"show {role} entries")
+        _config_option(listing)
+        listing.add_argument("--json", action="store_true")
+        lst.set_defaults(list=role)
+
+    status = sub.add_parser("status", help="record counts and the store in use")
+    _config_option(status)
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        from gateway.cli import check
+
+        return check.run(args)
+    if args.command == "explain":
+        from gateway.cli import explain
+
+        return explain.run(args)
+    if args.command in ("allow", "deny"):
+        from gateway.cli import entries
+
+        return entries.run(args)
+    if args.command == "status":
+        from gateway.cli import status
+
+        return status.run(args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (UserError, StoreError) as exc:
+        print(f"onajimi: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

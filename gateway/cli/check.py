@@ -1,0 +1,52 @@
+"""`onajimi check`: validate the configuration and every list file; print what would run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.cli.common import print_table, settings_from
+from gateway.policy.build import build_policy, display_path
+
+
+def _files(paths) -> str:
+    return ", ".join(display_path(p) for p in paths) or "none"
+
+
+def run(args: Any) -> int:
+    settings = settings_from(args)
+    policy = build_policy(settings)
+    s = settings
+    nameservers = ", ".join(str(ns) for ns in s.dns.nameservers) or "from /etc/resolv.conf"
+    rules = ", ".join(str(r) for r in s.s25r.rules) or "none"
+    rows = [
+        ("config", f"{s.source}: OK"),
+        ("listen", ", ".join(str(a) for a in s.listen.addresses) + f" as {s.listen.hostname}"),
+        ("proxy", "PROXY protocol required" if s.listen.proxy_protocol else "off"),
+        ("tls", "STARTTLS offered" if s.tls_enabled else "off"),
+        (
+            "backend",
+            f"{s.backend.host}:{s.backend.port} (tls {s.backend.tls}, "
+            f"forward_client {s.backend.forward_client}, helo {s.backend_helo})",
+        ),
+        ("relay", "accept " + ", ".join(s.relay.accept_domains)),
+        (
+            "policy",
+            f"defer {s.policy.defer}, key {s.policy.key}, prefixes /{s.policy.ipv4_prefix} "
+            f"/{s.policy.ipv6_prefix}, min_retry_delay {s.policy.min_retry_delay:g}s, "
+            f"retry_window {s.policy.retry_window:g}s",
+        ),
+        (
+            "s25r",
+            f"rules {rules}; blacklist {len(policy.classifier.blacklist)} entries "
+            f"({_files(s.s25r.blacklist_files)})",
+        ),
+        ("allow", f"{len(policy.allow)} entries ({_files(s.lists.allow_files)})"),
+        ("deny", f"{len(policy.deny)} entries ({_files(s.lists.deny_files)})"),
+        ("trusted", ", ".join(str(n) for n in s.policy.trusted_networks) or "none"),
+        ("dns", f"{nameservers}; timeout {s.dns.timeout:g}s; cache {s.dns.cache_size}"),
+        ("store", f"{s.store.url} (on error: {s.store.on_error})"),
+        ("metrics", str(s.metrics.listen) if s.metrics.listen else "off"),
+        ("workers", str(s.server.workers)),
+    ]
+    print_table(rows)
+    return 0

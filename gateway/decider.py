@@ -1,0 +1,151 @@
+"""Feeds the pure policy with facts from DNS and the store, at the moments they are needed.
+
+The SMTP session and `onajimi explain` go through these same calls, so what explain
+prints is what the gateway does. `dry_run=True` reads the store but never writes it.
+
+    at_connect(address)                 before the greeting: trusted / deny / penalty / allow
+    assess(screening)                   once reverse DNS answers (or was given)
+    at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
+                                        has already checked the address syntax)
+    delivered(assessment, key)          the backend accepted: refresh the familiar record
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.policy import deferral
+from gateway.policy.decision import Assessment, KeyMode, Policy, Screening, Verdict, verdict_of
+from gateway.policy.facts import RDNS
+from gateway.policy.net import IPAddress
+from gateway.policy.records import Familiar, Penalty, Space, store_key
+from gateway.policy.values import value
+from gateway.policy.vocabulary import Action, Reason
+from gateway.resolver.resolver import Resolver
+from gateway.store.base import Outcome, Store
+
+
+@value
+class Connect:
+    screening: Screening
+    verdict: Verdict | None  # None: nothing decided before DNS (the usual case)
+    penalty: Penalty | None = None
+
+
+@value
+class RcptDecision:
+    verdict: Verdict
+    key: str = ""  # the deferral key the verdict was reached under ("" if none)
+    step: deferral.Step | None = None
+    record_kind: str = ""  # what the store held under the key, for explain
+
+
+def _defer_key(key: str) -> str:
+    return store_key(Space.DEFER, key)
+
+
+class Decider:
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        store: Store,
+        resolver: Resolver | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy  # a getter: reloads swap the policy between connections
+        self.store = store
+        self.resolver = resolver
+        self.clock = clock
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy()
+
+    async def at_connect(self, address: IPAddress) -> Connect:
+        policy = self._policy()
+        screening = policy.screen(address)
+        early = screening.verdict
+        if early is not None and early.reason in (Reason.TRUSTED, Reason.DENYLIST):
+            return Connect(screening, early)
+        penalty = await self.store.get(store_key(Space.PENALTY, screening.address_key))
+        penalty = penalty if isinstance(penalty, Penalty) else None
+        return Connect(screening, policy.before_greeting(screening, penalty, self.clock()), penalty)
+
+    async def lookup(self, address: IPAddress) -> RDNS:
+        assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"
+        return await self.resolver.rdns(address)
+
+    async def assess(self, screening: Screening, rdns: RDNS | None = None) -> Assessment:
+        if screening.verdict is None and rdns is None:
+            rdns = await self.lookup(screening.address)
+        return self._policy().assess(screening, rdns)
+
+    async def at_rcpt(
+        self, assessment: Assessment, sender: str, recipient: str, *, dry_run: bool = False
+    ) -> RcptDecision:
+        policy = self._policy()
+        refused = policy.relay_check(recipient)
+        if refused is not None:
+            return RcptDecision(refused)
+        verdict = assessment.verdict
+        if verdict is not None and verdict.reason is not Reason.DNS_TEMPFAIL:
+            return RcptDecision(verdict)
+
+        now = self.clock()
+        client_key = assessment.client_key
+        key = policy.deferral_key(assessment, sender, recipient)
+        if verdict is not None or key != client_key:
+            # DNS failed (a familiar record under the address key still passes), or triplet
+            # mode (a familiar client key passes every triplet): look at the client first.
+            familiar = await self._familiar(client_key, now)
+            if familiar is not None:
+                return familiar
+            if verdict is not None:
+                return RcptDecision(verdict, client_key)
+
+        if dry_run:
+            record = await self.store.get(_defer_key(key))
+            step = policy.step(assessment, record, now)
+            kind = type(record).__name__.lower() if record is not None else "none"
+            return RcptDecision(verdict_of(step), key, step, kind)
+
+        def change(record) -> Outcome[deferral.Step]:
+            step = policy.step(assessment, record, now)
+            return Outcome(step, step.changed, step.record)
+
+        step = await self.store.update(_defer_key(key), change)
+        if step.penalty is not None:
+            await self.store.put(
+                store_key(Space.PENALTY, assessment.screening.address_key), step.penalty
+            )
+        if step.reason is Reason.PROMOTED and policy.key_mode is KeyMode.TRIPLET:
+            rules = policy.rules
+
+            def count(record) -> Outcome[None]:
+                new = deferral.count_pass(record, now, rules)
+                return Outcome(None, new is not None, new)
+
+            await self.store.update(_defer_key(client_key), count)
+        return RcptDecision(verdict_of(step), key, step)
+
+    async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
+        record = await self.store.get(_defer_key(client_key))
+        if isinstance(record, Familiar) and now < record.expires:
+            verdict = Verdict(
+                Action.PASS, Reason.FAMILIAR, detail=f"familiar since {record.since:.0f}"
+            )
+            return RcptDecision(verdict, client_key, record_kind="familiar")
+        return None
+
+    async def delivered(self, keys: set[str]) -> None:
+        """The backend accepted a delivery: familiar keys involved stay familiar longer."""
+        now = self.clock()
+        rules = self._policy().rules
+
+        def refresh(record) -> Outcome[None]:
+            new = deferral.on_delivery(record, now, rules)
+            return Outcome(None, new is not None, new)
+
+        for key in keys:
+            await self.store.update(_defer_key(key), refresh)

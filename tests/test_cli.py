@@ -1,0 +1,231 @@
+"""The `onajimi` command as an operator runs it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONF
+
+ONAJIMI = [sys.executable, "-m", "gateway"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ONAJIMI, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    """A copy of the shipped conf/ with a SQLite store in the temp dir."""
+    target = tmp_path / "conf"
+    shutil.copytree(CONF, target)
+    config = target / "gateway.toml"
+    text = config.read_text()
+    text = text.replace(
+        'url = "sqlite:///var/lib/onajimi/state.db"', 'url = "sqlite://state/state.db"'
+    )
+    config.write_text(text)
+    return config
+
+
+def with_dns(config: Path, dns_address: str) -> Path:
+    text = config.read_text().replace("nameservers = []", f'nameservers = ["{dns_address}"]')
+    config.write_text(text.replace("timeout = 5 ", "timeout = 1 "))
+    return config
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_good_config(conf: Path) -> None:
+    result = run("check", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert ": OK" in result.stdout
+    assert "accept example.com" in result.stdout
+    assert "allow    " in result.stdout and "entries" in result.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "onajimi"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("onajimi ")
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            lambda t: t.replace("ipv4_prefix = 32", "ipv4_prefix = 40"),
+            "policy.ipv4_prefix: must be at most 32",
+        ),
+        (
+            lambda t: t.replace('accept_domains = ["example.com"]', ""),
+            "relay.accept_domains: required",
+        ),
+        (lambda t: t + "\n[bogus]\n", "[bogus]: unknown section"),
+        (lambda t: t.replace("[listen]", "[listen"), "invalid TOML"),
+    ],
+)
+def test_check_bad_config_is_one_line_exit_2(conf: Path, edit, fragment: str) -> None:
+    conf.write_text(edit(conf.read_text()))
+    assert_one_line_error(run("check", "-c", str(conf)), fragment)
+
+
+def test_check_bad_list_line_names_file_and_line(conf: Path) -> None:
+    deny = conf.parent / "deny.txt"
+    deny.write_text("192.0.2.1\n\n192.0.2.7/24\n")
+    assert_one_line_error(
+        run("check", "-c", str(conf)), "deny.txt:3: '192.0.2.7/24' has host bits set"
+    )
+
+
+def test_unreadable_config(tmp_path: Path) -> None:
+    assert_one_line_error(
+        run("check", "-c", str(tmp_path / "nope.toml")), "configuration file not found"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "reason", "reply"),
+    [
+        ("p1234-ip45.dyn.example.jp", "s25r_rule1", "450 4.7.1 "),
+        ("host12345.example.com", "s25r_rule2", "450 4.7.1 "),
+        ("dhcp5.example.com", "s25r_rule6", "450 4.7.1 "),
+        ("pool-ab.dyn.optonline.net", "s25r_blacklist", "450 4.7.1 "),
+        ("mail.example.org", "clean", "250"),
+        ("mail-ot1-f41.google.com", "allowlist", "250"),
+    ],
+)
+def test_explain_s25r_cases(conf: Path, name: str, reason: str, reply: str) -> None:
+    result = run("explain", "203.0.113.9", "--name", name, "--json", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["decision"]["reason"] == reason
+    assert data["decision"]["reply"].startswith(reply)
+
+
+def test_explain_never_changes_state(conf: Path) -> None:
+    for _ in range(3):
+        data = json.loads(
+            run(
+                "explain",
+                "203.0.113.9",
+                "--name",
+                "p1-2.dyn.example.net",
+                "--json",
+                "-c",
+                str(conf),
+            ).stdout
+        )
+        assert data["decision"]["reason"] == "s25r_rule1"  # never early_retry
+    assert not (conf.parent / "state" / "state.db").exists()
+
+
+def test_explain_with_real_dns_and_text_output(conf: Path, dns_server) -> None:
+    dns_server.add_ptr("192.0.2.9", "p1234-ip45.dyn.example.jp")
+    dns_server.add_host("p1234-ip45.dyn.example.jp", "192.0.2.9", ptr=False)
+    dns_server.servfail.add(dns_server.reverse_name("192.0.2.66"))
+    with_dns(conf, dns_server.address)
+    result = run("explain", "192.0.2.9", "--helo", "pc", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "fcrdns        confirmed (forward-confirmed)" in result.stdout
+    assert "s25r_rule1" in result.stdout and "reply         450 4.7.1" in result.stdout
+    tempfail = json.loads(run("explain", "192.0.2.66", "--json", "-c", str(conf)).stdout)
+    assert tempfail["decision"]["reason"] == "dns_tempfail"
+    assert tempfail["decision"]["reply"].startswith("451 4.4.3")
+    no_ptr = json.loads(run("explain", "192.0.2.10", "--json", "-c", str(conf)).stdout)
+    assert no_ptr["decision"]["reason"] == "s25r_rule0"
+
+
+def test_explain_relay_and_null_sender(conf: Path) -> None:
+    relay = json.loads(
+        run(
+            "explain",
+            "203.0.113.9",
+            "--name",
+            "mail.example.org",
+            "--rcpt",
+            "x@elsewhere.example",
+            "--json",
+            "-c",
+            str(conf),
+        ).stdout
+    )
+    assert relay["decision"]["reason"] == "relay_denied"
+    null = json.loads(
+        run(
+            "explain",
+            "203.0.113.9",
+            "--name",
+            "p1-2.dyn.example.net",
+            "--sender",
+            "",
+            "--json",
+            "-c",
+            str(conf),
+        ).stdout
+    )
+    assert null["stage"].startswith("DATA") and null["decision"]["reply"].startswith("451 4.7.1")
+
+
+def test_explain_bad_address(conf: Path) -> None:
+    assert_one_line_error(run("explain", "1.2.3", "-c", str(conf)), "'1.2.3' is not an IP address")
+
+
+def test_allow_deny_add_list_remove_and_explain_sees_them(conf: Path) -> None:
+    added = run(
+        "deny", "add", "198.51.100.0/24", "--ttl", "2h", "--comment", "hammering", "-c", str(conf)
+    )
+    assert added.returncode == 0, added.stderr
+    assert run("allow", "add", "partner.example", "-c", str(conf)).returncode == 0
+    listing = run("deny", "list", "--json", "-c", str(conf))
+    entries = json.loads(listing.stdout)
+    assert [e["entry"] for e in entries] == ["198.51.100.0/24"]
+    assert entries[0]["comment"] == "hammering" and entries[0]["expires"] > entries[0]["added"]
+    data = json.loads(run("explain", "198.51.100.7", "--json", "-c", str(conf)).stdout)
+    assert data["decision"]["reason"] == "denylist" and data["stage"].startswith("connect")
+    partner = json.loads(
+        run(
+            "explain", "192.0.2.1", "--name", "mx.partner.example", "--json", "-c", str(conf)
+        ).stdout
+    )
+    assert partner["decision"]["reason"] == "allowlist"
+    assert run("deny", "remove", "198.51.100.0/24", "-c", str(conf)).returncode == 0
+    missing = run("deny", "remove", "198.51.100.0/24", "-c", str(conf))
+    assert missing.returncode == 1 and "no such entry" in missing.stdout
+    status = json.loads(run("status", "--json", "-c", str(conf)).stdout)
+    assert status["dynamic_allow"] == 1 and status["dynamic_deny"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["deny", "add", "192.0.2.7/24"], "has host bits set"),
+        (["deny", "add", "/unclosed"], "no closing '/'"),
+        (["allow", "add", "192.0.2.1", "--ttl", "soon"], "'soon' is not a duration"),
+        (["allow", "add", "192.0.2.1 OK"], "without an action"),
+    ],
+)
+def test_bad_entries_are_refused(conf: Path, args: list[str], fragment: str) -> None:
+    assert_one_line_error(run(*args, "-c", str(conf)), fragment)
+
+
+def test_status_counts(conf: Path) -> None:
+    result = run("status", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "pending          0" in result.stdout and "sqlite://" in result.stdout
+
+
+def test_usage_errors_are_one_line() -> None:
+    assert_one_line_error(run("explain"), "required: ip")
+    assert_one_line_error(run("frobnicate"), "invalid choice")
