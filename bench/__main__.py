@@ -1,0 +1,51 @@
+"""`python -m bench [SECTION ...]`: run the benchmark sections, print one table.
+
+Sections run in separate processes so that one section's CPU pinning, caches and
+garbage do not colour the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+from bench.report import Row, print_table, run_section, write_json
+
+SECTIONS = {
+    "policy": "bench.policy",
+}
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], help="default: all")
+    args = parser.parse_args(argv)
+    chosen = args.sections or list(SECTIONS)
+    ctx = multiprocessing.get_context("spawn")
+    rows: list[Row] = []
+    started = time.monotonic()
+    for name in chosen:
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=run_section, args=(SECTIONS[name], sender))
+        proc.start()
+        proc.join(240)
+        if proc.is_alive():
+            proc.kill()
+            print(f"bench: section {name} exceeded its time limit", file=sys.stderr)
+            return 1
+        if proc.exitcode != 0 or not receiver.poll():
+            print(f"bench: section {name} failed (exit {proc.exitcode})", file=sys.stderr)
+            return 1
+        rows.extend(receiver.recv())
+    print_table(rows)
+    write_json(rows, RESULTS)
+    print(f"\n{len(rows)} figures in {time.monotonic() - started:.0f} s; written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Decisions per second with big lists loaded and DNS answers cached (policy-core issue).
+
+Figures on one core (the process and its SQLite thread pinned to one CPU):
+* the pure policy step: screen, penalty check, cached FCrDNS, assess, relay check,
+  deferral key and state-machine step on an in-memory record; once for a *returning*
+  client (its PTR names judged before: the policy remembers name judgements) and once
+  for a client whose names are judged for the first time (the memo emptied before each
+  decision: every list lookup done in full);
+* the same decision through the Decider with the SQLite store: a penalty-box read at
+  connect and an atomic read-modify-write at RCPT, 64 decisions in flight at once as in
+  a busy gateway (and one at a time, for the latency). Worst case on purpose: every
+  client is deferrable (`defer = "all"`) and nobody is ever penalised, so every
+  decision makes both round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.fixtures import clients, write_cidrs, write_regexes
+from bench.report import Row
+from gateway.config import settings_from_mapping
+from gateway.decider import Decider
+from gateway.policy.build import build_policy
+from gateway.policy.decision import DeferMode
+from gateway.policy.net import client_address
+from gateway.resolver.resolver import Resolver
+from gateway.store import open_store
+from tests.dnsserver import DnsServer
+
+CIDRS = 100_000
+REGEXES = 5_000
+CLIENTS = 10_000
+SECONDS = 4.0
+
+
+def _pin_to_one_cpu() -> str:
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned"
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu}"
+
+
+async def _prime_dns(population, tmp: Path) -> tuple[Resolver, DnsServer]:
+    server = DnsServer(ttl=86400, negative_ttl=3600).start()
+    for c in population:
+        if c.name:
+            server.add_host(c.name, c.address)
+    resolver = Resolver([("127.0.0.1", server.port)], timeout=5.0, cache_size=2 * CLIENTS)
+    sem = asyncio.Semaphore(32)
+
+    async def one(address):
+        async with sem:
+            await resolver.rdns(address)
+
+    await asyncio.gather(*(one(client_address(c.address)) for c in population))
+    missing = [c for c in population if resolver.cached_rdns(client_address(c.address)) is None]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} clients have no cached DNS answer: not the case measured"
+        )
+    return resolver, server
+
+
+def _pure_step(policy, resolver, addresses, now: float, *, forget: bool) -> tuple[int, float]:
+    records: dict[str, object] = {}
+    memo = policy.name_memo
+    sender, rcpt = "someone@example.net", "bob@example.com"
+    done = 0
+    started = time.perf_counter()
+    deadline = started + SECONDS
+    while time.perf_counter() < deadline:
+        for text in addresses:
+            if forget:
+                memo.clear()
+            address = client_address(text)
+            screening = policy.screen(address)
+            policy.before_greeting(screening, None, now)
+            assessment = policy.assess(screening, resolver.cached_rdns(address))
+            policy.relay_check(rcpt)
+            if assessment.verdict is None:
+                key = policy.deferral_key(assessment, sender, rcpt)
+                step = policy.step(assessment, records.get(key), now)
+                records[key] = step.record
+            done += 1
+            if done % 1000 == 0 and time.perf_counter() >= deadline:
+                break
+    return done, time.perf_counter() - started
+
+
+async def _with_store(decider: Decider, addresses, concurrency: int) -> tuple[int, float]:
+    done = 0
+    started = time.perf_counter()
+    deadline = started + SECONDS
+    queue = list(addresses)
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.perf_counter() < deadline:
+            address = client_address(queue[i % len(queue)])
+            connect = await decider.at_connect(address)
+            assessment = await decider.assess(connect.screening)
+            await decider.at_rcpt(assessment, "someone@example.net", "bob@example.com")
+            done += 1
+            i += concurrency
+
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return done, time.perf_counter() - started
+
+
+async def run(tmp: Path) -> list[Row]:
+    rng = random.Random(2026)
+    pinning = _pin_to_one_cpu()
+    write_cidrs(tmp / "deny.txt", CIDRS, rng)
+    mix = write_regexes(tmp / "blacklist.txt", REGEXES, rng)
+    raw = {
+        "relay": {"accept_domains": ["example.com"]},
+        "store": {"url": f"sqlite://{tmp / 'policy-bench.db'}"},
+        "lists": {
+            "allow_files": [str(Path("conf/allow.txt").resolve())],
+            "deny_files": ["deny.txt"],
+        },
+        "s25r": {"blacklist_files": ["blacklist.txt"]},
+    }
+    settings = settings_from_mapping(raw, "bench.toml", tmp)
+    t0 = time.perf_counter()
+    policy = build_policy(settings)
+    load_seconds = time.perf_counter() - t0
+
+    population = clients(CLIENTS, rng)
+    addresses = [c.address for c in population]
+    resolver, server = await _prime_dns(population, tmp)
+    try:
+        fresh, fresh_s = _pure_step(policy, resolver, addresses, time.time(), forget=True)
+        pure, pure_s = _pure_step(policy, resolver, addresses, time.time(), forget=False)
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            worst = replace(
+                policy,
+                defer_mode=DeferMode.ALL,
+                rules=replace(policy.rules, impatient_retries=0),
+                name_memo={},
+            )
+            decider = Decider(lambda: worst, store, resolver)
+            busy, busy_s = await _with_store(decider, addresses, 64)
+            single, single_s = await _with_store(decider, addresses, 1)
+        finally:
+            await store.close()
+    finally:
+        resolver.close()
+        server.stop()
+
+    lists = (
+        f"{CIDRS:,} CIDRs + {REGEXES:,} regexes ({', '.join(f'{k} {v}' for k, v in mix.items())})"
+    )
+    return [
+        Row("policy", "list load time", load_seconds, "s", note=lists),
+        Row(
+            "policy",
+            "pure policy step, returning client",
+            pure / pure_s,
+            "decisions/s",
+            target=50_000,
+            note=pinning,
+        ),
+        Row(
+            "policy",
+            "pure policy step, names judged afresh",
+            fresh / fresh_s,
+            "decisions/s",
+            note="every list lookup in full",
+        ),
+        Row(
+            "policy",
+            "with SQLite store, 64 in flight",
+            busy / busy_s,
+            "decisions/s",
+            target=10_000,
+            note="2 store round trips per decision",
+        ),
+        Row(
+            "policy",
+            "with SQLite store, 1 in flight",
+            single / single_s,
+            "decisions/s",
+            note=f"{1e6 * single_s / max(single, 1):.0f} us per decision",
+        ),
+    ]
