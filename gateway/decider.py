@@ -82,8 +82,16 @@ class Decider:
         return self._policy().assess(screening, rdns)
 
     async def at_rcpt(
-        self, assessment: Assessment, sender: str, recipient: str, *, dry_run: bool = False
+        self,
+        assessment: Assessment,
+        sender: str,
+        recipient: str,
+        *,
+        dry_run: bool = False,
+        session: dict[str, RcptDecision] | None = None,
     ) -> RcptDecision:
+        """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
+        session: three recipients of one message are one attempt, not two early retries."""
         policy = self._policy()
         refused = policy.relay_check(recipient)
         if refused is not None:
@@ -95,6 +103,8 @@ class Decider:
         now = self.clock()
         client_key = assessment.client_key
         key = policy.deferral_key(assessment, sender, recipient)
+        if session is not None and key in session:
+            return session[key]
         if verdict is not None or key != client_key:
             # DNS failed (a familiar record under the address key still passes), or triplet
             # mode (a familiar client key passes every triplet): look at the client first.
@@ -127,7 +137,10 @@ class Decider:
                 return Outcome(None, new is not None, new)
 
             await self.store.update(_defer_key(client_key), count)
-        return RcptDecision(verdict_of(step), key, step)
+        decision = RcptDecision(verdict_of(step), key, step)
+        if session is not None:
+            session[key] = decision
+        return decision
 
     async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
         record = await self.store.get(_defer_key(client_key))

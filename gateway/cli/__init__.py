@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onajimi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    run = sub.add_parser("run", help="serve SMTP until SIGTERM (SIGHUP reloads)")
+    _config_option(run)
+
     check = sub.add_parser("check", help="validate config and list files; print what would run")
     _config_option(check)
 
@@ -76,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from gateway.cli import run
+
+        return run.run(args)
     if args.command == "check":
         from gateway.cli import check
 

@@ -5,17 +5,20 @@ Called at start-up, by `onajimi check`/`explain`, and on SIGHUP; never per conne
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from gateway.config import Settings
 from gateway.policy import deferral
 from gateway.policy.decision import DeferMode, KeyMode, Policy
-from gateway.policy.lists import ClientList, Role, load_list, parse_entry
+from gateway.policy.lists import ClientList, EntryError, Role, load_list, parse_entry
 from gateway.policy.net import NetSet
 from gateway.policy.recipients import AcceptDomains
 from gateway.policy.replies import Wording
 from gateway.policy.s25r import S25RClassifier
+
+log = logging.getLogger("onajimi.policy")
 
 
 def display_path(path: Path) -> str:
@@ -65,10 +68,18 @@ def build_policy(settings: Settings) -> Policy:
 
 
 def dynamic_list(entries: list[tuple[str, str]], role: Role) -> ClientList:
-    """Entries from the store, as (entry text, comment); bad ones were refused at `add`."""
+    """Entries from the store, as (entry text, comment).
+
+    `onajimi allow|deny add` refuses bad entries, but the store is shared and outlives
+    versions: a line this version cannot read is skipped (and logged), never fatal.
+    """
     parsed = []
     for text, _comment in entries:
-        item = parse_entry(text, role, f"dynamic {role.value}")
+        try:
+            item = parse_entry(text, role, f"dynamic {role.value}")
+        except EntryError as exc:
+            log.warning("dynamic %s entry %r skipped: %s", role.value, text, exc)
+            continue
         if item is not None:
             parsed.append(item)
     return ClientList(role, parsed)

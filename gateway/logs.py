@@ -1,0 +1,122 @@
+"""Log lines an operator can grep, parse and trust.
+
+One line per decision and per relayed transaction (SPEC section 8), as logfmt by
+default or JSON with `log.format = "json"`:
+
+    decision session=3f2a client=203.0.113.9 ptr=p1234-ip45.dyn.example.jp helo=pc
+        from=<a@b> to=<c@d> action=defer reason=s25r_rule1 key=203.0.113.9 attempt=1
+
+Everything that came from a client (HELO, addresses, PTR names) is quoted so that it
+cannot forge a line: no raw CR/LF or control characters ever reach the output, quotes
+and backslashes are escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+decision_log = logging.getLogger("onajimi.decision")
+relay_log = logging.getLogger("onajimi.relay")
+log = logging.getLogger("onajimi")
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:/@<>+[]%,")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def logfmt_value(value: Any) -> str:
+    """A value as logfmt: bare when it is plain, else quoted with every control escaped."""
+    text = "" if value is None else str(value)
+    if text and all(c in _SAFE for c in text):
+        return text
+    out = []
+    for c in text:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF:
+            out.append(f"\\x{ord(c) & 0xFF:02x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def logfmt(event: str, fields: Mapping[str, Any]) -> str:
+    return event + "".join(f" {key}={logfmt_value(value)}" for key, value in fields.items())
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Lone surrogates (undecodable client bytes) would make json.dumps produce invalid UTF-8.
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class EventFormatter:
+    """Turns (event, fields) into the configured line format."""
+
+    def __init__(self, style: str = "logfmt") -> None:
+        self.style = style
+
+    def format(self, event: str, fields: Mapping[str, Any]) -> str:
+        if self.style == "json":
+            payload = {"event": event, **{k: _json_safe(v) for k, v in fields.items()}}
+            return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        return logfmt(event, fields)
+
+
+_formatter = EventFormatter()
+
+
+def emit(logger: logging.Logger, event: str, fields: Mapping[str, Any]) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(_formatter.format(event, fields))
+
+
+class _LineFormatter(logging.Formatter):
+    """`ts=... level=... msg` for our own events; other records get their text quoted."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ts = f"{ts}.{int(record.msecs):03d}Z"
+        message = record.getMessage()
+        if record.name in ("onajimi.decision", "onajimi.relay"):
+            if self.style == "json":
+                return f'{{"ts":"{ts}",' + message[1:]
+            return f"ts={ts} {message}"
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        if self.style == "json":
+            return json.dumps(
+                {
+                    "ts": ts,
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "msg": message,
+                },
+                ensure_ascii=False,
+            )
+        level = record.levelname.lower()
+        return f"ts={ts} level={level} logger={record.name} msg={logfmt_value(message)}"
+
+
+def configure(level: str = "info", style: str = "logfmt", stream=None) -> None:
+    """Set the process's log level and line format (called at start and on reload)."""
+    _formatter.style = style
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_LineFormatter(style))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    # aiosmtpd logs every command at INFO and every bot typo at WARNING ("mail.log"):
+    # far too chatty for a port 25. Our own lines say what matters.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)

@@ -1,0 +1,393 @@
+"""The running gateway: settings in, listening sockets out, and everything in between.
+
+`Gateway` assembles the policy, store, resolver, decider and relay configuration, binds
+the listeners, runs the background chores, and owns the lifecycle:
+
+    start()      open the store, build the policy, probe the backend, bind (errors: one line)
+    reload()     SIGHUP: re-read config and lists; keep the old ones if the new do not load
+    stop(grace)  SIGTERM: stop accepting, let sessions finish for `grace` seconds, close
+    serve()      start, then wait for SIGTERM/SIGINT, reload on SIGHUP
+
+Background chores: sweep expired store records, pick up dynamic allow/deny entries
+(polling the store's generation number), re-learn the backend's EHLO keywords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import math
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway import logs
+from gateway.config import Endpoint, Settings, load_settings
+from gateway.decider import Decider, RcptDecision
+from gateway.errors import ConfigError, StoreError, UserError
+from gateway.policy.build import build_policy, dynamic_list
+from gateway.policy.decision import Policy, Verdict
+from gateway.policy.lists import ClientList, Role
+from gateway.policy.net import NetSet
+from gateway.relay.backend import BackendConfig, BackendError, Capabilities, probe_backend
+from gateway.resolver.resolver import Resolver
+from gateway.smtp.handler import Handler
+from gateway.smtp.limits import ConnectionLimits
+from gateway.smtp.protocol import GatewaySMTP
+from gateway.smtp.state import SessionState, Transaction
+from gateway.store import open_store
+from gateway.store.base import Store
+
+log = logging.getLogger("onajimi")
+
+SWEEP_EVERY = 60.0
+DYNAMIC_POLL_EVERY = 2.0
+PROBE_EVERY = 300.0
+
+
+class BindError(UserError):
+    """A listening address could not be bound (the message says which and why)."""
+
+
+def _bind_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (is another MTA or gateway listening there?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this host"
+    if exc.errno == errno.EAFNOSUPPORT:
+        return "IPv6 is not available on this host"
+    return exc.strerror or str(exc)
+
+
+def tls_context_for(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls.cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(settings.tls.cert), str(settings.tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{settings.source}: tls.cert / tls.key: cannot load: {exc}") from None
+    return context
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        resolver: Resolver | None = None,
+        own_logging: bool = False,
+    ) -> None:
+        self.own_logging = own_logging  # `onajimi run` owns the process's log setup
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.resolver = resolver
+        self.handler = Handler(self)
+        self.capabilities = Capabilities()
+        self.sessions: set[GatewaySMTP] = set()
+        self.limits = ConnectionLimits(
+            settings.limits.max_connections, settings.limits.max_connections_per_client
+        )
+        self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
+        self.policy: Policy  # current: static lists + dynamic entries
+        self._dynamic_generation: int | None = None
+        self._dynamic_expiry = math.inf
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self._apply(settings)
+
+    def _apply(self, settings: Settings) -> None:
+        """Everything derived from settings (at start and at reload); raises ConfigError."""
+        static = build_policy(settings)
+        tls_context = tls_context_for(settings)
+        proxy_trusted: NetSet[str] = NetSet()
+        for network in settings.listen.proxy_trusted:
+            proxy_trusted.add(network, str(network))
+        self.settings = settings
+        self._static_policy = static
+        self.policy = static.with_dynamic(*self._dynamic)
+        self.tls_context = tls_context
+        self.proxy_trusted = proxy_trusted
+        self.backend_config = BackendConfig.from_settings(settings)
+        self.limits.reconfigure(
+            settings.limits.max_connections, settings.limits.max_connections_per_client
+        )
+        if self.own_logging:
+            logs.configure(settings.log.level, settings.log.format)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.store is None:
+            self.store = open_store(self.settings.store.url, clock=self.clock)
+        await self.store.open()
+        if self.resolver is None:
+            self.resolver = Resolver.from_settings(self.settings.dns)
+        self.decider = Decider(lambda: self.policy, self.store, self.resolver, clock=self.clock)
+        await self._refresh_dynamic()
+        why = await probe_backend(self.backend_config, self.capabilities)
+        if why is not None:
+            log.warning(
+                "backend %s:%s not answering (%s): clients get 451 4.4.1 until it is back",
+                self.settings.backend.host,
+                self.settings.backend.port,
+                why,
+            )
+        await self._bind()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(SWEEP_EVERY, self._sweep)),
+            loop.create_task(self._every(DYNAMIC_POLL_EVERY, self._refresh_dynamic)),
+            loop.create_task(self._every(PROBE_EVERY, self._probe)),
+        ]
+        log.info(
+            "onajimi listening on %s as %s, relaying to %s:%s, store %s",
+            ", ".join(self.bound),
+            self.settings.listen.hostname,
+            self.settings.backend.host,
+            self.settings.backend.port,
+            self.store.describe(),
+        )
+
+    async def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        endpoints = self.settings.listen.addresses
+        failures: list[tuple[Endpoint, OSError]] = []
+        for endpoint in endpoints:
+            try:
+                server = await loop.create_server(
+                    lambda: GatewaySMTP(self),
+                    host=endpoint.host,
+                    port=endpoint.port,
+                    reuse_address=True,
+                    reuse_port=self.settings.server.workers > 1 or None,
+                    backlog=1024,
+                )
+            except OSError as exc:
+                failures.append((endpoint, exc))
+                continue
+            self._servers.append(server)
+        for endpoint, exc in failures:
+            unavailable_v6 = endpoint.host == "::" and exc.errno in (
+                errno.EAFNOSUPPORT,
+                errno.EADDRNOTAVAIL,
+            )
+            if unavailable_v6 and self._servers:
+                log.warning("listen.addresses: %s skipped: %s", endpoint, _bind_reason(exc))
+                continue
+            for server in self._servers:
+                server.close()
+            raise BindError(f"listen.addresses: cannot listen on {endpoint}: {_bind_reason(exc)}")
+
+    @property
+    def bound(self) -> list[str]:
+        """Every listening address as HOST:PORT (with the real port when 0 was asked)."""
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
+
+    async def _every(self, seconds: float, chore: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await chore()
+            except StoreError as exc:
+                self.store_failed(exc)
+            except Exception:
+                log.exception("background chore %s failed", getattr(chore, "__name__", chore))
+
+    async def _sweep(self) -> None:
+        while await self.store.sweep(limit=1000) == 1000:
+            await asyncio.sleep(0)  # let sessions run between batches
+
+    async def _probe(self) -> None:
+        why = await probe_backend(self.backend_config, self.capabilities)
+        if why is not None:
+            log.warning("backend probe failed: %s", why)
+
+    async def _refresh_dynamic(self) -> None:
+        """Pick up `onajimi allow|deny` changes (and entries that expired)."""
+        generation = await self.store.generation()
+        if generation == self._dynamic_generation and self.clock() < self._dynamic_expiry:
+            return
+        allow = await self.store.entries(Role.ALLOW.value)
+        deny = await self.store.entries(Role.DENY.value)
+        self._dynamic = (
+            dynamic_list([(e.text, e.comment) for e in allow], Role.ALLOW),
+            dynamic_list([(e.text, e.comment) for e in deny], Role.DENY),
+        )
+        self.policy = self._static_policy.with_dynamic(*self._dynamic)
+        expiries = [e.expires for e in (*allow, *deny) if e.expires is not None]
+        self._dynamic_expiry = min(expiries, default=math.inf)
+        if self._dynamic_generation is not None:
+            log.info("dynamic lists reloaded: %d allow, %d deny", len(allow), len(deny))
+        self._dynamic_generation = generation
+
+    def reload(self, config_path: str) -> bool:
+        """SIGHUP: a configuration that no longer loads keeps the old one running."""
+        try:
+            settings = load_settings(config_path)
+            old = self.settings
+            for key in ("listen", "store", "server"):
+                if getattr(settings, key) != getattr(old, key):
+                    log.warning("reload: [%s] changes need a restart; keeping the old values", key)
+            self._apply(settings)
+        except UserError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return False
+        self._dynamic_generation = None  # rebuild dynamic entries on top of the new lists
+        asyncio.get_running_loop().create_task(self._refresh_dynamic())
+        log.info("configuration reloaded from %s", config_path)
+        return True
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting; sessions get `grace` seconds to finish; then close everything."""
+        for server in self._servers:
+            server.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            transport = session.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(
+                    f"421 4.3.2 {self.settings.listen.hostname} shutting down\r\n".encode()
+                )
+                transport.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        if self.resolver is not None:
+            self.resolver.close()
+        if self.store is not None:
+            await self.store.close()
+        self._stopped.set()
+
+    async def serve(self, config_path: str) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, config_path)
+        await stopping.wait()
+        log.info("stopping: no new connections; %d sessions get up to 30 s", len(self.sessions))
+        await self.stop(grace=30.0)
+
+    # -- sessions -----------------------------------------------------------------------
+    def session_started(self, server: GatewaySMTP) -> None:
+        self.sessions.add(server)
+
+    def session_ended(self, server: GatewaySMTP) -> None:
+        self.sessions.discard(server)
+        state = server.state
+        if state.counted and state.address is not None:
+            self.limits.release(state.address)
+            state.counted = False
+        if state.backend is not None:  # the client vanished: abandon the backend transaction
+            state.backend.abort()
+            state.backend = None
+        if state.assessment_task is not None and not state.assessment_task.done():
+            state.assessment_task.cancel()
+
+    async def refresh_familiar(self, keys: set[str]) -> None:
+        try:
+            await self.decider.delivered(keys)
+        except StoreError as exc:
+            self.store_failed(exc)
+
+    # -- log lines ----------------------------------------------------------------------
+    def decision(
+        self,
+        state: SessionState,
+        verdict: Verdict,
+        *,
+        sender: str | None = None,
+        recipient: str | None = None,
+        decision: RcptDecision | None = None,
+    ) -> None:
+        assessment = state.assessment
+        step = decision.step if decision is not None else None
+        logs.emit(
+            logs.decision_log,
+            "decision",
+            {
+                "session": state.id,
+                "client": state.address_text,
+                "ptr": assessment.ptr if assessment is not None else "",
+                "helo": state.helo,
+                "from": _angle(sender),
+                "to": _angle(recipient),
+                "action": verdict.action.value,
+                "reason": verdict.reason.value,
+                "key": (decision.key if decision is not None and decision.key else None)
+                or (assessment.client_key if assessment is not None else ""),
+                "attempt": step.attempt if step is not None else "",
+                "detail": verdict.detail,
+            },
+        )
+
+    def relayed(
+        self,
+        state: SessionState,
+        transaction: Transaction,
+        envelope,
+        result: str,
+        reply: str,
+        seconds: float,
+    ) -> None:
+        recipients = envelope.rcpt_tos
+        assessment = state.assessment
+        logs.emit(
+            logs.relay_log,
+            "relay",
+            {
+                "session": state.id,
+                "id": transaction.id,
+                "client": state.address_text,
+                "ptr": assessment.ptr if assessment is not None else "",
+                "helo": state.helo,
+                "from": _angle(transaction.sender),
+                "to": ",".join(f"<{r}>" for r in recipients[:5])
+                + ("..." if len(recipients) > 5 else ""),
+                "rcpts": len(recipients),
+                "size": len(envelope.original_content or b""),
+                "result": result,
+                "reply": reply.replace("\r\n", " / "),
+                "seconds": f"{seconds:.3f}",
+            },
+        )
+
+    def event(self, name: str, state: SessionState, **fields: Any) -> None:
+        logs.emit(logs.log, name, {"session": state.id, "client": state.address_text, **fields})
+
+    def backend_failed(self, state: SessionState, exc: BackendError) -> None:
+        log.warning("session %s: %s", state.id, exc)
+
+    def store_failed(self, exc: StoreError) -> None:
+        log.error("state store unavailable: %s", exc)
+
+
+def _angle(address: str | None) -> str | None:
+    if address is None:
+        return None
+    return address if address == "<>" else f"<{address}>"

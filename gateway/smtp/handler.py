@@ -1,0 +1,227 @@
+"""aiosmtpd hooks: what happens at each SMTP command. One instance serves every
+connection, so it keeps nothing of its own: per-session facts are on `server.state`.
+
+RCPT is where the policy meets the relay:
+    max recipients (452) -> syntax (501) -> relay check (554) -> deferral (450) ->
+    the backend's own reply, mirrored.
+The backend connection opens at the first RCPT that passes: deferred bots never touch
+it. The null sender is the exception the SPEC makes: its RCPT is mirrored even when its
+deferral is pending, and the 451 comes at DATA, so that sender-verification callbacks
+from servers we send to still learn whether a mailbox exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import StoreError
+from gateway.policy.decision import defers_at_data
+from gateway.policy.facts import RDNSStatus
+from gateway.policy.recipients import recipient_syntax
+from gateway.policy.vocabulary import Action
+from gateway.relay.backend import (
+    UNAVAILABLE,
+    BackendError,
+    BackendReply,
+    BackendSession,
+    ClientIdentity,
+)
+from gateway.relay.content import has_bare_newline, normalise_newlines
+from gateway.relay.received import protocol_name, received_header
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+    from gateway.smtp.protocol import GatewaySMTP
+    from gateway.smtp.state import SessionState, Transaction
+
+log = logging.getLogger("onajimi.smtp")
+
+STORE_TEMPFAIL = "451 4.3.0 Temporary local problem, try again later"
+BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
+
+
+class Handler:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    # -- greeting and hello -------------------------------------------------------------
+    async def handle_PROXY(self, server: GatewaySMTP, session, envelope, proxy_data) -> bool:
+        return await server.proxy_received(proxy_data)
+
+    def handle_STARTTLS(self, server: GatewaySMTP, session, envelope) -> bool:
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            server.state.tls = (
+                f"using {ssl_object.version()} with cipher {cipher[0] if cipher else '?'}"
+            )
+        else:
+            server.state.tls = "using TLS"
+        return True
+
+    async def handle_HELO(self, server: GatewaySMTP, session, envelope, hostname: str) -> str:
+        session.host_name = hostname
+        server.state.helo, server.state.esmtp = hostname, False
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self, server: GatewaySMTP, session, envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        server.state.helo, server.state.esmtp = hostname, True
+        return server.ehlo_lines()
+
+    # -- envelope -----------------------------------------------------------------------
+    async def handle_MAIL(
+        self, server: GatewaySMTP, session, envelope, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        transaction = server.state.begin_transaction()
+        transaction.sender = address
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: GatewaySMTP, session, envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        gateway, state = self.gateway, server.state
+        transaction = state.transaction
+        assert transaction is not None  # aiosmtpd refuses RCPT before MAIL
+        if len(envelope.rcpt_tos) >= gateway.settings.limits.max_recipients:
+            return "452 4.5.3 Error: too many recipients"
+        bad_syntax = recipient_syntax(address)
+        if bad_syntax is not None:
+            return str(bad_syntax)
+        try:
+            assessment = await state.assessed()
+            decision = await gateway.decider.at_rcpt(
+                assessment, transaction.sender, address, session=state.decided
+            )
+        except StoreError as exc:
+            gateway.store_failed(exc)
+            return STORE_TEMPFAIL
+        verdict = decision.verdict
+        gateway.decision(
+            state, verdict, sender=transaction.sender, recipient=address, decision=decision
+        )
+
+        if verdict.action is Action.PENALTY:
+            server.close_after_reply()
+            return str(verdict.reply)
+        if verdict.action is Action.REJECT:
+            return str(verdict.reply)
+        if verdict.action is Action.DEFER:
+            if not defers_at_data(transaction.sender, verdict):
+                return str(verdict.reply)
+            transaction.defer_at_data = verdict.at_data()  # mirror RCPT; 451 comes at DATA
+        else:
+            transaction.keys.add(decision.key or assessment.client_key)
+            transaction.keys.add(assessment.client_key)
+
+        reply = await self._relay_rcpt(server, envelope, transaction, address)
+        if reply.accepted:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            transaction.recipients += 1
+        return reply.as_smtp()
+
+    async def _relay_rcpt(
+        self, server: GatewaySMTP, envelope, transaction: Transaction, address: str
+    ) -> BackendReply:
+        state = server.state
+        if transaction.backend_failed:
+            return UNAVAILABLE
+        if transaction.sender_refused is not None:
+            return transaction.sender_refused
+        try:
+            backend = state.backend or self._backend_for(state)
+            if not transaction.mail_sent:
+                reply = await backend.begin(
+                    transaction.sender, envelope.mail_options, envelope.smtp_utf8
+                )
+                transaction.mail_sent = True
+                if not reply.accepted:
+                    transaction.sender_refused = reply
+                    return reply
+            return await backend.rcpt(address, envelope.smtp_utf8)
+        except BackendError as exc:
+            transaction.backend_failed = True
+            self.gateway.backend_failed(state, exc)
+            return exc.reply
+
+    def _backend_for(self, state: SessionState) -> BackendSession:
+        assessment = state.assessment
+        rdns = assessment.rdns if assessment is not None else None
+        identity = ClientIdentity(
+            address=state.address_text,
+            name=rdns.confirmed[0] if rdns is not None and rdns.confirmed else None,
+            reverse_name=rdns.ptr_names[0] if rdns is not None and rdns.ptr_names else None,
+            dns_tempfail=rdns is not None and rdns.status is RDNSStatus.TEMPFAIL,
+            helo=state.helo,
+            esmtp=state.esmtp,
+            port=state.peer_port,
+        )
+        state.backend = BackendSession(
+            self.gateway.backend_config, identity, self.gateway.capabilities
+        )
+        return state.backend
+
+    # -- content ------------------------------------------------------------------------
+    async def handle_DATA(self, server: GatewaySMTP, session, envelope) -> str:
+        gateway, state = self.gateway, server.state
+        transaction = state.transaction
+        assert transaction is not None and state.backend is not None
+        content: bytes = envelope.original_content
+        started = server.loop.time()
+        if has_bare_newline(content):
+            if gateway.settings.relay.bare_newline == "reject":
+                gateway.relayed(state, transaction, envelope, "rejected", BARE_NEWLINE, 0.0)
+                return BARE_NEWLINE
+            content = normalise_newlines(content)
+        if gateway.settings.relay.add_received:
+            assessment = state.assessment
+            header = received_header(
+                helo=state.helo,
+                ptr=assessment.ptr if assessment is not None else None,
+                address=state.address_text,
+                protocol=protocol_name(state.esmtp, state.tls is not None, envelope.smtp_utf8),
+                tls=state.tls,
+                hostname=server.hostname,
+                transaction_id=transaction.id,
+                recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+                when=gateway.clock(),
+            )
+            content = header + content
+        try:
+            reply = await state.backend.data(content)
+        except BackendError as exc:
+            gateway.backend_failed(state, exc)
+            reply = exc.reply
+            result = "backend_error"
+        else:
+            result = (
+                "delivered" if reply.accepted else "tempfail" if reply.code < 500 else "rejected"
+            )
+        gateway.relayed(
+            state, transaction, envelope, result, reply.as_smtp(), server.loop.time() - started
+        )
+        if reply.accepted:
+            await gateway.refresh_familiar(transaction.keys)
+        return reply.as_smtp()
+
+    # -- the rest -----------------------------------------------------------------------
+    async def handle_RSET(self, server: GatewaySMTP, session, envelope) -> str:
+        return "250 2.0.0 Ok"
+
+    async def handle_QUIT(self, server: GatewaySMTP, session, envelope) -> str:
+        backend, server.state.backend = server.state.backend, None
+        if backend is not None:
+            await backend.quit()
+        return "221 2.0.0 Bye"
+
+    async def handle_VRFY(self, server: GatewaySMTP, session, envelope, address: str) -> str:
+        return "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"
+
+    async def handle_NOOP(self, server: GatewaySMTP, session, envelope, arg: Any) -> str:
+        return "250 2.0.0 Ok"

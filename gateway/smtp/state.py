@@ -1,0 +1,66 @@
+"""Everything one SMTP session knows, in one place.
+
+It hangs on the protocol object (one per connection), not on aiosmtpd's Session, which
+STARTTLS replaces, nor on the handler, which every connection shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+
+from gateway.decider import RcptDecision
+from gateway.policy.decision import Assessment, Screening, Verdict
+from gateway.policy.net import IPAddress
+from gateway.relay.backend import BackendReply, BackendSession
+
+
+@dataclass(slots=True)
+class Transaction:
+    """MAIL to end of DATA (or RSET)."""
+
+    id: str  # "<session>.<n>": in the Received header and the logs
+    sender: str = ""  # as the client gave it; "<>" for the null sender
+    defer_at_data: Verdict | None = None  # null sender deferred: 451 at DATA
+    backend_failed: bool = False  # the backend failed during this transaction
+    mail_sent: bool = False  # MAIL FROM went to the backend
+    sender_refused: BackendReply | None = None  # the backend refused MAIL: repeated per RCPT
+    keys: set[str] = field(default_factory=set)  # deferral keys that passed (refreshed on 250)
+    recipients: int = 0  # accepted by the backend
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: str  # short hex id: every log line of the session carries it
+    peer_port: int | None  # the TCP peer's port (the load balancer's, behind PROXY)
+    address: IPAddress | None = None  # the client: the PROXY source or the TCP peer
+    address_text: str = ""
+    counted: bool = False  # admitted by the connection limits (so it must be released)
+    screening: Screening | None = None
+    assessment: Assessment | None = None
+    assessment_task: asyncio.Task[Assessment] | None = None  # PTR lookup started at connect
+    helo: str = ""
+    esmtp: bool = False
+    tls: str | None = None  # "TLSv1.3 with cipher ..." once STARTTLS is done
+    decided: dict[str, RcptDecision] = field(default_factory=dict)  # one attempt per key a session
+    backend: BackendSession | None = None
+    transactions: int = 0
+    transaction: Transaction | None = None
+    closing: bool = False  # a 421 was given: the session ends after this reply
+
+    @classmethod
+    def new(cls, peer_port: int | None) -> SessionState:
+        return cls(id=secrets.token_hex(4), peer_port=peer_port)
+
+    def begin_transaction(self) -> Transaction:
+        self.transactions += 1
+        self.transaction = Transaction(id=f"{self.id}.{self.transactions}")
+        return self.transaction
+
+    async def assessed(self) -> Assessment:
+        """The assessment, waiting for the PTR lookup started at connect if need be."""
+        if self.assessment is None:
+            assert self.assessment_task is not None
+            self.assessment = await asyncio.shield(self.assessment_task)
+        return self.assessment
