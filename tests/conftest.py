@@ -52,3 +52,21 @@ def make_settings(overrides: dict[str, Any] | None = None, base_dir: Path = CONF
 def dns_server():
     with DnsServer() as server:
         yield server
+
+
+@pytest.fixture
+async def env(request):
+    """A running gateway; `@pytest.mark.gateway(overrides)` adjusts its settings."""
+    from tests.gatewayenv import start_env
+
+    marker = request.node.get_closest_marker("gateway")
+    overrides = marker.args[0] if marker else None
+    environment = await start_env(overrides)
+    yield environment
+    await environment.stop()
+    await environment.backend.stop()
+    environment.dns.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gateway(overrides): settings overrides for the env fixture")

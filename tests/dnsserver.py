@@ -28,7 +28,9 @@ import dns.rrset
 
 
 class DnsServer:
-    def __init__(self, host: str = "127.0.0.1", ttl: int = 300, negative_ttl: int = 30) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", ttl: int = 300, negative_ttl: int = 30, port: int = 0
+    ) -> None:
         self.host = host
         self.ttl = ttl
         self.negative_ttl = negative_ttl
@@ -39,10 +41,13 @@ class DnsServer:
         self.delay: dict[str, float] = {}
         self.queries: collections.Counter[tuple[str, str]] = collections.Counter()
         self.tcp_queries = 0
+        # Optional: answers computed from the question, for zones too big to list
+        # (the benchmark's thousands of client addresses). (name, type) -> values or None.
+        self.synthesize = None
         self._lock = threading.Lock()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._udp = socket.socket(family, socket.SOCK_DGRAM)
-        self._udp.bind((host, 0))
+        self._udp.bind((host, port))
         self.port = self._udp.getsockname()[1]
         self._tcp = socket.socket(family, socket.SOCK_STREAM)
         self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,9 +106,11 @@ class DnsServer:
             truncate = name in self.truncate and not over_tcp
             delay = self.delay.get(name, 0.0)
             values = list(self.records.get((name, rdtype), ()))
+            if not values and self.synthesize is not None:
+                values = list(self.synthesize(name, rdtype) or ())
             cname = self.records.get((name, "CNAME"), [None])[0] if rdtype != "CNAME" else None
             target_values = list(self.records.get((cname, rdtype), ())) if cname else []
-            exists = any(n == name for n, _ in self.records)
+            exists = bool(values) or any(n == name for n, _ in self.records)
         if drop:
             return None
         if delay:

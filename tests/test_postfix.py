@@ -1,0 +1,80 @@
+"""Through the gateway into a real Postfix: delivery, the real client in Postfix's eyes,
+and Postfix's own refusals mirrored to the client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tests.backend import FakeBackend
+from tests.gatewayenv import start_env
+from tests.postfix import PostfixInstance, available
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postfix():
+    instance = PostfixInstance(free_port()).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+async def gateway_to_postfix(postfix):
+    backend = FakeBackend()  # only its port is used: Postfix listens there
+    backend.port = postfix.port
+    env = await start_env(backend=backend)
+    yield env
+    await env.stop()
+    env.dns.stop()
+
+
+async def test_message_arrives_and_postfix_sees_the_real_client(
+    gateway_to_postfix, postfix
+) -> None:
+    env = gateway_to_postfix
+    client = await env.client("127.0.0.2")  # mail.example.org in the test DNS
+    await client.ehlo("client.example")
+    body = (
+        b"Subject: through the gateway\r\nFrom: alice@sender.example\r\n\r\n"
+        b"Hello Postfix.\r\n.dot\r\n"
+    )
+    replies = await client.send_mail("alice@sender.example", ["bob@example.com"], body)
+    assert [r.code for r in replies] == [250, 250, 250]
+    assert "queued as" in replies[-1].text  # Postfix's own queue id, mirrored
+    await client.cmd("QUIT")
+    await client.close()
+
+    (message,) = await asyncio.to_thread(postfix.delivered, 1)
+    headers = message.split(b"\r\n\r\n" if b"\r\n\r\n" in message else b"\n\n", 1)[0].decode()
+    # Postfix's Received header names the original client, thanks to XCLIENT...
+    assert "from client.example (mail.example.org [127.0.0.2])" in headers
+    # ...and so does its log; the gateway's own address (127.0.0.1) is not the client.
+    log = postfix.log_text()
+    assert "client=mail.example.org[127.0.0.2]" in log
+    assert "by gw.test (Onajimi) with ESMTP id" in headers  # and the gateway's trace header
+    assert message.replace(b"\r\n", b"\n").endswith(b"Hello Postfix.\n.dot\n")
+
+
+async def test_postfix_refusals_are_mirrored(gateway_to_postfix) -> None:
+    env = gateway_to_postfix
+    client = await env.client("127.0.0.2")
+    await client.ehlo()
+    await client.cmd("MAIL FROM:<alice@sender.example>")
+    refused = await client.cmd("RCPT TO:<nobody@example.com>")
+    assert (
+        refused.code == 554
+        and "nobody@example.com" in refused.text
+        and "No such user" in refused.text
+    )
+    assert (await client.cmd("RCPT TO:<carol@example.com>")).code == 250
+    await client.close()
