@@ -16,6 +16,7 @@ from bench.report import Row, print_table, run_section, write_json
 
 SECTIONS = {
     "policy": "bench.policy",
+    "smtp": "bench.smtp",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
