@@ -78,3 +78,83 @@ async def test_postfix_refusals_are_mirrored(gateway_to_postfix) -> None:
     )
     assert (await client.cmd("RCPT TO:<carol@example.com>")).code == 250
     await client.close()
+
+
+def make_certificate(directory, name: str) -> tuple[str, str]:
+    import subprocess
+
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def tls_postfix(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("backend-tls")
+    cert, key = make_certificate(directory, "backend.test")
+    other_ca, _ = make_certificate(directory, "someone-else")
+    instance = PostfixInstance(free_port())
+    instance.extra = {
+        "smtpd_tls_security_level": "may",
+        "smtpd_tls_cert_file": cert,
+        "smtpd_tls_key_file": key,
+    }
+    instance.start()
+    yield instance, cert, other_ca
+    instance.stop()
+
+
+async def _relay_over_tls(port: int, ca_file: str):
+    backend = FakeBackend()
+    backend.port = port
+    env = await start_env({"backend": {"tls": "starttls", "ca_file": ca_file}}, backend=backend)
+    try:
+        client = await env.client("127.0.0.2")
+        await client.ehlo()
+        replies = await client.send_mail(
+            "alice@sender.example", ["bob@example.com"], b"Subject: tls\r\n\r\nx\r\n"
+        )
+        await client.close()
+        return replies
+    finally:
+        await env.stop()
+        env.dns.stop()
+
+
+async def test_backend_starttls_verified_with_ca_file(tls_postfix) -> None:
+    instance, cert, _ = tls_postfix
+    replies = await _relay_over_tls(instance.port, cert)
+    assert [r.code for r in replies] == [250, 250, 250]
+    await asyncio.to_thread(instance.delivered, 1)
+    # Postfix's per-session statistics: the relayed session went through STARTTLS.
+    session = [
+        line
+        for line in instance.log_text().splitlines()
+        if "disconnect from mail.example.org" in line
+    ]
+    assert session and "starttls=1" in session[-1] and "data=1" in session[-1]
+
+
+async def test_backend_certificate_from_another_ca_is_refused(tls_postfix) -> None:
+    instance, _, other_ca = tls_postfix
+    replies = await _relay_over_tls(instance.port, other_ca)
+    assert replies[1].code == 451 and replies[1].text.startswith("4.4.1")
