@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from gateway.policy import deferral
 from gateway.policy.decision import Assessment, KeyMode, Policy, Screening, Verdict, verdict_of
@@ -39,6 +40,7 @@ class RcptDecision:
     key: str = ""  # the deferral key the verdict was reached under ("" if none)
     step: deferral.Step | None = None
     record_kind: str = ""  # what the store held under the key, for explain
+    repeated: bool = False  # the session's earlier decision for this key, given again
 
 
 def _defer_key(key: str) -> str:
@@ -104,7 +106,7 @@ class Decider:
         client_key = assessment.client_key
         key = policy.deferral_key(assessment, sender, recipient)
         if session is not None and key in session:
-            return session[key]
+            return replace(session[key], repeated=True)
         if verdict is not None or key != client_key:
             # DNS failed (a familiar record under the address key still passes), or triplet
             # mode (a familiar client key passes every triplet): look at the client first.

@@ -9,25 +9,32 @@ the listeners, runs the background chores, and owns the lifecycle:
     serve()      start, then wait for SIGTERM/SIGINT, reload on SIGHUP
 
 Background chores: sweep expired store records, pick up dynamic allow/deny entries
-(polling the store's generation number), re-learn the backend's EHLO keywords.
+(polling the store's generation number), re-learn the backend's EHLO keywords, count
+store records for the metrics, and write a heartbeat `onajimi status` can see.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import logging
 import math
+import os
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import logs
+from gateway import __version__, logs
 from gateway.config import Endpoint, Settings, load_settings
 from gateway.decider import Decider, RcptDecision
+from gateway.endpoint import Endpoint as ManagementEndpoint
 from gateway.errors import ConfigError, StoreError, UserError
+from gateway.metrics import Metrics
 from gateway.policy.build import build_policy, dynamic_list
 from gateway.policy.decision import Policy, Verdict
 from gateway.policy.lists import ClientList, Role
@@ -46,6 +53,9 @@ log = logging.getLogger("onajimi")
 SWEEP_EVERY = 60.0
 DYNAMIC_POLL_EVERY = 2.0
 PROBE_EVERY = 300.0
+COUNT_EVERY = 30.0
+HEARTBEAT_EVERY = 10.0
+HEARTBEAT_PREFIX = "heartbeat:"
 
 
 class BindError(UserError):
@@ -91,6 +101,10 @@ class Gateway:
         self.store = store
         self.resolver = resolver
         self.handler = Handler(self)
+        self.metrics = Metrics()
+        self.endpoint: ManagementEndpoint | None = None
+        self.heartbeat_name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        self.started = time.time()
         self.capabilities = Capabilities()
         self.sessions: set[GatewaySMTP] = set()
         self.limits = ConnectionLimits(
@@ -130,7 +144,9 @@ class Gateway:
             self.store = open_store(self.settings.store.url, clock=self.clock)
         await self.store.open()
         if self.resolver is None:
-            self.resolver = Resolver.from_settings(self.settings.dns)
+            self.resolver = Resolver.from_settings(
+                self.settings.dns, observe=self.metrics.dns_seconds.observe
+            )
         self.decider = Decider(lambda: self.policy, self.store, self.resolver, clock=self.clock)
         await self._refresh_dynamic()
         why = await probe_backend(self.backend_config, self.capabilities)
@@ -142,11 +158,16 @@ class Gateway:
                 why,
             )
         await self._bind()
+        await self._start_endpoint()
+        await self._heartbeat()
+        await self._count_records()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(SWEEP_EVERY, self._sweep)),
             loop.create_task(self._every(DYNAMIC_POLL_EVERY, self._refresh_dynamic)),
             loop.create_task(self._every(PROBE_EVERY, self._probe)),
+            loop.create_task(self._every(COUNT_EVERY, self._count_records)),
+            loop.create_task(self._every(HEARTBEAT_EVERY, self._heartbeat)),
         ]
         log.info(
             "onajimi listening on %s as %s, relaying to %s:%s, store %s",
@@ -186,6 +207,44 @@ class Gateway:
             for server in self._servers:
                 server.close()
             raise BindError(f"listen.addresses: cannot listen on {endpoint}: {_bind_reason(exc)}")
+
+    async def _start_endpoint(self) -> None:
+        listen = self.settings.metrics.listen
+        if listen is None:
+            return
+        endpoint = ManagementEndpoint(self.metrics.exposition, self.health)
+        try:
+            await endpoint.start(listen.host, listen.port)
+        except OSError as exc:
+            for server in self._servers:
+                server.close()
+            raise BindError(
+                f"metrics.listen: cannot listen on {listen}: {_bind_reason(exc)}"
+            ) from None
+        self.endpoint = endpoint
+
+    async def health(self) -> str | None:
+        """None when the store answers; else what is wrong (for /healthz)."""
+        try:
+            await self.store.generation()
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    async def _count_records(self) -> None:
+        self.metrics.store_counts(await self.store.counts())
+
+    async def _heartbeat(self, ttl: float = 3 * HEARTBEAT_EVERY) -> None:
+        """Tell `onajimi status` (anywhere this store is seen) that this gateway is alive."""
+        beat = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "listen": self.bound,
+            "started": self.started,
+            "sessions": len(self.sessions),
+        }
+        await self.store.set_meta(self.heartbeat_name, json.dumps(beat), ttl=ttl)
 
     @property
     def bound(self) -> list[str]:
@@ -268,6 +327,12 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+        if self.store is not None and self._servers:
+            # A heartbeat that expires now: status stops reporting this gateway at once.
+            with contextlib.suppress(StoreError):
+                await self._heartbeat(ttl=0)
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -296,9 +361,13 @@ class Gateway:
     # -- sessions -----------------------------------------------------------------------
     def session_started(self, server: GatewaySMTP) -> None:
         self.sessions.add(server)
+        self.metrics.connections.inc()
+        self.metrics.sessions_active.inc()
 
     def session_ended(self, server: GatewaySMTP) -> None:
-        self.sessions.discard(server)
+        if server in self.sessions:
+            self.sessions.discard(server)
+            self.metrics.sessions_active.dec()
         state = server.state
         if state.counted and state.address is not None:
             self.limits.release(state.address)
@@ -327,6 +396,8 @@ class Gateway:
     ) -> None:
         assessment = state.assessment
         step = decision.step if decision is not None else None
+        fresh = step is not None and not decision.repeated
+        self.metrics.decision(verdict.action, verdict.reason, step.retry if fresh else None)
         logs.emit(
             logs.decision_log,
             "decision",
@@ -353,8 +424,9 @@ class Gateway:
         envelope,
         result: str,
         reply: str,
-        seconds: float,
+        seconds: float | None,
     ) -> None:
+        self.metrics.relayed(result, seconds)
         recipients = envelope.rcpt_tos
         assessment = state.assessment
         logs.emit(
@@ -373,7 +445,7 @@ class Gateway:
                 "size": len(envelope.original_content or b""),
                 "result": result,
                 "reply": reply.replace("\r\n", " / "),
-                "seconds": f"{seconds:.3f}",
+                "seconds": "" if seconds is None else f"{seconds:.3f}",
             },
         )
 

@@ -251,5 +251,4 @@ class Policy:
 
 
 def verdict_of(step: deferral.Step) -> Verdict:
-    detail = f"attempt {step.attempt}" if step.attempt else ""
-    return Verdict(step.action, step.reason, step.reply, detail)
+    return Verdict(step.action, step.reason, step.reply)

@@ -176,7 +176,7 @@ class Handler:
         started = server.loop.time()
         if has_bare_newline(content):
             if gateway.settings.relay.bare_newline == "reject":
-                gateway.relayed(state, transaction, envelope, "rejected", BARE_NEWLINE, 0.0)
+                gateway.relayed(state, transaction, envelope, "rejected", BARE_NEWLINE, None)
                 return BARE_NEWLINE
             content = normalise_newlines(content)
         if gateway.settings.relay.add_received:

@@ -105,6 +105,10 @@ class Store(ABC):
     @abstractmethod
     async def get_meta(self, name: str) -> str | None: ...
 
+    @abstractmethod
+    async def list_meta(self, prefix: str) -> dict[str, str]:
+        """Live meta values whose name starts with `prefix` (e.g. every gateway's heartbeat)."""
+
     # -- maintenance ----------------------------------------------------------------------
     @abstractmethod
     async def sweep(self, limit: int = 1000) -> int:

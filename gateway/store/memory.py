@@ -91,6 +91,14 @@ class MemoryStore(Store):
             return None
         return item[0]
 
+    async def list_meta(self, prefix: str) -> dict[str, str]:
+        now = self.clock()
+        return {
+            name: value
+            for name, (value, expires) in self._meta.items()
+            if name.startswith(prefix) and live(expires, now)
+        }
+
     async def sweep(self, limit: int = 1000) -> int:
         now = self.clock()
         removed = 0

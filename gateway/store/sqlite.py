@@ -350,6 +350,19 @@ class SQLiteStore(Store):
 
         return await self._run(op, write=False)
 
+    async def list_meta(self, prefix: str) -> dict[str, str]:
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT name, value FROM meta WHERE name >= ? AND name < ? "
+                "AND (expires IS NULL OR expires > ?)",
+                (prefix, prefix + "\U0010ffff", now),
+            ).fetchall()
+            return dict(rows)
+
+        return await self._run(op, write=False, slow=True)
+
     # -- maintenance ----------------------------------------------------------------------
     async def sweep(self, limit: int = 1000) -> int:
         now = self.clock()

@@ -1,0 +1,113 @@
+"""Prometheus metrics: the families of SPEC section 8, with exactly those names and labels.
+
+    onajimi_connections_total                              counter
+    onajimi_sessions_active                                gauge (livesum across workers)
+    onajimi_decisions_total{action,reason}                 counter
+    onajimi_retries_total{outcome="early|promoted|expired"} counter
+    onajimi_relay_transactions_total{result=...}           counter
+    onajimi_relay_seconds                                  histogram (backend DATA round trip)
+    onajimi_dns_seconds                                    histogram (uncached lookups)
+    onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
+
+Labels stay low-cardinality: actions, reasons and results come from fixed vocabularies,
+never an address, a name or a sender. Each Gateway has its own registry (tests run many
+in one process); with several worker processes prometheus_client's multiprocess mode
+sums what every worker recorded, which is why the gauges declare how to combine them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.policy.vocabulary import Action, Reason, Retry
+
+RELAY_RESULTS = ("delivered", "rejected", "tempfail", "backend_error")
+# The (action, reason) pairs that can occur; only these series exist.
+DECISIONS = {
+    Action.PASS: (Reason.TRUSTED, Reason.ALLOWLIST, Reason.FAMILIAR, Reason.PROMOTED, Reason.CLEAN),
+    Action.DEFER: (
+        *(Reason.s25r_rule(n) for n in range(7)),
+        Reason.S25R_BLACKLIST,
+        Reason.ICHIGEN,
+        Reason.GREYLIST,
+        Reason.EARLY_RETRY,
+        Reason.DNS_TEMPFAIL,
+    ),
+    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED),
+    Action.PENALTY: (Reason.IMPATIENT,),
+}
+RECORD_KINDS = ("pending", "familiar", "penalty")
+_DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_RELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.connections = Counter("onajimi_connections", "SMTP connections accepted", registry=r)
+        self.sessions_active = Gauge(
+            "onajimi_sessions_active",
+            "SMTP sessions open now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.decisions = Counter(
+            "onajimi_decisions",
+            "Policy decisions by action and reason",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "onajimi_retries",
+            "Returning deferred keys by what they turned out to be",
+            ["outcome"],
+            registry=r,
+        )
+        self.relay_transactions = Counter(
+            "onajimi_relay_transactions",
+            "Transactions relayed to the backend by result",
+            ["result"],
+            registry=r,
+        )
+        self.relay_seconds = Histogram(
+            "onajimi_relay_seconds", "Backend DATA round trip", buckets=_RELAY_BUCKETS, registry=r
+        )
+        self.dns_seconds = Histogram(
+            "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
+        )
+        self.store_records = Gauge(
+            "onajimi_store_records",
+            "Live records in the state store by kind",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        # Every label value exists from the start: dashboards show 0, not "no data".
+        for action, reasons in DECISIONS.items():
+            for reason in reasons:
+                self.decisions.labels(action.value, reason.value)
+        for outcome in Retry:
+            self.retries.labels(outcome.value)
+        for result in RELAY_RESULTS:
+            self.relay_transactions.labels(result)
+        for kind in RECORD_KINDS:
+            self.store_records.labels(kind)
+
+    def decision(self, action: Action, reason: Reason, retry: Retry | None) -> None:
+        self.decisions.labels(action.value, reason.value).inc()
+        if retry is not None:
+            self.retries.labels(retry.value).inc()
+
+    def relayed(self, result: str, seconds: float | None) -> None:
+        """`seconds`: the backend round trip, None when the backend was never asked."""
+        self.relay_transactions.labels(result).inc()
+        if seconds is not None:
+            self.relay_seconds.observe(seconds)
+
+    def store_counts(self, counts: dict[str, int]) -> None:
+        for kind in RECORD_KINDS:
+            self.store_records.labels(kind).set(counts.get(kind, 0))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
