@@ -72,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         listing.add_argument("--json", action="store_true")
         lst.set_defaults(list=role)
 
+    candidates = sub.add_parser("candidates", help="deferred keys that came back: the rescue list")
+    _config_option(candidates)
+    candidates.add_argument("--min-attempts", type=int, default=2, metavar="N", help="default 2")
+    candidates.add_argument("--since", metavar="DURATION", help="only keys seen within, e.g. 7d")
+    candidates.add_argument(
+        "--impatient", action="store_true", help="the penalty box and keys near it"
+    )
+    candidates.add_argument("--json", action="store_true")
+
+    export = sub.add_parser(
+        "export-blocklist", help="penalty box and deny addresses for a firewall"
+    )
+    _config_option(export)
+    export.add_argument("--format", choices=("plain", "nft", "ipset"), default="plain")
+
     status = sub.add_parser("status", help="record counts and the store in use")
     _config_option(status)
     status.add_argument("--json", action="store_true")
@@ -95,6 +110,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.cli import entries
 
         return entries.run(args)
+    if args.command == "candidates":
+        from gateway.cli import candidates
+
+        return candidates.run(args)
+    if args.command == "export-blocklist":
+        from gateway.cli import blocklist
+
+        return blocklist.run(args)
     if args.command == "status":
         from gateway.cli import status
 

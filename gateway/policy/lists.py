@@ -31,7 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.policy.net import IPAddress, NetSet
+from gateway.policy.net import IPAddress, IPNetwork, NetSet
 from gateway.policy.regexset import RegexSet, can_match_within
 
 
@@ -285,6 +285,10 @@ class ClientList:
             if len(regexes):
                 found = regexes.first(address_text)
         return found
+
+    def networks(self) -> list[tuple[IPNetwork, ListEntry]]:
+        """The address and network entries (for exporting them to a firewall)."""
+        return list(self._nets)
 
     def match_name(self, name: str) -> ListEntry | None:
         """Domains (the name or a parent), then regexes. `name`: lower-case, no final dot."""
