@@ -157,6 +157,9 @@ async def test_meta_with_ttl(store: Store, clock: FakeClock) -> None:
     assert await store.get_meta("heartbeat") is None
     assert await store.get_meta("schema") == "1"
     assert await store.get_meta("missing") is None
+    await store.set_meta("heartbeat:mx1:10", "a", ttl=60)
+    await store.set_meta("heartbeat:mx2:20", "b", ttl=60)
+    assert await store.list_meta("heartbeat:") == {"heartbeat:mx1:10": "a", "heartbeat:mx2:20": "b"}
 
 
 async def test_sweep_removes_only_expired(store: Store, clock: FakeClock) -> None:
