@@ -217,11 +217,34 @@ def path(*, must_exist: bool = True) -> Parser:
 
 
 def store_url(value: Any, ctx: Context) -> str:
-    """`memory:` or `sqlite://PATH` (`sqlite:///var/lib/x.db` is absolute; relative paths
-    start at the config directory). The result is normalised to an absolute path."""
+    """`memory:`, `sqlite://PATH` (`sqlite:///var/lib/x.db` is absolute; relative paths
+    start at the config directory, and are made absolute here), `redis://[:PASSWORD@]HOST:PORT/DB`,
+    `rediss://...` (TLS) or `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`."""
     if not isinstance(value, str):
         raise _Invalid(f"must be a URL string, got {value!r}")
     if value == "memory:":
+        return value
+    if value.startswith(("redis://", "rediss://")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise _Invalid(f"{value!r}: bad port") from None
+        if not parts.hostname:
+            raise _Invalid(f"{value!r}: missing host (redis://HOST:PORT/DB)")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise _Invalid(f"{value!r}: the path must be a database number (/0)")
+        return value
+    if value.startswith("redis+sentinel://"):
+        from gateway.store.redis import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise _Invalid(f"{value!r}: {exc}") from None
         return value
     if value.startswith("sqlite://"):
         raw = value[len("sqlite://") :]
@@ -229,7 +252,9 @@ def store_url(value: Any, ctx: Context) -> str:
             raise _Invalid(f"{value!r}: missing database path (sqlite:///PATH)")
         db = Path(raw) if raw.startswith("/") else (ctx.base_dir / raw).resolve()
         return f"sqlite://{db}"
-    raise _Invalid(f"{value!r}: expected 'sqlite:///PATH' or 'memory:'")
+    raise _Invalid(
+        f"{value!r}: expected sqlite:///PATH, redis://HOST:PORT/DB, redis+sentinel://... or memory:"
+    )
 
 
 def defer_text(value: Any, ctx: Context) -> str:
@@ -333,6 +358,7 @@ class DNSSettings:
 class StoreSettings:
     url: str = _setting("sqlite:///var/lib/onajimi/state.db", store_url)
     on_error: str = _setting("tempfail", choice("tempfail", "pass"))
+    timeout: float = _setting(2, seconds(positive=True))
 
 
 @dataclass(frozen=True, slots=True)

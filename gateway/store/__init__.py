@@ -4,6 +4,7 @@ base.py    the Store interface every backend implements (and its contract)
 codec.py   records <-> text, shared by every backend so they agree byte for byte
 memory.py  `memory:` for tests, one process
 sqlite.py  `sqlite:///PATH`, the embedded default, safe for several processes
+redis.py   `redis://`, `rediss://`, `redis+sentinel://`: shared by several gateways
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from gateway.errors import ConfigError
 from gateway.store.base import Store
 
 
-def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
-    """A store for a URL validated by the config loader (not yet opened: `await .open()`)."""
+def open_store(url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0) -> Store:
+    """A store for a URL validated by the config loader (not yet opened: `await .open()`).
+
+    `timeout`: how long any one store operation may wait (Redis socket timeouts, SQLite
+    lock waits) before it fails with StoreError.
+    """
     if url == "memory:":
         from gateway.store.memory import MemoryStore
 
@@ -24,5 +29,9 @@ def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
     if url.startswith("sqlite://"):
         from gateway.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite://") :], clock=clock)
+        return SQLiteStore(url[len("sqlite://") :], clock=clock, busy_timeout=timeout)
+    if url.startswith(("redis://", "rediss://", "redis+sentinel://")):
+        from gateway.store.redis import RedisStore
+
+        return RedisStore(url, clock=clock, timeout=timeout)
     raise ConfigError(f"store.url: unsupported store {url!r}")

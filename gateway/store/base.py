@@ -9,7 +9,12 @@ Contract (tests/test_store_contract.py runs it against every backend):
   this process or another, can slip in between. It may be called more than once (a
   backend that retries on conflict), so it must be a pure function of its argument.
 * Only single-key operations are on the hot path, so a Redis backend can implement them
-  with one-key scripts or SET NX and Redis Cluster works unchanged.
+  with one-key scripts and Redis Cluster works unchanged.
+* `read(key)` returns a Snapshot: the record and an opaque token of what the store saw.
+  `update(key, change, snapshot=...)` may start from it instead of reading again (the
+  Redis backend then needs one round trip: a compare-and-set against the token, which
+  falls back to the current value if the snapshot went stale). Backends that gain
+  nothing from it ignore it.
 * Dynamic list entries carry an optional expiry; every add/remove bumps a generation
   number that gateways poll cheaply to know when to reload them.
 * Errors from the backend surface as `StoreError` with a message an operator can act on.
@@ -38,6 +43,14 @@ class Outcome(Generic[T]):
     record: Record | None = None  # when writing: the new record, or None to delete
 
 
+@value
+class Snapshot:
+    """A record as read, and the store's token for it (None when the store needs none)."""
+
+    record: Record | None
+    token: object = None
+
+
 @dataclass(frozen=True, slots=True)
 class DynamicEntry:
     """An allow/deny entry added with `onajimi allow|deny add`."""
@@ -64,8 +77,20 @@ class Store(ABC):
     @abstractmethod
     async def get(self, key: str) -> Record | None: ...
 
+    async def read(self, key: str) -> Snapshot:
+        return Snapshot(await self.get(key))
+
+    async def read_many(self, keys: list[str]) -> list[Snapshot]:
+        """Several reads at once (one round trip where the backend allows it)."""
+        return [await self.read(key) for key in keys]
+
     @abstractmethod
-    async def update(self, key: str, change: Callable[[Record | None], Outcome[T]]) -> T: ...
+    async def update(
+        self,
+        key: str,
+        change: Callable[[Record | None], Outcome[T]],
+        snapshot: Snapshot | None = None,
+    ) -> T: ...
 
     async def put(self, key: str, record: Record) -> None:
         await self.update(key, lambda _current: Outcome(None, True, record))

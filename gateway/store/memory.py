@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from gateway.policy.records import Record
-from gateway.store.base import DynamicEntry, Outcome, Store, live
+from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store, live
 from gateway.store.codec import kind_of
 
 T = TypeVar("T")
@@ -43,7 +43,12 @@ class MemoryStore(Store):
     async def get(self, key: str) -> Record | None:
         return self._live(key)
 
-    async def update(self, key: str, change: Callable[[Record | None], Outcome[T]]) -> T:
+    async def update(
+        self,
+        key: str,
+        change: Callable[[Record | None], Outcome[T]],
+        snapshot: Snapshot | None = None,
+    ) -> T:
         outcome = change(self._live(key))
         if outcome.write:
             if outcome.record is None:

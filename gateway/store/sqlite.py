@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import StoreError
 from gateway.policy.records import Record
-from gateway.store.base import DynamicEntry, Outcome, Store
+from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store
 from gateway.store.codec import decode, encode, kind_of
 
 T = TypeVar("T")
@@ -227,7 +227,27 @@ class SQLiteStore(Store):
 
         return await self._run(op, write=False)
 
-    async def update(self, key: str, change: Callable[[Record | None], Outcome[T]]) -> T:
+    async def read_many(self, keys: list[str]) -> list[Snapshot]:
+        """One trip to the database thread for all of them."""
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> list[Snapshot]:
+            out = []
+            for key in keys:
+                row = conn.execute(
+                    "SELECT value FROM records WHERE key = ? AND expires > ?", (key, now)
+                ).fetchone()
+                out.append(Snapshot(decode(row[0]) if row else None))
+            return out
+
+        return await self._run(op, write=False)
+
+    async def update(
+        self,
+        key: str,
+        change: Callable[[Record | None], Outcome[T]],
+        snapshot: Snapshot | None = None,
+    ) -> T:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> T:
