@@ -8,6 +8,8 @@
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
     onajimi_dns_seconds                                    histogram (uncached lookups)
     onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
+    onajimi_store_errors_total                             counter (failed store operations)
+    onajimi_store_up                                       gauge, 1 or 0 (min across workers)
 
 Labels stay low-cardinality: actions, reasons and results come from fixed vocabularies,
 never an address, a name or a sender. Each Gateway has its own registry (tests run many
@@ -83,6 +85,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.store_errors = Counter(
+            "onajimi_store_errors",
+            "Store operations that failed (outage, timeout, lock)",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "onajimi_store_up",
+            "1 while the state store answers, 0 during an outage",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.store_up.set(1)
         # Every label value exists from the start: dashboards show 0, not "no data".
         for action, reasons in DECISIONS.items():
             for reason in reasons:

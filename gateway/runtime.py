@@ -47,6 +47,7 @@ from gateway.smtp.protocol import GatewaySMTP
 from gateway.smtp.state import SessionState, Transaction
 from gateway.store import open_store
 from gateway.store.base import Store
+from gateway.store.guard import GuardedStore
 
 log = logging.getLogger("onajimi")
 
@@ -94,8 +95,10 @@ class Gateway:
         store: Store | None = None,
         resolver: Resolver | None = None,
         own_logging: bool = False,
+        worker: int | None = None,
     ) -> None:
         self.own_logging = own_logging  # `onajimi run` owns the process's log setup
+        self.worker = worker  # a worker of a supervisor: it serves metrics and counts records
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -140,9 +143,13 @@ class Gateway:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        if self.store is None:
-            self.store = open_store(self.settings.store.url, clock=self.clock)
-        await self.store.open()
+        inner = self.store or open_store(
+            self.settings.store.url, clock=self.clock, timeout=self.settings.store.timeout
+        )
+        await inner.open()
+        self.store = GuardedStore(
+            inner, on_failure=self.store_failed, on_recovery=self.store_recovered
+        )
         if self.resolver is None:
             self.resolver = Resolver.from_settings(
                 self.settings.dns, observe=self.metrics.dns_seconds.observe
@@ -158,19 +165,21 @@ class Gateway:
                 why,
             )
         await self._bind()
-        await self._start_endpoint()
         await self._heartbeat()
-        await self._count_records()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(SWEEP_EVERY, self._sweep)),
             loop.create_task(self._every(DYNAMIC_POLL_EVERY, self._refresh_dynamic)),
             loop.create_task(self._every(PROBE_EVERY, self._probe)),
-            loop.create_task(self._every(COUNT_EVERY, self._count_records)),
             loop.create_task(self._every(HEARTBEAT_EVERY, self._heartbeat)),
         ]
+        if self.worker is None:  # a supervisor does these for its workers
+            await self._start_endpoint()
+            await self._count_records()
+            self._tasks.append(loop.create_task(self._every(COUNT_EVERY, self._count_records)))
         log.info(
-            "onajimi listening on %s as %s, relaying to %s:%s, store %s",
+            "onajimi%s listening on %s as %s, relaying to %s:%s, store %s",
+            "" if self.worker is None else f" worker {self.worker}",
             ", ".join(self.bound),
             self.settings.listen.hostname,
             self.settings.backend.host,
@@ -261,8 +270,8 @@ class Gateway:
             await asyncio.sleep(seconds)
             try:
                 await chore()
-            except StoreError as exc:
-                self.store_failed(exc)
+            except StoreError:
+                pass  # the store guard has logged and counted it
             except Exception:
                 log.exception("background chore %s failed", getattr(chore, "__name__", chore))
 
@@ -375,14 +384,14 @@ class Gateway:
         if state.backend is not None:  # the client vanished: abandon the backend transaction
             state.backend.abort()
             state.backend = None
-        if state.assessment_task is not None and not state.assessment_task.done():
-            state.assessment_task.cancel()
+        for task in (state.assessment_task, state.snapshot_task):
+            if task is not None and not task.done():
+                task.cancel()
 
     async def refresh_familiar(self, keys: set[str]) -> None:
-        try:
+        # A refresh lost to an outage costs nothing but an earlier expiry.
+        with contextlib.suppress(StoreError):
             await self.decider.delivered(keys)
-        except StoreError as exc:
-            self.store_failed(exc)
 
     # -- log lines ----------------------------------------------------------------------
     def decision(
@@ -456,7 +465,15 @@ class Gateway:
         log.warning("session %s: %s", state.id, exc)
 
     def store_failed(self, exc: StoreError) -> None:
-        log.error("state store unavailable: %s", exc)
+        """From the store guard, at most once per retry interval while the store is down."""
+        self.metrics.store_errors.inc()
+        self.metrics.store_up.set(0)
+        action = "pass" if self.settings.store.on_error == "pass" else "tempfail (451 4.3.0)"
+        log.error("state store unavailable (%s); clients who need it: %s", exc, action)
+
+    def store_recovered(self) -> None:
+        self.metrics.store_up.set(1)
+        log.warning("state store reachable again: normal decisions resume")
 
 
 def _angle(address: str | None) -> str | None:

@@ -93,14 +93,25 @@ class Handler:
         bad_syntax = recipient_syntax(address)
         if bad_syntax is not None:
             return str(bad_syntax)
+        assessment = await state.assessed()
         try:
-            assessment = await state.assessed()
             decision = await gateway.decider.at_rcpt(
-                assessment, transaction.sender, address, session=state.decided
+                assessment,
+                transaction.sender,
+                address,
+                session=state.decided,
+                snapshot=await state.prefetched(),
             )
-        except StoreError as exc:
-            gateway.store_failed(exc)
-            return STORE_TEMPFAIL
+        except StoreError:
+            # The client needed the store and it is down (store.on_error decides).
+            passing = gateway.settings.store.on_error == "pass"
+            gateway.event(
+                "store_error", state, to=address, action="pass" if passing else "tempfail"
+            )
+            if not passing:
+                return STORE_TEMPFAIL
+            transaction.keys.add(assessment.client_key)
+            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
         verdict = decision.verdict
         gateway.decision(
             state, verdict, sender=transaction.sender, recipient=address, decision=decision
@@ -118,7 +129,12 @@ class Handler:
         else:
             transaction.keys.add(decision.key or assessment.client_key)
             transaction.keys.add(assessment.client_key)
+        return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
 
+    async def _mirror_rcpt(
+        self, server: GatewaySMTP, envelope, transaction: Transaction, address: str, rcpt_options
+    ) -> str:
+        """RCPT at the backend; an accepted recipient joins the envelope."""
         reply = await self._relay_rcpt(server, envelope, transaction, address)
         if reply.accepted:
             envelope.rcpt_tos.append(address)

@@ -181,13 +181,13 @@ class GatewaySMTP(SMTP):
         state.counted = True
         try:
             connect = await gateway.decider.at_connect(address)
-        except StoreError as exc:  # no penalty box without the store: the RCPT stage decides
-            gateway.store_failed(exc)
+        except StoreError:  # no penalty box without the store: the RCPT stage decides
             screening = policy.screen(address)
             verdict = policy.before_greeting(screening, None, gateway.clock())
             connect = None
         else:
             screening, verdict = connect.screening, connect.verdict
+            state.connect_snapshot = connect.snapshot
         state.screening = screening
         if verdict is not None and verdict.action is Action.REJECT:
             gateway.decision(state, verdict)
@@ -200,7 +200,7 @@ class GatewaySMTP(SMTP):
         if verdict is not None:  # trusted or allow-listed by address: no DNS needed
             state.assessment = policy.assess(screening, None)
             return True
-        state.assessment_task = self.loop.create_task(gateway.decider.assess(screening))
+        state.assessment_task = self.loop.create_task(self._assess(screening))
         if policy.deny_has_names:
             # A deny entry may name this client's PTR: learn it before the greeting.
             assessment = await state.assessed()
@@ -209,6 +209,15 @@ class GatewaySMTP(SMTP):
                 await self._refuse_session(str(assessment.verdict.reply))
                 return False
         return True
+
+    async def _assess(self, screening) -> Assessment:
+        """Reverse DNS, then (while the client is still talking) the record RCPT will need."""
+        decider = self.gateway.decider
+        assessment = await decider.assess(screening)
+        self.state.snapshot_task = self.loop.create_task(
+            decider.prefetch(assessment, known=self.state.connect_snapshot)
+        )
+        return assessment
 
     async def _refuse_session(self, greeting: str) -> None:
         """RFC 5321 3.1: a 554 greeting, then 503 to everything until QUIT."""

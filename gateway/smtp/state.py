@@ -11,9 +11,11 @@ import secrets
 from dataclasses import dataclass, field
 
 from gateway.decider import RcptDecision
+from gateway.errors import StoreError
 from gateway.policy.decision import Assessment, Screening, Verdict
 from gateway.policy.net import IPAddress
 from gateway.relay.backend import BackendReply, BackendSession
+from gateway.store.base import Snapshot
 
 
 @dataclass(slots=True)
@@ -40,6 +42,8 @@ class SessionState:
     screening: Screening | None = None
     assessment: Assessment | None = None
     assessment_task: asyncio.Task[Assessment] | None = None  # PTR lookup started at connect
+    snapshot_task: asyncio.Task[Snapshot | None] | None = None  # deferral record, prefetched
+    connect_snapshot: Snapshot | None = None  # the record under the address key, read at connect
     helo: str = ""
     esmtp: bool = False
     tls: str | None = None  # "TLSv1.3 with cipher ..." once STARTTLS is done
@@ -57,6 +61,16 @@ class SessionState:
         self.transactions += 1
         self.transaction = Transaction(id=f"{self.id}.{self.transactions}")
         return self.transaction
+
+    async def prefetched(self) -> Snapshot | None:
+        """The prefetched deferral record, once: later transactions read afresh."""
+        task, self.snapshot_task = self.snapshot_task, None
+        if task is None:
+            return None
+        try:
+            return await task
+        except StoreError:
+            return None  # the decision will meet the outage itself
 
     async def assessed(self) -> Assessment:
         """The assessment, waiting for the PTR lookup started at connect if need be."""
