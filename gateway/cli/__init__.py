@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve SMTP until SIGTERM (SIGHUP reloads)")
     _config_option(run)
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate config and list files; print what would run")
     _config_option(check)

@@ -1,4 +1,10 @@
-"""`onajimi run`: serve until SIGTERM. Errors before serving are one line, exit status 2."""
+"""`onajimi run`: serve until SIGTERM. Errors before serving are one line, exit status 2.
+
+With `server.workers > 1` this process becomes the supervisor of N worker processes
+(`onajimi run --worker N`, started by it); see gateway/supervisor.py. Nothing here may
+import prometheus_client before the supervisor has chosen its multiprocess directory,
+hence the imports inside the functions.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ from typing import Any
 
 from gateway import logs
 from gateway.cli.common import settings_from
-from gateway.runtime import Gateway
 
 
 def _event_loop_runner():
@@ -22,10 +27,17 @@ def _event_loop_runner():
 def run(args: Any) -> int:
     settings = settings_from(args)
     logs.configure(settings.log.level, settings.log.format)
+    runner = _event_loop_runner()
+    if settings.server.workers > 1 and args.worker is None:
+        from gateway.supervisor import supervise
+
+        return supervise(settings, args.config, runner)
+
+    from gateway.runtime import Gateway
 
     async def main() -> None:
-        gateway = Gateway(settings, own_logging=True)
+        gateway = Gateway(settings, own_logging=True, worker=args.worker)
         await gateway.serve(args.config)
 
-    _event_loop_runner()(main())
+    runner(main())
     return 0
