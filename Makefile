@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/gateway.toml
 # Debian packages the test suite drives for real (installed by `make test` when missing).
-DEBIAN_PACKAGES := openssl postfix nftables
+DEBIAN_PACKAGES := openssl postfix nftables redis-server
 
 .PHONY: run test lint format bench check clean debian-packages
 

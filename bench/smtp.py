@@ -78,15 +78,17 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing answers on port {port}")
 
 
-def gateway_config(tmp: Path, port: int, sink: int, dns: int) -> Path:
+def gateway_config(
+    tmp: Path, port: int, sink: int, dns: int, name: str = "gateway", extra: str = ""
+) -> Path:
     return write_gateway_config(
-        tmp / "bench-gateway.toml",
+        tmp / f"bench-{name}.toml",
         port=port,
         backend=sink,
         dns=f"127.0.0.1:{dns}",
-        store=f"sqlite://{tmp / 'bench-state.db'}",
+        store=f"sqlite://{tmp / f'bench-{name}.db'}",
         lists=REPO / "conf",
-        extra="[limits]\nmax_connections_per_client = 1000\n",
+        extra="[limits]\nmax_connections_per_client = 1000\n" + extra,
     )
 
 
@@ -163,8 +165,15 @@ async def drive(session, port: int, source, seconds: float = SECONDS, limit: int
 
 
 def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+    """CPU time of a process and its children (a supervisor's workers)."""
+    total = 0.0
+    for p in (process, *process.children(recursive=True)):
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -172,102 +181,160 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
 
+class GatewayProcess:
+    """`onajimi run` for the benchmark: started, measured by its own CPU counters, stopped."""
+
+    def __init__(self, tmp: Path, name: str, sink: int, dns: int, cpus: set[int], extra: str = ""):
+        self.port = free_port()
+        config = gateway_config(tmp, self.port, sink, dns, name=name, extra=extra)
+        self.log = (tmp / f"{name}.log").open("w")
+        self.process = spawn(["-m", "gateway", "run", "-c", str(config)], cpus, stderr=self.log)
+        wait_port(self.port)
+        self.proc = psutil.Process(self.process.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+async def deferral_rows(gateway: GatewayProcess, label: str = "") -> list[Row]:
+    """First-time hosts deferred at RCPT: sessions/s, gateway CPU per session, latency."""
+    await drive(deferral_session, gateway.port, NewAddresses(900_000), seconds=1.0)  # warm-up
+    before = gateway.cpu()
+    latencies, errors, elapsed = await drive(deferral_session, gateway.port, NewAddresses())
+    cpu = gateway.cpu() - before
+    n = len(latencies)
+    return [
+        Row(
+            "smtp",
+            f"first-time host deferred at RCPT{label}",
+            n / elapsed,
+            "sessions/s",
+            note=f"{errors} errors; {CONCURRENCY} concurrent, new address + PTR/A each",
+        ),
+        Row(
+            "smtp",
+            "  gateway CPU per deferred session",
+            1000 * cpu / max(n, 1),
+            "ms",
+            higher_is_better=False,
+        ),
+        Row(
+            "smtp",
+            "  latency p50",
+            1000 * statistics.median(latencies) if latencies else 0,
+            "ms",
+            higher_is_better=False,
+            note=f"p99 {1000 * percentile(latencies, 0.99):.1f} ms",
+        ),
+    ]
+
+
+async def relay_rows(gateway: GatewayProcess, sink_port: int) -> list[Row]:
+    """A clean host relaying 1,000-byte messages, against the same load sent to the sink."""
+    clean = lambda: "127.0.0.2"  # noqa: E731 - mail-2.bench.example, a clean server
+    await drive(relay_session, gateway.port, clean, seconds=1.0)
+    before = gateway.cpu()
+    through, errors_g, elapsed_g = await drive(relay_session, gateway.port, clean)
+    cpu = gateway.cpu() - before
+    direct, errors_d, elapsed_d = await drive(relay_session, sink_port, clean)
+    if errors_d:
+        raise RuntimeError(
+            f"{errors_d} errors sending straight to the sink: the comparison is void"
+        )
+    rate_g, rate_d = len(through) / elapsed_g, len(direct) / elapsed_d
+    return [
+        Row(
+            "smtp",
+            "clean host relayed to the sink",
+            rate_g,
+            "msgs/s",
+            note=f"{errors_g} errors; 1,000-byte messages",
+        ),
+        Row(
+            "smtp",
+            "  same load straight to the sink",
+            rate_d,
+            "msgs/s",
+            note=f"gateway reaches {rate_g / rate_d:.0%} of direct",
+        ),
+        Row(
+            "smtp",
+            "  gateway CPU per relayed message",
+            1000 * cpu / max(len(through), 1),
+            "ms",
+            higher_is_better=False,
+        ),
+        Row(
+            "smtp",
+            "  latency p50 through gateway",
+            1000 * statistics.median(through),
+            "ms",
+            higher_is_better=False,
+            note=f"direct p50 {1000 * statistics.median(direct):.2f} ms",
+        ),
+    ]
+
+
+async def workers_rows(tmp: Path, sink: int, dns: int) -> list[Row]:
+    """The rejection path with 1 and 2 worker processes, nobody pinned: the load
+    generator, DNS server and sink share the machine with the gateway, as they would."""
+    all_cpus = set(os.sched_getaffinity(0)) | cpus()[0]
+    os.sched_setaffinity(0, all_cpus)
+    rates = {}
+    for workers in (1, 2):
+        gateway = GatewayProcess(
+            tmp, f"workers{workers}", sink, dns, all_cpus, extra=f"[server]\nworkers = {workers}\n"
+        )
+        try:
+            await asyncio.sleep(0.5 * workers)  # every worker up
+            await drive(
+                deferral_session, gateway.port, NewAddresses(800_000 * workers), seconds=1.0
+            )
+            latencies, _, elapsed = await drive(
+                deferral_session, gateway.port, NewAddresses(100_000 * workers)
+            )
+            rates[workers] = len(latencies) / elapsed
+        finally:
+            gateway.stop()
+    return [
+        Row("smtp", "rejection path, workers = 1 (unpinned)", rates[1], "sessions/s"),
+        Row(
+            "smtp",
+            "rejection path, workers = 2 (unpinned)",
+            rates[2],
+            "sessions/s",
+            note=f"{rates[2] / rates[1]:.2f}x one worker, load generator on the same cores",
+        ),
+        Row("smtp", "  two workers / one", rates[2] / rates[1], "x", target=1.6),
+    ]
+
+
 async def run(tmp: Path) -> list[Row]:
     gateway_cpus, other_cpus = cpus()
     os.sched_setaffinity(0, other_cpus)
-    sink_port, dns_port, gateway_port = free_port(), free_port(), free_port()
+    sink_port, dns_port = free_port(), free_port()
     sink = spawn(["-m", "bench.sink", str(sink_port)], other_cpus)
     dns = spawn(["-m", "bench.dnsd", str(dns_port)], other_cpus)
-    config = gateway_config(tmp, gateway_port, sink_port, dns_port)
-    log = (tmp / "gateway.log").open("w")
-    gateway = spawn(["-m", "gateway", "run", "-c", str(config)], gateway_cpus, stderr=log)
     rows: list[Row] = []
     try:
         wait_port(sink_port)
-        wait_port(gateway_port)
-        proc = psutil.Process(gateway.pid)
-
-        # Warm-up: imports, first DNS queries, SQLite pages.
-        await drive(deferral_session, gateway_port, NewAddresses(900_000), seconds=1.0)
-
-        before = cpu_seconds(proc)
-        latencies, errors, elapsed = await drive(deferral_session, gateway_port, NewAddresses())
-        cpu = cpu_seconds(proc) - before
-        n = len(latencies)
-        rows += [
-            Row(
-                "smtp",
-                "first-time host deferred at RCPT",
-                n / elapsed,
-                "sessions/s",
-                note=f"{errors} errors; {CONCURRENCY} concurrent, new address + PTR/A each",
-            ),
-            Row(
-                "smtp",
-                "  gateway CPU per deferred session",
-                1000 * cpu / max(n, 1),
-                "ms",
-                higher_is_better=False,
-            ),
-            Row(
-                "smtp",
-                "  latency p50 / p99",
-                1000 * statistics.median(latencies) if latencies else 0,
-                "ms",
-                higher_is_better=False,
-                note=f"p99 {1000 * percentile(latencies, 0.99):.1f} ms",
-            ),
-        ]
-
-        clean = lambda: "127.0.0.2"  # noqa: E731 - mail-2.bench.example, a clean server
-        await drive(relay_session, gateway_port, clean, seconds=1.0)
-        before = cpu_seconds(proc)
-        through, errors_g, elapsed_g = await drive(relay_session, gateway_port, clean)
-        cpu = cpu_seconds(proc) - before
-        direct, errors_d, elapsed_d = await drive(relay_session, sink_port, clean)
-        if errors_d:
-            raise RuntimeError(
-                f"{errors_d} errors sending straight to the sink: the comparison is void"
-            )
-        rate_g, rate_d = len(through) / elapsed_g, len(direct) / elapsed_d
-        rows += [
-            Row(
-                "smtp",
-                "clean host relayed to the sink",
-                rate_g,
-                "msgs/s",
-                note=f"{errors_g} errors; 1,000-byte messages",
-            ),
-            Row(
-                "smtp",
-                "  same load straight to the sink",
-                rate_d,
-                "msgs/s",
-                note=f"gateway reaches {rate_g / rate_d:.0%} of direct",
-            ),
-            Row(
-                "smtp",
-                "  gateway CPU per relayed message",
-                1000 * cpu / max(len(through), 1),
-                "ms",
-                higher_is_better=False,
-            ),
-            Row(
-                "smtp",
-                "  latency p50 through gateway / direct",
-                1000 * statistics.median(through),
-                "ms",
-                higher_is_better=False,
-                note=f"direct p50 {1000 * statistics.median(direct):.2f} ms",
-            ),
-        ]
+        gateway = GatewayProcess(tmp, "gateway", sink_port, dns_port, gateway_cpus)
+        try:
+            rows += await deferral_rows(gateway)
+            rows += await relay_rows(gateway, sink_port)
+        finally:
+            gateway.stop()
+        rows += await workers_rows(tmp, sink_port, dns_port)
     finally:
-        for process in (gateway, sink, dns):
+        for process in (sink, dns):
             process.terminate()
-        for process in (gateway, sink, dns):
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
+            process.wait(10)
     return rows

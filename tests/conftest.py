@@ -70,3 +70,21 @@ async def env(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gateway(overrides): settings overrides for the env fixture")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from tests.redisserver import RedisServer
+
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed (make test installs it from Debian)")
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """An empty Redis for this test."""
+    redis_server.flush()
+    return redis_server.url

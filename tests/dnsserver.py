@@ -45,19 +45,34 @@ class DnsServer:
         # (the benchmark's thousands of client addresses). (name, type) -> values or None.
         self.synthesize = None
         self._lock = threading.Lock()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._udp = socket.socket(family, socket.SOCK_DGRAM)
-        self._udp.bind((host, port))
+        self._udp, self._tcp = self._bind(host, port)
         self.port = self._udp.getsockname()[1]
-        self._tcp = socket.socket(family, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind((host, self.port))
-        self._tcp.listen(16)
         self._stopping = False
         self._threads = [
             threading.Thread(target=self._serve_udp, daemon=True),
             threading.Thread(target=self._serve_tcp, daemon=True),
         ]
+
+    @staticmethod
+    def _bind(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP on one port; a random UDP port may be taken for TCP: try another."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for _ in range(20):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp.bind((host, port))
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                if port:
+                    raise
+                continue
+            tcp.listen(16)
+            return udp, tcp
+        raise OSError("no port free for both UDP and TCP")
 
     # -- zone data ------------------------------------------------------------------------
     @staticmethod

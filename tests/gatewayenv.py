@@ -129,7 +129,7 @@ async def start_env(
         backend = await FakeBackend().start()
     clock = clock or FakeClock()
     settings = env_settings(dns, backend, overrides)
-    store = open_store(settings.store.url, clock=clock)
+    store = open_store(settings.store.url, clock=clock, timeout=settings.store.timeout)
     gateway = Gateway(settings, clock=clock, store=store)
     await gateway.start()
     port = int(gateway.bound[0].rsplit(":", 1)[1])

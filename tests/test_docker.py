@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -47,10 +48,10 @@ def test_compose_agrees_with_the_gateway_config() -> None:
     host_port, container_port = gateway["ports"][0].split(":")[-2:]
     assert host_port == "25"
     assert {int(container_port)} == {a.port for a in settings.listen.addresses}
-    # The state volume holds the SQLite database.
-    database = settings.store.url.removeprefix("sqlite://")
-    mounted = [volume.split(":")[1] for volume in gateway["volumes"]]  # "name:/path"
-    assert any(database.startswith(path + "/") for path in mounted)
+    # The shared store is the redis service, on its default port.
+    store = urlsplit(settings.store.url)
+    assert store.scheme == "redis" and store.hostname == "redis" and store.port == 6379
+    assert "redis" in gateway["depends_on"] and "--port" not in services["redis"]["command"]
     # The backend is the postfix service, on the port its master.cf listens on.
     assert settings.backend.host == "postfix" and settings.backend.forward_client == "xclient"
     master = (DOCKER / "postfix" / "master.cf").read_text()

@@ -41,11 +41,16 @@ def write_config(directory: Path, *, port: int, backend: int, dns: str) -> Path:
     )
 
 
-async def start(config: Path, *prefix: str) -> asyncio.subprocess.Process:
-    """`onajimi run -c config`, optionally under a command prefix (e.g. setpriv)."""
+async def start(
+    config: Path, *prefix: str, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`onajimi run -c config`, optionally under a command prefix (e.g. setpriv).
+
+    With the default, the caller must read stderr (wait_for_line) or the gateway's log
+    lines fill the pipe and block it; pass DEVNULL when nobody will."""
     command = [*prefix, sys.executable, "-m", "gateway", "run", "-c", str(config)]
     return await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from gateway.store.base import DynamicEntry, Outcome, Store
 from gateway.store.codec import decode, encode
 from tests.conftest import FakeClock
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 
 def _url(kind: str, tmp_path: Path) -> str:
@@ -25,7 +24,12 @@ def _url(kind: str, tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def store(request, tmp_path, clock):
-    s = open_store(_url(request.param, tmp_path), clock=clock)
+    url = (
+        request.getfixturevalue("redis_url")
+        if request.param == "redis"
+        else _url(request.param, tmp_path)
+    )
+    s = open_store(url, clock=clock)
     await s.open()
     yield s
     await s.close()
@@ -216,9 +220,11 @@ def _hammer(url: str, count: int, start) -> None:
     asyncio.run(run())
 
 
-def test_two_processes_hammering_one_key_lose_no_update(tmp_path) -> None:
-    url = _url("sqlite", tmp_path)
-    (tmp_path / "state").mkdir()
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_two_processes_hammering_one_key_lose_no_update(kind, tmp_path, request) -> None:
+    url = request.getfixturevalue("redis_url") if kind == "redis" else _url("sqlite", tmp_path)
+    if kind == "sqlite":
+        (tmp_path / "state").mkdir()
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     workers = [ctx.Process(target=_hammer, args=(url, 400, start)) for _ in range(2)]
@@ -228,9 +234,13 @@ def test_two_processes_hammering_one_key_lose_no_update(tmp_path) -> None:
     for w in workers:
         w.join(60)
         assert w.exitcode == 0
-    row = (
-        sqlite3.connect(url[len("sqlite://") :])
-        .execute("SELECT value FROM records WHERE key = 'defer:hot'")
-        .fetchone()
-    )
-    assert decode(row[0]).attempts == 800
+
+    async def final() -> int:
+        store = open_store(url)
+        await store.open()
+        try:
+            return (await store.get("defer:hot")).attempts
+        finally:
+            await store.close()
+
+    assert asyncio.run(final()) == 800

@@ -1,0 +1,238 @@
+"""Several gateways, one memory: Redis shared by gateway processes, and store outages."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gateway.policy.records import Pending
+from gateway.store import open_store
+from gateway.store.base import Outcome
+from tests.backend import FakeBackend
+from tests.conftest import CONF
+from tests.dnsserver import DnsServer
+from tests.gatewayenv import populate, start_env, write_gateway_config
+from tests.redisserver import RedisServer, free_port
+from tests.smtpclient import Client
+from tests.test_run import start, wait_for_line
+
+pytestmark = pytest.mark.skipif(not RedisServer.available(), reason="needs redis-server")
+
+
+async def rcpt(port: int, source: str, rcpt: str = "bob@example.com") -> int:
+    client = await Client.connect(port, source=source)
+    if client.greeting.code != 220:
+        await client.close()
+        return client.greeting.code
+    await client.ehlo()
+    await client.cmd("MAIL FROM:<alice@sender.example>")
+    reply = await client.cmd(f"RCPT TO:<{rcpt}>")
+    if reply.code != 421:
+        await client.cmd("QUIT")
+    await client.close()
+    return reply.code
+
+
+# -- two gateway processes, one Redis ----------------------------------------------------
+
+
+@pytest.fixture
+async def two_gateways(tmp_path, redis_url):
+    dns = DnsServer().start()
+    populate(dns)
+    backend = await FakeBackend().start()
+    for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
+        shutil.copy(CONF / name, tmp_path / name)
+    processes, ports = [], []
+    for n in range(2):
+        port = free_port()
+        config = write_gateway_config(
+            tmp_path / f"gateway{n}.toml",
+            port=port,
+            backend=backend.port,
+            dns=dns.address,
+            store=redis_url,
+            lists=tmp_path,
+        )
+        # Real seconds (two processes share no fake clock): a 1 s retry delay.
+        text = config.read_text().replace(
+            "trusted_networks = []",
+            "trusted_networks = []\nmin_retry_delay = 1\nimpatient_retries = 3",
+        )
+        config.write_text(text)
+        process = await start(config)
+        await wait_for_line(process, "onajimi listening on")
+        processes.append(process)
+        ports.append(port)
+    yield ports, tmp_path
+    for process in processes:
+        process.kill()
+        await process.wait()
+    await backend.stop()
+    dns.stop()
+
+
+async def test_two_gateways_share_deferrals_familiarity_penalties_and_entries(two_gateways) -> None:
+    (a, b), directory = two_gateways
+    assert await rcpt(a, "127.0.0.3") == 450  # deferred by the first gateway
+    await asyncio.sleep(1.2)  # min_retry_delay = 1 s, in real time: two processes
+    assert await rcpt(b, "127.0.0.3") == 250  # retried properly at the second: promoted
+    assert await rcpt(a, "127.0.0.3") == 250  # familiar at the first too
+
+    for port in (a, b, a):  # three early retries, alternating gateways
+        assert await rcpt(port, "127.0.0.4") in (450,)
+    assert await rcpt(b, "127.0.0.4") == 421  # the third early retry: penalty box
+    assert await rcpt(a, "127.0.0.4") == 421  # seen at the greeting of both
+    assert await rcpt(b, "127.0.0.4") == 421
+
+    config = directory / "gateway0.toml"
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "deny", "add", "127.0.0.2", "-c", str(config)],
+        check=True,
+        capture_output=True,
+    )
+    await asyncio.sleep(2.5)  # gateways poll the store's entry generation every 2 s
+    assert await rcpt(a, "127.0.0.2") == 554
+    assert await rcpt(b, "127.0.0.2") == 554
+
+
+# -- outages -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def paused_redis():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+async def _gateway_on(url: str, **policy):
+    return await start_env({"store": {"url": url, "timeout": 0.5, **policy}})
+
+
+async def test_hung_redis_gives_451_quickly_and_recovers_by_itself(paused_redis) -> None:
+    env = await _gateway_on(paused_redis.url)
+    try:
+        assert await rcpt(env.port, "127.0.0.3") == 450
+        paused_redis.pause()
+        started = time.monotonic()
+        client = await env.client("127.0.0.5")  # a suspect: needs the store
+        await client.ehlo()
+        await client.cmd("MAIL FROM:<alice@sender.example>")
+        reply = await client.cmd("RCPT TO:<bob@example.com>", timeout=10)
+        assert reply.code == 451 and reply.text.startswith("4.3.0")
+        assert time.monotonic() - started < 10  # seconds, not redis-py's minute
+        await client.close()
+        # Clean and allow-listed clients do not need the store: relayed as usual.
+        for source in ("127.0.0.2", "127.0.0.12"):
+            c = await env.client(source)
+            await c.ehlo()
+            assert [
+                r.code for r in await c.send_mail("a@sender.example", ["bob@example.com"], b"s\r\n")
+            ] == [250] * 3
+            await c.close()
+        assert env.gateway.metrics.store_up._value.get() == 0
+        paused_redis.resume()
+        await asyncio.sleep(2.1)  # the breaker tries the store again after 2 s
+        assert await rcpt(env.port, "127.0.0.6") == 450  # normal decisions, no restart
+        assert env.gateway.metrics.store_up._value.get() == 1
+        assert env.gateway.metrics.store_errors._value.get() >= 1
+    finally:
+        paused_redis.resume()
+        await env.stop()
+        await env.backend.stop()
+        env.dns.stop()
+
+
+async def test_on_error_pass_relays_during_an_outage(paused_redis) -> None:
+    env = await start_env({"store": {"url": paused_redis.url, "timeout": 0.5, "on_error": "pass"}})
+    try:
+        paused_redis.pause()
+        client = await env.client("127.0.0.3")
+        await client.ehlo()
+        replies = await client.send_mail("a@sender.example", ["bob@example.com"], b"s\r\n")
+        assert [r.code for r in replies] == [250, 250, 250]
+        await client.close()
+    finally:
+        paused_redis.resume()
+        await env.stop()
+        await env.backend.stop()
+        env.dns.stop()
+
+
+async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
+    path = tmp_path / "state.db"
+    env = await start_env({"store": {"url": f"sqlite://{path}", "timeout": 0.3}})
+    locker = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another process holding the lock
+        assert await rcpt(env.port, "127.0.0.3") == 451
+        assert await rcpt(env.port, "127.0.0.2") == 250  # clean: no store needed
+        locker.execute("ROLLBACK")
+        await asyncio.sleep(2.1)
+        assert await rcpt(env.port, "127.0.0.3") == 450
+    finally:
+        locker.close()
+        await env.stop()
+        await env.backend.stop()
+        env.dns.stop()
+
+
+# -- round trips and Sentinel --------------------------------------------------------------
+
+
+async def test_a_decision_from_a_snapshot_is_one_redis_round_trip(
+    redis_url, clock, monkeypatch
+) -> None:
+    store = open_store(redis_url, clock=clock)
+    await store.open()
+    try:
+        snapshot = await store.read("defer:192.0.2.9")
+        sent: list[str] = []
+        send = store.redis.execute_command
+
+        async def counting(*args, **kwargs):
+            sent.append(args[0])
+            return await send(*args, **kwargs)
+
+        monkeypatch.setattr(store.redis, "execute_command", counting)
+        record = Pending(clock.now, clock.now, 1, 0, "s25r_rule1", clock.now + 100)
+        await store.update(
+            "defer:192.0.2.9", lambda r: Outcome(None, True, record), snapshot=snapshot
+        )
+        assert sent == ["EVALSHA"]  # the compare-and-set alone; the index follows off the path
+        await store.update("defer:192.0.2.9", lambda r: Outcome(None, True, record))
+        assert sent == ["EVALSHA", "GET", "EVALSHA"]  # without a snapshot: read, then write
+    finally:
+        await store.close()
+
+
+async def test_sentinel_url(tmp_path, clock) -> None:
+    master = RedisServer().start()
+    sentinel_port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor onajimi 127.0.0.1 {master.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        ["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL
+    )
+    try:
+        await asyncio.sleep(0.5)
+        store = open_store(f"redis+sentinel://127.0.0.1:{sentinel_port}/onajimi/0", clock=clock)
+        await store.open()
+        record = Pending(clock.now, clock.now, 1, 0, "s25r_rule1", clock.now + 100)
+        await store.put("defer:192.0.2.9", record)
+        assert await store.get("defer:192.0.2.9") == record
+        await store.close()
+    finally:
+        sentinel.terminate()
+        sentinel.wait(10)
+        master.stop()

@@ -1,0 +1,147 @@
+"""`server.workers = 2`: both workers serve, one metrics endpoint adds them up, SIGHUP
+reloads both, a killed worker comes back, SIGTERM stops all."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+
+import psutil
+import pytest
+
+from tests.backend import FakeBackend
+from tests.conftest import CONF
+from tests.dnsserver import DnsServer
+from tests.gatewayenv import populate, write_gateway_config
+from tests.redisserver import free_port
+from tests.smtpclient import Client
+from tests.test_observability import http_get, samples
+from tests.test_run import start
+
+
+async def wait_for(predicate, timeout: float = 15.0, step: float = 0.1):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children() if "--worker" in c.cmdline()]
+
+
+@pytest.fixture
+async def supervised(tmp_path):
+    dns = DnsServer().start()
+    populate(dns)
+    backend = await FakeBackend().start()
+    for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
+        shutil.copy(CONF / name, tmp_path / name)
+    port, metrics = free_port(), free_port()
+    config = write_gateway_config(
+        tmp_path / "gateway.toml",
+        port=port,
+        backend=backend.port,
+        dns=dns.address,
+        store=f"sqlite://{tmp_path / 'state.db'}",
+        lists=tmp_path,
+        extra="[server]\nworkers = 2\n",
+    )
+    config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{metrics}"'))
+    process = await start(config, stderr=asyncio.subprocess.DEVNULL)
+
+    async def listening() -> bool:
+        try:
+            client = await Client.connect(port, source="127.0.0.2", timeout=1)
+        except OSError:
+            return False
+        await client.close()
+        return True
+
+    for _ in range(100):
+        if len(workers_of(process.pid)) == 2 and await listening():
+            break
+        await asyncio.sleep(0.1)
+    yield process, port, metrics, tmp_path
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    await backend.stop()
+    dns.stop()
+
+
+async def test_two_workers_serve_and_metrics_add_up(supervised) -> None:
+    process, port, metrics, _ = supervised
+    workers = workers_of(process.pid)
+    assert len(workers) == 2
+    clients = [await Client.connect(port, source=f"127.0.0.{20 + i}") for i in range(40)]
+    assert all(c.greeting.code == 220 for c in clients)
+
+    def serving(worker: psutil.Process) -> int:
+        return sum(
+            1
+            for c in worker.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+        )
+
+    counts = [serving(w) for w in workers]
+    assert all(n > 0 for n in counts) and sum(counts) == 40, counts  # the kernel spread them
+    for c in clients:
+        await c.close()
+    _, body = await http_get(metrics, "/metrics")
+    got = samples(body)
+    # The readiness probes of the fixture connected too: at least the 40, from both workers.
+    assert got[("onajimi_connections_total", ())] >= 40
+    status, text = await http_get(metrics, "/healthz")
+    assert status == 200, text
+
+
+async def test_sighup_reloads_both_workers(supervised) -> None:
+    process, port, _, directory = supervised
+    (directory / "deny.txt").write_text("127.0.0.2\n")
+    process.send_signal(signal.SIGHUP)
+    await asyncio.sleep(1.0)
+    greetings = []
+    for _ in range(20):  # spread over both workers by the kernel
+        client = await Client.connect(port, source="127.0.0.2")
+        greetings.append(client.greeting.code)
+        await client.close()
+    assert set(greetings) == {554}
+
+
+async def test_a_killed_worker_is_restarted_and_sigterm_stops_all(supervised) -> None:
+    process, port, _, _ = supervised
+    victim = workers_of(process.pid)[0]
+    victim.kill()
+    await wait_for(
+        lambda: (
+            len(workers_of(process.pid)) == 2
+            and victim.pid not in {w.pid for w in workers_of(process.pid)}
+        )
+    )
+    survivors = workers_of(process.pid)
+    client = await Client.connect(port, source="127.0.0.2")
+    assert client.greeting.code == 220
+    await client.close()
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 45) == 0
+    for worker in survivors:
+        assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(supervised) -> None:
+    process, port, _, _ = supervised
+    workers = workers_of(process.pid)
+    process.kill()  # SIGKILL: no chance to stop them itself
+    await process.wait()
+
+    def all_gone() -> bool:
+        return all(not w.is_running() or w.status() == psutil.STATUS_ZOMBIE for w in workers)
+
+    await wait_for(all_gone)  # nobody left holding port 25
+    with pytest.raises(OSError):
+        await Client.connect(port, source="127.0.0.2", timeout=2)
