@@ -49,7 +49,7 @@ def with_store(
         if read_only and url.startswith("sqlite://") and not Path(url[len("sqlite://") :]).exists():
             store: Store = MemoryStore()
         else:
-            store = open_store(url)
+            store = open_store(url, timeout=settings.store.timeout)
         await store.open()
         try:
             return await work(store)
