@@ -31,7 +31,15 @@ async def wait_for(predicate, timeout: float = 15.0, step: float = 0.1):
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
-    return [c for c in psutil.Process(pid).children() if "--worker" in c.cmdline()]
+    """Live worker processes of a supervisor (a killed one is a zombie until reaped)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "--worker" in child.cmdline():
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return found
 
 
 @pytest.fixture
