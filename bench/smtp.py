@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from bench.report import Row
-from gateway.supervisor import _die_with_parent
+from gateway.supervisor import die_with_parent
 from tests.gatewayenv import write_gateway_config
 
 CONCURRENCY = 50
@@ -71,7 +71,7 @@ def _prepare_child(cpu: set[int]) -> None:
     """In the child: its CPUs, and death with the benchmark (an interrupted run leaves
     no gateway, sink or DNS server behind)."""
     os.sched_setaffinity(0, cpu)
-    _die_with_parent()
+    die_with_parent()
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

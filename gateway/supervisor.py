@@ -40,7 +40,7 @@ STARTUP_WINDOW = 5.0  # a worker failing within this many seconds of its start i
 GRACE = 35.0  # workers get their 30 s drain and a little more
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the worker, before exec: SIGTERM when the supervisor dies, even by SIGKILL, so no
     orphan keeps holding port 25 (Linux; elsewhere workers outlive a killed supervisor)."""
     try:
@@ -94,7 +94,7 @@ class Supervisor:
             self.config_path,
             "--worker",
             str(slot),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.workers[slot] = process
         self.started[slot] = time.monotonic()
