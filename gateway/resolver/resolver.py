@@ -24,19 +24,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
 import dns.resolver
-import dns.reversename
-import dns.ttl
 
 from gateway.errors import ConfigError
-from gateway.policy.facts import RDNS, RDNSStatus, normalise_name
+from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.net import IPAddress
 from gateway.resolver.cache import TTLCache
-from gateway.resolver.transport import Nameserver, TransportError, make_query
+from gateway.resolver.transport import Nameserver, TransportError
+from gateway.resolver.wire import (
+    NOERROR,
+    NXDOMAIN,
+    TYPES,
+    Reply,
+    WireError,
+    answer_to,
+    reverse_name,
+)
 
 MAX_PTR_NAMES = 10  # a PTR set is attacker-controlled: bound the forward lookups it causes
 NEGATIVE_TTL_DEFAULT = 60.0
@@ -61,25 +64,20 @@ class Lookup:
     detail: str = ""
 
 
-def _interpret(reply: dns.message.Message) -> Lookup:
-    rcode = reply.rcode()
-    try:
-        chain = reply.resolve_chaining()
-    except dns.exception.DNSException as exc:
-        return Lookup(Kind.TEMPFAIL, detail=f"unusable reply: {exc}")
-    if chain.answer is None:
-        ttl = float(chain.minimum_ttl)
-        ttl = NEGATIVE_TTL_DEFAULT if ttl >= dns.ttl.MAX_TTL else min(ttl, NEGATIVE_TTL_MAX)
-        if rcode == dns.rcode.NXDOMAIN:
-            return Lookup(Kind.NXDOMAIN, ttl=ttl, detail="NXDOMAIN")
-        return Lookup(Kind.NODATA, ttl=ttl, detail="no data")
-    values = []
-    for rdata in chain.answer:
-        if chain.answer.rdtype == dns.rdatatype.PTR:
-            values.append(normalise_name(rdata.target.to_text()))
-        else:
-            values.append(rdata.address)
-    return Lookup(Kind.ANSWER, tuple(values), min(float(chain.minimum_ttl), POSITIVE_TTL_MAX))
+_RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def _interpret(reply: Reply, name: str, qtype: int) -> Lookup:
+    """A NOERROR or NXDOMAIN reply as the outcome of one lookup."""
+    negative = reply.negative_ttl
+    negative = NEGATIVE_TTL_DEFAULT if negative is None else min(float(negative), NEGATIVE_TTL_MAX)
+    if reply.rcode == NXDOMAIN:
+        return Lookup(Kind.NXDOMAIN, ttl=negative, detail="NXDOMAIN")
+    found = answer_to(reply, name, qtype)
+    if found is None:
+        return Lookup(Kind.NODATA, ttl=negative, detail="no data")
+    values, ttl = found
+    return Lookup(Kind.ANSWER, tuple(str(v) for v in values), min(float(ttl), POSITIVE_TTL_MAX))
 
 
 class Resolver:
@@ -141,6 +139,7 @@ class Resolver:
 
     async def _lookup_uncached(self, key: tuple[str, str], deadline: float) -> Lookup:
         name, rdtype = key
+        qtype = TYPES[rdtype]
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt_timeout = max(0.2, self.timeout / 3)
@@ -157,23 +156,20 @@ class Resolver:
             attempt += 1
             self.queries_sent += 1
             try:
-                reply = await server.query(
-                    make_query(name, dns.rdatatype.from_text(rdtype)),
-                    min(attempt_timeout, remaining),
-                )
+                reply = await server.query(name, qtype, min(attempt_timeout, remaining))
             except TransportError as exc:
                 detail = str(exc)
                 if detail != "timeout":
                     hard_failures += 1
                 continue
-            rcode = reply.rcode()
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                result = _interpret(reply)
-                if result.kind is not Kind.TEMPFAIL:
+            if reply.rcode in (NOERROR, NXDOMAIN):
+                try:
+                    result = _interpret(reply, name, qtype)
                     break
-                detail = result.detail
+                except WireError as exc:  # a CNAME loop and the like
+                    detail = f"unusable reply: {exc}"
             else:
-                detail = dns.rcode.to_text(rcode)
+                detail = _RCODES.get(reply.rcode, f"rcode {reply.rcode}")
             hard_failures += 1
             result = None
         if self._observe is not None:
@@ -197,8 +193,7 @@ class Resolver:
     async def _rdns_uncached(self, address: IPAddress) -> RDNS:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        reverse = dns.reversename.from_address(str(address)).to_text()
-        ptr = await self.lookup(reverse, "PTR", deadline)
+        ptr = await self.lookup(reverse_name(str(address)), "PTR", deadline)
         if ptr.kind is Kind.TEMPFAIL:
             return RDNS(RDNSStatus.TEMPFAIL, detail=f"PTR lookup failed: {ptr.detail}")
         if ptr.kind is not Kind.ANSWER or not ptr.values:

@@ -3,31 +3,46 @@
 dnspython's async resolver opens one UDP socket per query; a front door doing a PTR and
 an A lookup for every new client would spend more time creating sockets than asking.
 Here each nameserver gets one connected UDP socket carrying many queries at once,
-matched to their replies by message id. dnspython still builds and parses every message.
+matched to their replies by message id; messages are built and read by `wire`.
 
 Spoofing defences, for a resolver that should normally talk to a local recursor: the
 socket is connected (replies from elsewhere are dropped by the kernel), ids are random
-and unique among queries in flight, the reply's question must match, and the socket (and
-so its source port) is replaced every `_ROTATE_AFTER` queries.
+(from the kernel's generator, fetched in blocks) and unique among queries in flight,
+the reply's question must match, and the socket (and so its source port) is replaced
+every `_ROTATE_AFTER` queries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import struct
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.rdatatype
+from gateway.resolver.wire import Reply, WireError, build_query, parse_reply
 
 _ROTATE_AFTER = 20_000
-_EDNS_PAYLOAD = 1232  # the DNS flag day 2020 size: no fragmentation, rarely truncated
 
 
 class TransportError(Exception):
     """No usable reply from this server on this attempt (timeout, refused, garbage)."""
+
+
+class _RandomIds:
+    """Unpredictable 16-bit ids, 2,048 per os.urandom call instead of one call each."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> int:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        value = (self._pool[self._at] << 8) | self._pool[self._at + 1]
+        self._at += 2
+        return value
+
+
+_ids = _RandomIds()
 
 
 class _UdpChannel(asyncio.DatagramProtocol):
@@ -35,9 +50,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[
-            int, tuple[asyncio.Future[dns.message.Message], dns.message.Message]
-        ] = {}
+        self.waiting: dict[int, tuple[asyncio.Future[Reply], str, int]] = {}
         self.sent = 0
         self.closed = False
 
@@ -51,31 +64,31 @@ class _UdpChannel(asyncio.DatagramProtocol):
         entry = self.waiting.get(msg_id)
         if entry is None:
             return
-        future, query = entry
+        future, qname, qtype = entry
         try:
-            reply = dns.message.from_wire(data, question_only=False)
-        except dns.exception.DNSException:
+            reply = parse_reply(data)
+        except (WireError, struct.error, IndexError):
             return  # garbage or a spoof attempt: keep waiting for the real reply
-        if not query.is_response(reply):
+        if reply.qname != qname or reply.qtype != qtype:
             return
         if not future.done():
             future.set_result(reply)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: every query on this socket has failed.
-        for future, _ in list(self.waiting.values()):
+        for future, _, _ in list(self.waiting.values()):
             if not future.done():
                 future.set_exception(TransportError(f"network error: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        for future, _ in list(self.waiting.values()):
+        for future, _, _ in list(self.waiting.values()):
             if not future.done():
                 future.set_exception(TransportError("socket closed"))
 
     def new_id(self) -> int:
         while True:
-            msg_id = secrets.randbits(16)
+            msg_id = _ids.next()
             if msg_id not in self.waiting:
                 return msg_id
 
@@ -115,38 +128,43 @@ class Nameserver:
                 _close_when_drained(old)
             return channel
 
-    async def query(self, query: dns.message.Message, timeout: float) -> dns.message.Message:
-        """Send one query; raises TransportError on timeout or network trouble."""
+    async def query(self, name: str, qtype: int, timeout: float) -> Reply:
+        """Ask one question; raises TransportError on timeout or network trouble."""
         channel = await self._udp()
         loop = asyncio.get_running_loop()
-        query.id = channel.new_id()
-        future: asyncio.Future[dns.message.Message] = loop.create_future()
-        channel.waiting[query.id] = (future, query)
+        qid = channel.new_id()
+        qname = name.lower().rstrip(".")
+        future: asyncio.Future[Reply] = loop.create_future()
+        channel.waiting[qid] = (future, qname, qtype)
         channel.sent += 1
+        wire = build_query(qid, qname, qtype)
         try:
             assert channel.transport is not None
-            channel.transport.sendto(query.to_wire())
+            channel.transport.sendto(wire)
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise TransportError("timeout") from None
         finally:
-            channel.waiting.pop(query.id, None)
-        if reply.flags & dns.flags.TC:
-            return await self._tcp(query, timeout)
+            channel.waiting.pop(qid, None)
+        if reply.truncated:
+            return await self._tcp(wire, qname, qtype, timeout)
         return reply
 
-    async def _tcp(self, query: dns.message.Message, timeout: float) -> dns.message.Message:
-        async def exchange() -> dns.message.Message:
+    async def _tcp(self, wire: bytes, qname: str, qtype: int, timeout: float) -> Reply:
+        async def exchange() -> Reply:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             try:
-                wire = query.to_wire()
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
-                reply = dns.message.from_wire(await reader.readexactly(length))
+                reply = parse_reply(await reader.readexactly(length))
             finally:
                 writer.close()
-            if not query.is_response(reply):
+            if (
+                reply.qid != struct.unpack_from("!H", wire)[0]
+                or reply.qname != qname
+                or reply.qtype != qtype
+            ):
                 raise TransportError("TCP reply does not answer the query")
             return reply
 
@@ -154,7 +172,7 @@ class Nameserver:
             return await asyncio.wait_for(exchange(), timeout)
         except TimeoutError:
             raise TransportError("timeout (TCP)") from None
-        except (OSError, EOFError, asyncio.IncompleteReadError, dns.exception.DNSException) as exc:
+        except (OSError, EOFError, asyncio.IncompleteReadError, WireError, struct.error) as exc:
             raise TransportError(f"TCP: {exc}") from None
 
     def close(self) -> None:
@@ -174,7 +192,3 @@ def _close_when_drained(channel: _UdpChannel) -> None:
             channel.transport.close()
 
     check()
-
-
-def make_query(name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
-    return dns.message.make_query(name, rdtype, use_edns=0, payload=_EDNS_PAYLOAD)
