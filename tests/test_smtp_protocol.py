@@ -8,7 +8,9 @@ import subprocess
 
 import psutil
 import pytest
+from aiosmtpd.smtp import SMTP
 
+from gateway.smtp.protocol import GatewaySMTP
 from tests.gatewayenv import start_env
 from tests.smtpclient import Client, ClosedError, proxy_v1, proxy_v2
 
@@ -64,6 +66,28 @@ async def test_ehlo_advertises_what_it_should_and_never_auth(env) -> None:
     assert expn.code == 502 and expn.text.startswith("5.5.1")
     helo = await client.cmd("HELO old.example")
     assert (helo.code, helo.text) == (250, "gw.test")
+    await client.close()
+
+
+async def test_protocol_sets_every_attribute_aiosmtpd_sets(env) -> None:
+    """GatewaySMTP.__init__ replaces aiosmtpd's: an upgrade adding state must show here."""
+    theirs = SMTP(env.gateway.handler, hostname="gw.test", loop=asyncio.get_running_loop())
+    ours = GatewaySMTP(env.gateway)
+    assert set(vars(theirs)) - set(vars(ours)) == set()
+    assert ours._handle_hooks == theirs._handle_hooks
+    assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
+    for command in ("EHLO", "MAIL", "RCPT", "DATA", "QUIT", "AUTH", "NOPE"):
+        method, reference = ours._smtp_methods.get(command), getattr(ours, f"smtp_{command}", None)
+        assert method == reference
+
+
+async def test_help_lists_the_commands(env) -> None:
+    client = await env.client()
+    reply = await client.cmd("HELP")
+    assert reply.code == 250
+    assert {"EHLO", "HELO", "MAIL", "RCPT", "DATA"} <= set(reply.text.split(": ")[1].split())
+    assert "AUTH" not in reply.text and "EXPN" not in reply.text
+    assert (await client.cmd("HELP RCPT")).text == "2.0.0 Syntax: RCPT TO: <address>"
     await client.close()
 
 

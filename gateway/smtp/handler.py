@@ -12,7 +12,9 @@ from servers we send to still learn whether a mailbox exists.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import StoreError
@@ -44,6 +46,12 @@ BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 532
 class Handler:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    @functools.cached_property
+    def hooks(self) -> dict[str, Callable[..., Any]]:
+        """The handle_* hooks by command, the table aiosmtpd wants; built once, not per
+        connection as aiosmtpd would."""
+        return {name[7:]: getattr(self, name) for name in dir(self) if name.startswith("handle_")}
 
     # -- greeting and hello -------------------------------------------------------------
     async def handle_PROXY(self, server: GatewaySMTP, session, envelope, proxy_data) -> bool:

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, login_always_fail, syntax
 
 from gateway.errors import StoreError
 from gateway.policy.decision import Assessment
 from gateway.policy.net import IPAddress, address_text, client_address
 from gateway.policy.vocabulary import Action, Reason
+from gateway.smtp.addresses import plain_path
 from gateway.smtp.state import SessionState
 
 if TYPE_CHECKING:
@@ -82,24 +84,58 @@ class GatewaySMTP(SMTP):
     line_length_limit = 1 << 16
 
     def __init__(self, gateway: Gateway) -> None:
+        """aiosmtpd's __init__ without its per-connection introspection.
+
+        aiosmtpd 1.4.6 runs dir(), inspect.getmembers() and inspect.signature() over the
+        handler and itself on every connection: a quarter of a deferred session's CPU.
+        What they compute never changes within a process, so it is computed once (the
+        hooks in `hook_table`, the commands in `_SMTPCommands`). The attributes set here
+        are the ones aiosmtpd's __init__ sets, with the values our settings give them;
+        tests/test_smtp_protocol.py compares the two lists, so an aiosmtpd upgrade that
+        adds one fails loudly instead of half-working.
+        """
         settings = gateway.settings
+        handler = gateway.handler
         self.gateway = gateway
         self.state: SessionState = SessionState.new(None)
         self._plain_replies = False  # True while answering HELO/EHLO (no enhanced codes)
         # An instance dict: aiosmtpd clears the shared class-level one on every connection.
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        super().__init__(
-            gateway.handler,
-            hostname=settings.listen.hostname,
-            ident="ESMTP",
-            data_size_limit=settings.limits.max_message_size,
-            enable_SMTPUTF8=gateway.capabilities.offers("smtputf8"),
-            decode_data=False,
-            tls_context=gateway.tls_context,
-            timeout=settings.limits.command_timeout,
-            proxy_protocol_timeout=PROXY_HEADER_TIMEOUT if settings.listen.proxy_protocol else None,
-            loop=asyncio.get_running_loop(),
+        self.command_size_limits = collections.defaultdict(_default_command_size)
+        self.__ident__ = "ESMTP"
+        self.loop = loop = asyncio.get_running_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(limit=self.line_length_limit, loop=loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
         )
+        self.event_handler = handler
+        self.data_size_limit = settings.limits.max_message_size
+        self.enable_SMTPUTF8 = gateway.capabilities.offers("smtputf8")
+        self._decode_data = False
+        self.hostname = settings.listen.hostname
+        self.tls_context = gateway.tls_context
+        self.require_starttls = False
+        self._timeout_duration = settings.limits.command_timeout
+        self._timeout_handle = None
+        self._deadline = 0.0  # the current command's timeout, on the loop's clock
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = PROXY_HEADER_TIMEOUT if settings.listen.proxy_protocol else None
+        self._auth_callback = login_always_fail
+        self._authenticator = None
+        self._auth_required = False
+        self._auth_methods = {}  # no AUTH on port 25: smtp_AUTH answers 502
+        self._handle_hooks = handler.hooks
+        self._ehlo_hook_ver = "new"
+        self._smtp_methods = _SMTPCommands(self)
+        self._enforce_call_limit = False
 
     # -- connection lifecycle -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,6 +156,26 @@ class GatewaySMTP(SMTP):
         state = getattr(self, "state", None)
         if state is not None:
             state.transaction = None
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the command deadline; the timer is re-armed only if it would fire late.
+
+        aiosmtpd cancels and creates a timer for every command. Here a command only
+        moves `_deadline`; the timer, when it fires early, re-arms itself for the rest.
+        """
+        loop = self.loop
+        deadline = self._deadline = loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = loop.call_at(deadline, self._timeout_due)
+
+    def _timeout_due(self) -> None:
+        if self.loop.time() < self._deadline:  # the client spoke since: wait the rest
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_due)
+        else:
+            self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         transport = self.transport
@@ -246,11 +302,30 @@ class GatewaySMTP(SMTP):
         finally:
             self._plain_replies = False
 
+    @syntax("HELO hostname")  # overrides keep their HELP entry
     async def smtp_HELO(self, hostname: str) -> None:
         await self._plainly(super().smtp_HELO(hostname))
 
+    @syntax("EHLO hostname")  # overrides keep their HELP entry
     async def smtp_EHLO(self, hostname: str) -> None:
-        await self._plainly(super().smtp_EHLO(hostname))
+        """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
+        of its six lines: six system calls where one will do)."""
+        if not hostname:
+            await SMTP.push(self, "501 Syntax: EHLO hostname")
+            return
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it.
+        self.command_size_limits["MAIL"] += 26 + (10 if self.enable_SMTPUTF8 else 0)
+        lines = await self._call_handler_hook("EHLO", hostname, [])
+        await SMTP.push(self, "\r\n".join(lines))
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Plain `<local@domain>` and `<>` without the email package (see addresses.py)."""
+        plain = plain_path(arg)
+        if plain is None or self.local_part_limit:
+            return super()._getaddr(arg)
+        return plain
 
     def ehlo_lines(self) -> list[str]:
         lines = [
@@ -272,6 +347,7 @@ class GatewaySMTP(SMTP):
     async def smtp_EXPN(self, arg: str) -> None:
         await self.push("502 5.5.1 Error: EXPN not available")
 
+    @syntax("DATA")  # overrides keep their HELP entry
     async def smtp_DATA(self, arg: str) -> None:
         transaction = self.state.transaction
         if self.envelope is not None and self.envelope.rcpt_tos and transaction is not None:
@@ -297,6 +373,37 @@ class GatewaySMTP(SMTP):
         self.state.closing = True
         if self.transport is not None:
             self.loop.call_soon(self.transport.close)
+
+
+def _default_command_size() -> int:
+    return SMTP.command_size_limit
+
+
+class _SMTPCommands:
+    """`smtp_*` methods by command name, bound on demand.
+
+    aiosmtpd binds every one of them into a dict per connection; a session uses four or
+    five. The names are read once per class.
+    """
+
+    __slots__ = ("_functions", "_server")
+
+    def __init__(self, server: GatewaySMTP) -> None:
+        self._server = server
+        self._functions = _commands_of(type(server))
+
+    def get(self, command: str, default: Any = None) -> Any:
+        function = self._functions.get(command)
+        return default if function is None else function.__get__(self._server)
+
+    def items(self) -> list[tuple[str, Any]]:
+        server = self._server
+        return [(name, function.__get__(server)) for name, function in self._functions.items()]
+
+
+@functools.cache
+def _commands_of(cls: type) -> dict[str, Any]:
+    return {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
 
 
 def _denied(assessment: Assessment) -> bool:

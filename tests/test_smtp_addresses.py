@@ -1,0 +1,69 @@
+"""The fast path for MAIL/RCPT arguments gives exactly what aiosmtpd's parser gives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from gateway.smtp.addresses import plain_path
+
+
+def aiosmtpd_getaddr(argument: str) -> tuple[str | None, str | None]:
+    # _getaddr only reads the class attribute local_part_limit: no connection needed.
+    return SMTP._getaddr(SMTP.__new__(SMTP), argument)
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("<a@b.example>", ("a@b.example", "")),
+        ("<a@b.example> SIZE=1000 BODY=8BITMIME", ("a@b.example", "SIZE=1000 BODY=8BITMIME")),
+        ("<>", ("<>", "")),
+        ("<> SIZE=10", ("<>", " SIZE=10")),
+        ("<first.last+tag@mail.example.org>", ("first.last+tag@mail.example.org", "")),
+        ("<o'brien@example.ie>", ("o'brien@example.ie", "")),
+    ],
+)
+def test_plain_paths_match_the_parser(argument: str, expected: tuple[str, str]) -> None:
+    assert plain_path(argument) == expected
+    assert aiosmtpd_getaddr(argument) == expected
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        '<"quoted local"@example.org>',
+        "<user@[192.0.2.1]>",
+        "<@relay.example:user@example.org>",
+        "<a@b>(comment)",
+        "<a@b>x",
+        "<a..b@example.org>",
+        "<.a@example.org>",
+        "<a@b.>",
+        "<ü@example.org>",
+        "a@example.org",
+        "<a@b",
+        "",
+    ],
+)
+def test_anything_else_is_left_to_the_parser(argument: str) -> None:
+    assert plain_path(argument) is None
+
+
+def test_generated_arguments_agree_with_the_parser() -> None:
+    """Random arguments built from the characters that matter to either reader."""
+    rng = random.Random(2026)
+    pieces = ["a", "Z", "0", "-", "_", "+", "'", ".", "..", "@", "<", ">", " ", "\t",
+              '"', "(", ")", "[", "]", ",", ";", ":", "\\", "é", "SIZE=1", "x.example"]  # fmt: skip
+    fast = 0
+    for _ in range(20_000):
+        body = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        start = ["<", "<a@b", "<x.y@z.example", "", "<a@b>", "<a@b> ", "<>", "<> ", "<a@b>  "]
+        argument = rng.choice(start) + body
+        ours = plain_path(argument)
+        if ours is not None:
+            fast += 1
+            assert ours == aiosmtpd_getaddr(argument), argument
+    assert fast > 2_000  # the generator does reach the fast path
