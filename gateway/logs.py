@@ -13,8 +13,10 @@ and backslashes are escaped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -24,14 +26,14 @@ decision_log = logging.getLogger("onajimi.decision")
 relay_log = logging.getLogger("onajimi.relay")
 log = logging.getLogger("onajimi")
 
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:/@<>+[]%,")
+_PLAIN = re.compile(r"[A-Za-z0-9.\-_:/@<>+\[\]%,]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def logfmt_value(value: Any) -> str:
     """A value as logfmt: bare when it is plain, else quoted with every control escaped."""
     text = "" if value is None else str(value)
-    if text and all(c in _SAFE for c in text):
+    if _PLAIN.fullmatch(text):
         return text
     out = []
     for c in text:
@@ -72,8 +74,61 @@ _formatter = EventFormatter()
 
 
 def emit(logger: logging.Logger, event: str, fields: Mapping[str, Any]) -> None:
+    """One event line. The record is made directly: `logger.info` would also look up the
+    caller's file and line, which no line of ours shows."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(_formatter.format(event, fields))
+        message = _formatter.format(event, fields)
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, None, None))
+
+
+class LineHandler(logging.StreamHandler):
+    """Writes the lines of one event-loop round together.
+
+    Under load one round of the loop decides for dozens of sessions; a write and a flush
+    per line is a system call per decision. On the loop's thread a line waits until the
+    loop has run the callbacks that were ready with it (`call_soon`), so an idle gateway
+    still logs at once; on any other thread, or with no loop running, it is written
+    straight away. `flush` (called by logging at exit) writes whatever is pending.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # where a write is scheduled
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        try:
+            loop = asyncio.get_running_loop()  # only ever this thread's own loop
+        except RuntimeError:
+            self.flush()
+            return
+        if self._loop is not loop:  # nothing scheduled here (or on a loop since closed)
+            if self._loop is not None:
+                self.flush()
+            self._loop = loop
+            loop.call_soon(self._write_round)
+
+    def _write_round(self) -> None:
+        with self.lock:
+            self._loop = None
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self._pending:
+                text = "\n".join(self._pending) + "\n"
+                self._pending.clear()
+                try:
+                    self.stream.write(text)
+                except Exception:  # a closed or broken stream must not end a session
+                    return
+            super().flush()
 
 
 class _LineFormatter(logging.Formatter):
@@ -110,13 +165,15 @@ class _LineFormatter(logging.Formatter):
 def configure(level: str = "info", style: str = "logfmt", stream=None) -> None:
     """Set the process's log level and line format (called at start and on reload)."""
     _formatter.style = style
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(_LineFormatter(style))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    # No line shows the thread, process or multiprocessing names: not worth a lookup each.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # aiosmtpd logs every command at INFO and every bot typo at WARNING ("mail.log"):
     # far too chatty for a port 25. Our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)

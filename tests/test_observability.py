@@ -171,6 +171,44 @@ async def test_json_lines(env, log_lines) -> None:
     assert relay["reply"].startswith("250 2.0.0 Ok")
 
 
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def line_logger(stream: io.StringIO) -> logging.Logger:
+    logger = logging.getLogger(f"test.lines.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.handlers[:] = [logs.LineHandler(stream)]
+    return logger
+
+
+async def test_lines_of_one_loop_round_are_written_together() -> None:
+    stream = CountingStream()
+    logger = line_logger(stream)
+    for n in range(3):
+        logs.emit(logger, "decision", {"n": n})
+    assert stream.getvalue() == ""  # still this round
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines() == ["decision n=0", "decision n=1", "decision n=2"]
+    assert stream.writes == 1
+    logs.emit(logger, "decision", {"n": 3})  # an idle loop: written at the next round
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines()[-1] == "decision n=3" and stream.writes == 2
+
+
+def test_lines_without_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    logs.emit(line_logger(stream), "stopping", {"sessions": 0})
+    assert stream.getvalue() == "stopping sessions=0\n"
+
+
 # -- candidates and blocklist ----------------------------------------------------------------
 
 NOW = 1_800_000_000.0
