@@ -185,12 +185,11 @@ class Resolver:
         return self._outcomes.get(address, self._clock())
 
     async def rdns(self, address: IPAddress) -> RDNS:
+        """Forward-confirmed reverse DNS. Not single-flight itself: its PTR and A lookups
+        are, which is what spares the nameserver when one host opens many sessions."""
         cached = self._outcomes.get(address, self._clock())
         if cached is not None:
             return cached
-        return await self._shared(("rdns", address), lambda: self._rdns_uncached(address))
-
-    async def _rdns_uncached(self, address: IPAddress) -> RDNS:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         ptr = await self.lookup(reverse_name(str(address)), "PTR", deadline)
@@ -203,7 +202,10 @@ class Resolver:
 
         names = tuple(dict.fromkeys(v for v in ptr.values if v))[:MAX_PTR_NAMES]
         rdtype = "A" if address.version == 4 else "AAAA"
-        forward = await asyncio.gather(*(self.lookup(n, rdtype, deadline) for n in names))
+        if len(names) == 1:  # the usual case: no gather (a task per name) needed
+            forward = [await self.lookup(names[0], rdtype, deadline)]
+        else:
+            forward = await asyncio.gather(*(self.lookup(n, rdtype, deadline) for n in names))
         confirmed = tuple(
             name
             for name, result in zip(names, forward, strict=True)

@@ -129,8 +129,13 @@ class Nameserver:
             return channel
 
     async def query(self, name: str, qtype: int, timeout: float) -> Reply:
-        """Ask one question; raises TransportError on timeout or network trouble."""
-        channel = await self._udp()
+        """Ask one question; raises TransportError on timeout or network trouble.
+
+        The timeout is a timer that fails the reply's future: asyncio.wait_for would add
+        a second future, a callback and a partial to every query."""
+        channel = self._channel
+        if not self._usable(channel):
+            channel = await self._udp()
         loop = asyncio.get_running_loop()
         qid = channel.new_id()
         qname = name.lower().rstrip(".")
@@ -138,13 +143,12 @@ class Nameserver:
         channel.waiting[qid] = (future, qname, qtype)
         channel.sent += 1
         wire = build_query(qid, qname, qtype)
+        timer = loop.call_later(timeout, _time_out, future)
         try:
-            assert channel.transport is not None
             channel.transport.sendto(wire)
-            reply = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise TransportError("timeout") from None
+            reply = await future
         finally:
+            timer.cancel()
             channel.waiting.pop(qid, None)
         if reply.truncated:
             return await self._tcp(wire, qname, qtype, timeout)
@@ -179,6 +183,11 @@ class Nameserver:
         if self._channel is not None and self._channel.transport is not None:
             self._channel.transport.close()
         self._channel = None
+
+
+def _time_out(future: asyncio.Future[Reply]) -> None:
+    if not future.done():
+        future.set_exception(TransportError("timeout"))
 
 
 def _close_when_drained(channel: _UdpChannel) -> None:
