@@ -72,6 +72,31 @@ async def test_get_put_delete(store: Store, clock: FakeClock) -> None:
     assert await store.get("defer:192.0.2.9") is None
 
 
+async def test_a_stale_snapshot_never_loses_an_update(store: Store, clock: FakeClock) -> None:
+    await store.update("defer:k", bump)
+    snapshot = (await store.read_many(["defer:k"]))[0]
+    assert snapshot.record.attempts == 1
+    await store.update("defer:k", bump)  # someone else moves on meanwhile
+    # A writing change given the old snapshot decides again on the real record.
+    assert await store.update("defer:k", bump, snapshot=snapshot) == 3
+    assert (await store.get("defer:k")).attempts == 3
+
+
+async def test_a_snapshot_answers_a_change_that_writes_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.update("defer:k", bump)
+    snapshot = await store.read("defer:k")
+    seen = []
+
+    def look(record) -> Outcome[int]:
+        seen.append(record)
+        return Outcome(record.attempts, False, record)
+
+    assert await store.update("defer:k", look, snapshot=snapshot) == 1
+    assert seen == [snapshot.record]  # decided on the snapshot itself
+
+
 async def test_expired_records_do_not_exist_before_any_sweep(
     store: Store, clock: FakeClock
 ) -> None:

@@ -21,7 +21,7 @@ from gateway.errors import StoreError
 from gateway.policy.decision import defers_at_data
 from gateway.policy.facts import RDNSStatus
 from gateway.policy.recipients import recipient_syntax
-from gateway.policy.vocabulary import Action
+from gateway.policy.vocabulary import Action, Reason
 from gateway.relay.backend import (
     UNAVAILABLE,
     BackendError,
@@ -134,9 +134,10 @@ class Handler:
             if not defers_at_data(transaction.sender, verdict):
                 return str(verdict.reply)
             transaction.defer_at_data = verdict.at_data()  # mirror RCPT; 451 comes at DATA
-        else:
+        elif verdict.reason is Reason.FAMILIAR:
+            # Its last_seen is refreshed by an accepted delivery. Other passes hold no
+            # familiar record (a promotion has just written a fresh one).
             transaction.keys.add(decision.key or assessment.client_key)
-            transaction.keys.add(assessment.client_key)
         return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
 
     async def _mirror_rcpt(

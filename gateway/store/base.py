@@ -90,7 +90,16 @@ class Store(ABC):
         key: str,
         change: Callable[[Record | None], Outcome[T]],
         snapshot: Snapshot | None = None,
-    ) -> T: ...
+    ) -> T:
+        """Atomically apply `change` to the live record under `key`.
+
+        `snapshot`, a read of this key made earlier in the same session, lets a store
+        skip its own read: when `change` of the snapshot's record writes nothing, the
+        answer is final without touching the store (the decision is as of the snapshot's
+        read, and nothing is lost since nothing is written). When it writes, the store
+        checks the record still is the snapshot's and decides again on the real one if
+        not, so no update is ever lost.
+        """
 
     async def put(self, key: str, record: Record) -> None:
         await self.update(key, lambda _current: Outcome(None, True, record))
