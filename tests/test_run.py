@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -186,3 +188,23 @@ async def test_sighup_reloads_lists_and_survives_a_broken_config(tmp_path, servi
         still = await Client.connect(port, source="127.0.0.2")
         assert still.greeting.code == 554  # the running configuration stayed
         await still.close()
+
+
+@pytest.mark.parametrize(("soft", "connections", "expected"), [(256, 500, 1256), (4096, 500, 4096)])
+def test_open_files_limit_is_lifted_for_max_connections(soft, connections, expected) -> None:
+    """In a child (rlimits are per process): a low soft limit is raised, a high one kept."""
+    code = (
+        "import resource;"
+        "from gateway.cli.run import raise_open_files_limit as lift;"
+        f"lift({connections});"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+
+    def lower() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) == expected
