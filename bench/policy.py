@@ -189,7 +189,7 @@ async def _store_rows(label: str, url: str, policy, resolver, addresses) -> list
             busy / busy_s,
             "decisions/s",
             target=10_000 if label == "SQLite" else None,
-            note=note or "penalty read + prefetch + RCPT write",
+            note=note or "penalty read (with the address key's record) + RCPT write",
         ),
         Row(
             "policy",

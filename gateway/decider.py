@@ -95,11 +95,14 @@ class Decider:
         """The record the RCPT decision will update, read while the client is still busy
         with EHLO and MAIL: the decision then costs one store round trip, not two.
         `known` is the connect stage's read under the address key, reused when the client
-        key turned out to be the address key (no lumping)."""
+        key turned out to be the address key (no lumping). A store whose updates gain
+        nothing from it (see Store.prefetch_saves_trips) is not asked again."""
         if assessment.verdict is not None or self._policy().key_mode is KeyMode.TRIPLET:
             return None
         if known is not None and assessment.client_key == assessment.screening.address_key:
             return known
+        if not self.store.prefetch_saves_trips:
+            return None
         return await self.store.read(_defer_key(assessment.client_key))
 
     async def at_rcpt(

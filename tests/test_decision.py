@@ -247,3 +247,39 @@ async def test_address_blacklist_outranks_a_remembered_clean_name(make) -> None:
     with_bl.assess(with_bl.screen(client_address("192.0.2.31")), ptr)  # memoise the clean name
     judged = with_bl.assess(with_bl.screen(client_address("192.0.2.32")), ptr)
     assert judged.verdict is None and judged.defer_reason is Reason.S25R_BLACKLIST
+
+
+class ReadAheadStore(MemoryStore):
+    """A store whose updates want the record read ahead (as Redis's do); counts reads."""
+
+    prefetch_saves_trips = True
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock=clock)
+        self.reads: list[str] = []
+
+    async def read(self, key: str):
+        self.reads.append(key)
+        return await super().read(key)
+
+
+@pytest.mark.parametrize("reads_ahead", [True, False])
+async def test_prefetch_reads_a_lumped_key_only_where_it_saves_a_trip(clock, reads_ahead) -> None:
+    policy = build_policy(make_settings({"policy": {"defer": "all"}}))
+    store = ReadAheadStore(clock) if reads_ahead else MemoryStore(clock=clock)
+    decider = Decider(lambda: policy, store, None, clock=clock)
+    await store.put("defer:example.org", Familiar(clock.now, clock.now, clock.now + 100))
+    connect = await decider.at_connect(client_address("192.0.2.25"))
+    assessment = await decider.assess(connect.screening, confirmed("mx1.example.org"))
+    assert assessment.client_key == "example.org"  # lumped: not the key read at connect
+    snapshot = await decider.prefetch(assessment, known=connect.snapshot)
+    if reads_ahead:
+        # After the connect stage's two reads (penalty, address key): the lumped key.
+        assert store.reads[2:] == ["defer:example.org"]
+        assert isinstance(snapshot.record, Familiar)
+    else:
+        assert snapshot is None  # the RCPT update reads it under its own lock anyway
+    decision = await decider.at_rcpt(
+        assessment, "a@b.example", "bob@example.com", snapshot=snapshot
+    )
+    assert decision.verdict.reason is Reason.FAMILIAR

@@ -63,6 +63,11 @@ class DynamicEntry:
 
 class Store(ABC):
     url: str = ""
+    # Whether reading a record ahead (at connect, while the client is still talking)
+    # saves the RCPT decision a trip: true where an update needs the value it replaces
+    # (Redis compare-and-set), false where the update reads under its own lock anyway
+    # (SQLite) or reads are free (memory).
+    prefetch_saves_trips: bool = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

@@ -63,6 +63,10 @@ class GuardedStore(Store):
     def describe(self) -> str:
         return self.inner.describe()
 
+    @property
+    def prefetch_saves_trips(self) -> bool:  # type: ignore[override]
+        return self.inner.prefetch_saves_trips
+
     async def open(self) -> None:
         await self.inner.open()
 

@@ -111,6 +111,8 @@ def _describe(url: str) -> str:
 
 
 class RedisStore(Store):
+    prefetch_saves_trips = True  # a snapshot is the compare-and-set's expected value
+
     def __init__(
         self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0
     ) -> None:
