@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from gateway.relay.received import received_header
 from tests.gatewayenv import start_env
 
 TRICKY = (
@@ -59,6 +60,25 @@ async def test_clean_message_relayed_byte_exact_with_received_header(env) -> Non
     assert "\tby gw.test (Onajimi) with ESMTP id " in header
     assert "\tfor <bob@example.com>; " in header
     assert message.sender == "alice@sender.example" and message.recipients == ["bob@example.com"]
+
+
+def test_received_header_cannot_be_broken_by_client_values() -> None:
+    header = received_header(
+        helo="evil\r\n(x)[y];\\ é",
+        ptr="p1.dyn.example.jp",
+        address="2001:db8::9",
+        protocol="ESMTPS",
+        tls="using TLSv1.3 with cipher (x)",
+        hostname="mx.example.com",
+        transaction_id="3f2a.1",
+        recipient="bob@example.com\r\nBcc: x",
+        when=0.0,
+    ).decode("ascii")
+    lines = header.split("\r\n")
+    assert lines[0] == "Received: from evil???x??y????? (p1.dyn.example.jp [IPv6:2001:db8::9])"
+    assert lines[1] == "\t(using TLSv1.3 with cipher ?x?)"
+    assert lines[3].startswith("\tfor <bob@example.com??Bcc:?x>; ")
+    assert len(lines) == 5 and lines[4] == ""
 
 
 async def test_xclient_carries_the_real_client(env) -> None:

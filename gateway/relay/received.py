@@ -11,6 +11,7 @@ that came from the client are reduced to printable ASCII so the header cannot be
 
 from __future__ import annotations
 
+import re
 import time
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -29,11 +30,14 @@ def rfc5322_date(when: float) -> str:
     )
 
 
+# Anything but printable ASCII, and the characters that would confuse parsers.
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[()\[\]\\;]")
+_UNSAFE_OR_SPACE = re.compile(r"[^\x20-\x7e]|[()\[\]\\;]")
+
+
 def _clean(text: str, limit: int = 255, allow_space: bool = False) -> str:
-    """Printable ASCII without parentheses or brackets (which would confuse parsers)."""
-    lowest = 32 if allow_space else 33
-    cleaned = "".join(c if lowest <= ord(c) <= 126 and c not in "()[]\\;" else "?" for c in text)
-    return cleaned[:limit]
+    """Printable ASCII without parentheses or brackets, each other character as `?`."""
+    return (_UNSAFE_OR_SPACE if allow_space else _UNSAFE).sub("?", text[:limit])
 
 
 def protocol_name(esmtp: bool, tls: bool, utf8: bool) -> str:
