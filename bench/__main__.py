@@ -10,15 +10,13 @@ import argparse
 import multiprocessing
 import sys
 import time
-from pathlib import Path
 
-from bench.report import Row, print_table, run_section, write_json
+from bench.report import RESULTS, Row, machine, print_table, run_section, write_json
 
 SECTIONS = {
     "policy": "bench.policy",
     "smtp": "bench.smtp",
 }
-RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.sections or list(SECTIONS)
     ctx = multiprocessing.get_context("spawn")
     rows: list[Row] = []
+    about = machine()
     started = time.monotonic()
     for name in chosen:
         receiver, sender = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_section, args=(SECTIONS[name], sender))
         proc.start()
-        proc.join(240)
+        proc.join(280)
         if proc.is_alive():
             proc.kill()
             print(f"bench: section {name} exceeded its time limit", file=sys.stderr)
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         rows.extend(receiver.recv())
     print_table(rows)
-    write_json(rows, RESULTS)
+    write_json(rows, RESULTS, about | {"seconds": round(time.monotonic() - started)})
     print(f"\n{len(rows)} figures in {time.monotonic() - started:.0f} s; written to {RESULTS}")
     return 0
 

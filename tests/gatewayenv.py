@@ -45,9 +45,18 @@ def populate(dns: DnsServer) -> None:
 
 
 def write_gateway_config(
-    path: Path, *, port: int, backend: int, dns: str, store: str, lists: Path, extra: str = ""
+    path: Path,
+    *,
+    port: int,
+    backend: int,
+    dns: str,
+    store: str,
+    lists: Path,
+    extra: str = "",
+    policy: str = "",
 ) -> Path:
-    """A gateway.toml for `onajimi run` in a test or the benchmark."""
+    """A gateway.toml for `onajimi run` in a test or the benchmark. `policy` adds lines
+    to the [policy] table, `extra` whole tables."""
     path.write_text(
         f"""
 [listen]
@@ -59,6 +68,7 @@ port = {backend}
 accept_domains = ["example.com"]
 [policy]
 trusted_networks = []
+{policy}
 [s25r]
 blacklist_files = ["{lists / "s25r-blacklist.txt"}"]
 [lists]

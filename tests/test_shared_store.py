@@ -59,13 +59,9 @@ async def two_gateways(tmp_path, redis_url):
             dns=dns.address,
             store=redis_url,
             lists=tmp_path,
+            # Real seconds (two processes share no fake clock): a 1 s retry delay.
+            policy="min_retry_delay = 1\nimpatient_retries = 3",
         )
-        # Real seconds (two processes share no fake clock): a 1 s retry delay.
-        text = config.read_text().replace(
-            "trusted_networks = []",
-            "trusted_networks = []\nmin_retry_delay = 1\nimpatient_retries = 3",
-        )
-        config.write_text(text)
         process = await start(config)
         await wait_for_line(process, "onajimi listening on")
         processes.append(process)
