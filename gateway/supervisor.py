@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import UserError
@@ -204,10 +205,31 @@ class Supervisor:
         return self.exit_status
 
 
+METRICS_DIR_PREFIX = "onajimi-metrics-"
+
+
+def remove_stale_metrics_dirs() -> None:
+    """Metrics directories of supervisors that died without cleaning up (SIGKILL, OOM).
+
+    Each is named after its supervisor's pid; one whose process is gone is removed, so
+    kills over the months do not pile up files in the temporary directory."""
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = path.name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, someone else's
+
+
 def supervise(settings: Settings, config_path: str, run_loop) -> int:
     """Run the supervisor until SIGTERM; returns the exit status."""
     check_listen_addresses(settings)
-    metrics_dir = tempfile.mkdtemp(prefix="onajimi-metrics-")
+    remove_stale_metrics_dirs()
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     # Before anything imports prometheus_client, here and in every worker (inherited).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:

@@ -4,12 +4,17 @@ reloads both, a killed worker comes back, SIGTERM stops all."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 
 import psutil
 import pytest
 
+from gateway.supervisor import remove_stale_metrics_dirs
 from tests.backend import FakeBackend
 from tests.conftest import CONF
 from tests.dnsserver import DnsServer
@@ -76,8 +81,12 @@ async def supervised(tmp_path):
         await asyncio.sleep(0.1)
     yield process, port, metrics, tmp_path
     if process.returncode is None:
-        process.kill()
-        await process.wait()
+        process.terminate()  # a clean stop, which removes its metrics directory
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
     await backend.stop()
     dns.stop()
 
@@ -153,3 +162,17 @@ async def test_workers_do_not_outlive_a_killed_supervisor(supervised) -> None:
     await wait_for(all_gone)  # nobody left holding port 25
     with pytest.raises(OSError):
         await Client.connect(port, source="127.0.0.2", timeout=2)
+
+
+def test_metrics_dirs_of_dead_supervisors_are_removed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f"onajimi-metrics-{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"onajimi-metrics-{os.getpid()}-def"
+    other = tmp_path / "onajimi-metrics-notapid"
+    for path in (dead, alive, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"x")
+    remove_stale_metrics_dirs()
+    assert not dead.exists() and alive.exists() and other.exists()
