@@ -89,21 +89,39 @@ class Decider:
             rdns = await self.lookup(screening.address)
         return self._policy().assess(screening, rdns)
 
+    def assess_cached(self, screening: Screening) -> Assessment | None:
+        """The assessment at once when the client's reverse DNS is cached (a returning
+        host), else None: then `assess` looks it up."""
+        if screening.verdict is not None:
+            return self._policy().assess(screening, None)
+        if self.resolver is None:
+            return None
+        rdns = self.resolver.cached_rdns(screening.address)
+        return None if rdns is None else self._policy().assess(screening, rdns)
+
+    def prefetch_plan(
+        self, assessment: Assessment, known: Snapshot | None = None
+    ) -> tuple[Snapshot | None, str | None]:
+        """What the RCPT decision will start from: (a snapshot already at hand, a key to
+        read ahead). The read happens while the client is still busy with EHLO and MAIL,
+        so the decision then costs one store round trip, not two. `known` is the connect
+        stage's read under the address key, reused when the client key turned out to be
+        the address key (no lumping). A store whose updates gain nothing from a read
+        ahead (see Store.prefetch_saves_trips) is not asked again."""
+        if assessment.verdict is not None or self._policy().key_mode is KeyMode.TRIPLET:
+            return None, None
+        if known is not None and assessment.client_key == assessment.screening.address_key:
+            return known, None
+        if not self.store.prefetch_saves_trips:
+            return None, None
+        return None, _defer_key(assessment.client_key)
+
     async def prefetch(
         self, assessment: Assessment, known: Snapshot | None = None
     ) -> Snapshot | None:
-        """The record the RCPT decision will update, read while the client is still busy
-        with EHLO and MAIL: the decision then costs one store round trip, not two.
-        `known` is the connect stage's read under the address key, reused when the client
-        key turned out to be the address key (no lumping). A store whose updates gain
-        nothing from it (see Store.prefetch_saves_trips) is not asked again."""
-        if assessment.verdict is not None or self._policy().key_mode is KeyMode.TRIPLET:
-            return None
-        if known is not None and assessment.client_key == assessment.screening.address_key:
-            return known
-        if not self.store.prefetch_saves_trips:
-            return None
-        return await self.store.read(_defer_key(assessment.client_key))
+        """The snapshot `prefetch_plan` describes, read if need be."""
+        snapshot, key = self.prefetch_plan(assessment, known)
+        return snapshot if key is None else await self.store.read(key)
 
     async def at_rcpt(
         self,

@@ -42,6 +42,20 @@ async def test_clean_host_passes_at_once(env) -> None:
     assert len(env.backend.messages) == 1
 
 
+async def test_a_returning_host_is_assessed_before_its_greeting_without_a_lookup(env) -> None:
+    assert (await deliver(env, "127.0.0.3"))[1].code == 450  # DNS looked up, deferred
+    queries = env.gateway.resolver.queries_sent
+    client = await env.client("127.0.0.3")
+    (session,) = env.gateway.sessions
+    # Cached reverse DNS: the assessment is there at the greeting, no task, no query.
+    assert session.state.assessment is not None and session.state.assessment_task is None
+    await client.ehlo()
+    replies = await client.send_mail("alice@sender.example", ["bob@example.com"], MESSAGE)
+    assert replies[1].code == 450 and "early_retry" in replies[1].text  # its record was read
+    assert env.gateway.resolver.queries_sent == queries
+    await client.close()
+
+
 @pytest.mark.parametrize(
     ("source", "reason"),
     [

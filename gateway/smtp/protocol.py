@@ -256,24 +256,36 @@ class GatewaySMTP(SMTP):
         if verdict is not None:  # trusted or allow-listed by address: no DNS needed
             state.assessment = policy.assess(screening, None)
             return True
-        state.assessment_task = self.loop.create_task(self._assess(screening))
-        if policy.deny_has_names:
+        assessment = gateway.decider.assess_cached(screening)
+        if assessment is not None:  # a returning host: its reverse DNS is cached
+            state.assessment = assessment
+            self._plan_snapshot(assessment)
+        else:  # a new host: PTR and A lookups, overlapping the client's EHLO and MAIL
+            state.assessment_task = self.loop.create_task(self._assess(screening))
+            if not policy.deny_has_names:
+                return True
             # A deny entry may name this client's PTR: learn it before the greeting.
             assessment = await state.assessed()
-            if _denied(assessment):
-                gateway.decision(state, assessment.verdict)
-                await self._refuse_session(str(assessment.verdict.reply))
-                return False
+        if _denied(assessment):
+            gateway.decision(state, assessment.verdict)
+            await self._refuse_session(str(assessment.verdict.reply))
+            return False
         return True
 
     async def _assess(self, screening) -> Assessment:
         """Reverse DNS, then (while the client is still talking) the record RCPT will need."""
-        decider = self.gateway.decider
-        assessment = await decider.assess(screening)
-        self.state.snapshot_task = self.loop.create_task(
-            decider.prefetch(assessment, known=self.state.connect_snapshot)
-        )
+        assessment = await self.gateway.decider.assess(screening)
+        self._plan_snapshot(assessment)
         return assessment
+
+    def _plan_snapshot(self, assessment: Assessment) -> None:
+        """The deferral record for RCPT: at hand already, or read ahead in a task."""
+        state, decider = self.state, self.gateway.decider
+        snapshot, key = decider.prefetch_plan(assessment, known=state.connect_snapshot)
+        if key is None:
+            state.snapshot = snapshot
+        else:
+            state.snapshot_task = self.loop.create_task(decider.store.read(key))
 
     async def _refuse_session(self, greeting: str) -> None:
         """RFC 5321 3.1: a 554 greeting, then 503 to everything until QUIT."""

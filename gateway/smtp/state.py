@@ -42,7 +42,8 @@ class SessionState:
     screening: Screening | None = None
     assessment: Assessment | None = None
     assessment_task: asyncio.Task[Assessment] | None = None  # PTR lookup started at connect
-    snapshot_task: asyncio.Task[Snapshot | None] | None = None  # deferral record, prefetched
+    snapshot_task: asyncio.Task[Snapshot | None] | None = None  # deferral record, read ahead
+    snapshot: Snapshot | None = None  # the deferral record, when it was at hand already
     connect_snapshot: Snapshot | None = None  # the record under the address key, read at connect
     helo: str = ""
     esmtp: bool = False
@@ -66,7 +67,8 @@ class SessionState:
         """The prefetched deferral record, once: later transactions read afresh."""
         task, self.snapshot_task = self.snapshot_task, None
         if task is None:
-            return None
+            snapshot, self.snapshot = self.snapshot, None
+            return snapshot
         try:
             return await task
         except StoreError:
