@@ -97,21 +97,26 @@ class Metrics:
             multiprocess_mode="min",
         )
         self.store_up.set(1)
-        # Every label value exists from the start: dashboards show 0, not "no data".
-        for action, reasons in DECISIONS.items():
-            for reason in reasons:
-                self.decisions.labels(action.value, reason.value)
-        for outcome in Retry:
-            self.retries.labels(outcome.value)
+        # Every label value exists from the start: dashboards show 0, not "no data". The
+        # children are kept: labels() costs more than the increment, on every decision.
+        self._decision_children = {
+            (action, reason): self.decisions.labels(action.value, reason.value)
+            for action, reasons in DECISIONS.items()
+            for reason in reasons
+        }
+        self._retry_children = {outcome: self.retries.labels(outcome.value) for outcome in Retry}
         for result in RELAY_RESULTS:
             self.relay_transactions.labels(result)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 
     def decision(self, action: Action, reason: Reason, retry: Retry | None) -> None:
-        self.decisions.labels(action.value, reason.value).inc()
+        child = self._decision_children.get((action, reason))
+        if child is None:  # a pair DECISIONS does not list: counted all the same
+            child = self.decisions.labels(action.value, reason.value)
+        child.inc()
         if retry is not None:
-            self.retries.labels(retry.value).inc()
+            self._retry_children[retry].inc()
 
     def relayed(self, result: str, seconds: float | None) -> None:
         """`seconds`: the backend round trip, None when the backend was never asked."""
