@@ -11,6 +11,7 @@ import pytest
 from tests.backend import FakeBackend
 from tests.gatewayenv import start_env
 from tests.postfix import PostfixInstance, available
+from tests.tls import make_certificate
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
 
@@ -78,33 +79,6 @@ async def test_postfix_refusals_are_mirrored(gateway_to_postfix) -> None:
     )
     assert (await client.cmd("RCPT TO:<carol@example.com>")).code == 250
     await client.close()
-
-
-def make_certificate(directory, name: str) -> tuple[str, str]:
-    import subprocess
-
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(cert), str(key)
 
 
 @pytest.fixture(scope="module")

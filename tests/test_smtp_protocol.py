@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 
 import psutil
 import pytest
@@ -13,33 +12,12 @@ from aiosmtpd.smtp import SMTP
 from gateway.smtp.protocol import GatewaySMTP
 from tests.gatewayenv import start_env
 from tests.smtpclient import Client, ClosedError, proxy_v1, proxy_v2
+from tests.tls import make_certificate
 
 
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=gw.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(cert), str(key)
+    return make_certificate(tmp_path_factory.mktemp("tls"), "gw.test")
 
 
 async def stop(env) -> None:
