@@ -7,6 +7,7 @@ one line, `onajimi: <what and where>`, and exit with status 2. Only bugs keep a 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -94,36 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command's module, imported only when that command runs: `onajimi run` must choose
+# its metrics directory before anything imports prometheus_client (see cli/run.py).
+_MODULES = {
+    "run": "run",
+    "check": "check",
+    "explain": "explain",
+    "allow": "entries",
+    "deny": "entries",
+    "candidates": "candidates",
+    "export-blocklist": "blocklist",
+    "status": "status",
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        from gateway.cli import run
-
-        return run.run(args)
-    if args.command == "check":
-        from gateway.cli import check
-
-        return check.run(args)
-    if args.command == "explain":
-        from gateway.cli import explain
-
-        return explain.run(args)
-    if args.command in ("allow", "deny"):
-        from gateway.cli import entries
-
-        return entries.run(args)
-    if args.command == "candidates":
-        from gateway.cli import candidates
-
-        return candidates.run(args)
-    if args.command == "export-blocklist":
-        from gateway.cli import blocklist
-
-        return blocklist.run(args)
-    if args.command == "status":
-        from gateway.cli import status
-
-        return status.run(args)
-    raise AssertionError(f"unhandled command {args.command}")
+    module = _MODULES.get(args.command)
+    if module is None:
+        raise AssertionError(f"unhandled command {args.command}")
+    return importlib.import_module(f"gateway.cli.{module}").run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
