@@ -82,6 +82,20 @@ async def test_a_stale_snapshot_never_loses_an_update(store: Store, clock: FakeC
     assert (await store.get("defer:k")).attempts == 3
 
 
+async def test_a_current_snapshot_decides_a_write_once(store: Store, clock: FakeClock) -> None:
+    await store.update("defer:k", bump)
+    snapshot = await store.read("defer:k")
+    calls = []
+
+    def counted(record) -> Outcome[int]:
+        calls.append(record)
+        return bump(record)
+
+    assert await store.update("defer:k", counted, snapshot=snapshot) == 2
+    assert calls == [snapshot.record]  # not decided again on the same record
+    assert (await store.get("defer:k")).attempts == 2
+
+
 async def test_a_snapshot_answers_a_change_that_writes_nothing(
     store: Store, clock: FakeClock
 ) -> None:

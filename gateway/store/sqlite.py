@@ -249,17 +249,23 @@ class SQLiteStore(Store):
         change: Callable[[Record | None], Outcome[T]],
         snapshot: Snapshot | None = None,
     ) -> T:
+        decided: tuple[Record | None, Outcome[T]] | None = None
         if snapshot is not None:
             outcome = change(snapshot.record)
             if not outcome.write:  # e.g. a familiar host passing: no trip to the thread
                 return outcome.value
+            decided = (snapshot.record, outcome)
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> T:
             row = conn.execute(
                 "SELECT value FROM records WHERE key = ? AND expires > ?", (key, now)
             ).fetchone()
-            outcome = change(decode(row[0]) if row else None)
+            current = decode(row[0]) if row else None
+            if decided is not None and current == decided[0]:
+                outcome = decided[1]  # unchanged since the snapshot: already decided on it
+            else:
+                outcome = change(current)
             if outcome.write:
                 record = outcome.record
                 if record is None:
