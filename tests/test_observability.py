@@ -22,6 +22,7 @@ from gateway.reports import Blocked, blocklist, candidates, render_ipset, render
 from tests import logfmt
 from tests.conftest import FakeClock
 from tests.gatewayenv import start_env
+from tests.waiting import eventually
 
 METRICS = {"metrics": {"listen": "127.0.0.1:0"}}
 RULE1 = [f"127.0.0.{i}" for i in (30, 31, 32)]
@@ -75,7 +76,8 @@ async def test_counters_move_exactly_as_the_decisions(metered) -> None:
     env.clock.advance(301)
     assert await session(env, RULE1[0], deliver=True) == 250  # one comes back: promoted
     assert await session(env, "127.0.0.2", deliver=True) == 250  # a clean host
-    await asyncio.sleep(0.1)
+    active = env.gateway.metrics.sessions_active
+    await eventually(lambda: active._value.get(), lambda n: n == 0)  # the last one closed
     await env.gateway._count_records()
     status, body = await http_get(port, "/metrics")
     assert status == 200

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.relay.received import received_header
 from tests.gatewayenv import start_env
+from tests.waiting import eventually
 
 TRICKY = (
     b"From: Alice <alice@sender.example>\r\n"
@@ -214,9 +215,13 @@ async def test_client_disconnect_mid_transaction_delivers_nothing(env) -> None:
     assert (await client.start_data()).code == 354
     await client.send(b"Subject: half\r\n\r\nonly half of it")
     await client.close()
-    await asyncio.sleep(0.3)
+
+    def backend_dropped() -> bool:
+        relayed = env.backend.sessions[1:]  # the first is the gateway's start-up probe
+        return bool(relayed) and all(s.transport.is_closing() for s in relayed)
+
+    await eventually(backend_dropped)
     assert env.backend.messages == []
-    assert all(s.transport.is_closing() for s in env.backend.sessions[1:])  # backend side dropped
 
 
 # -- backend faults: in no case a 250 the backend did not give -----------------------------

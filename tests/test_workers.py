@@ -23,16 +23,7 @@ from tests.redisserver import free_port
 from tests.smtpclient import Client
 from tests.test_observability import http_get, samples
 from tests.test_run import start
-
-
-async def wait_for(predicate, timeout: float = 15.0, step: float = 0.1):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(step)
-    raise AssertionError("condition not met in time")
+from tests.waiting import eventually
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
@@ -82,7 +73,7 @@ async def supervised(tmp_path):
     config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{metrics}"'))
     process = await start(config, stderr=asyncio.subprocess.DEVNULL)
 
-    await wait_for(lambda: both_listening(process.pid, port), timeout=30)
+    await eventually(lambda: both_listening(process.pid, port), timeout=30)
     yield process, port, metrics, tmp_path
     if process.returncode is None:
         process.terminate()  # a clean stop, which removes its metrics directory
@@ -133,18 +124,14 @@ async def test_sighup_reloads_both_workers(supervised) -> None:
             await client.close()
         return codes
 
-    for _ in range(50):  # each worker reloads on its own time
-        if await greetings() == {554}:
-            break
-        await asyncio.sleep(0.2)
-    assert await greetings() == {554}
+    await eventually(greetings, lambda codes: codes == {554})  # each reloads on its own time
 
 
 async def test_a_killed_worker_is_restarted_and_sigterm_stops_all(supervised) -> None:
     process, port, _, _ = supervised
     victim = workers_of(process.pid)[0]
     victim.kill()
-    await wait_for(
+    await eventually(
         lambda: (
             both_listening(process.pid, port)
             and victim.pid not in {w.pid for w in workers_of(process.pid)}
@@ -170,7 +157,7 @@ async def test_workers_do_not_outlive_a_killed_supervisor(supervised) -> None:
     def all_gone() -> bool:
         return all(not w.is_running() or w.status() == psutil.STATUS_ZOMBIE for w in workers)
 
-    await wait_for(all_gone)  # nobody left holding port 25
+    await eventually(all_gone)  # nobody left holding port 25
     with pytest.raises(OSError):
         await Client.connect(port, source="127.0.0.2", timeout=2)
 
