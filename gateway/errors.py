@@ -15,3 +15,9 @@ class ConfigError(UserError):
 
 class StoreError(Exception):
     """The state store could not complete an operation (unreachable, locked, full)."""
+
+
+class StoreBusy(StoreError):
+    """One key changed under every attempt to update it (clients hammering it through
+    several gateways). The store itself is fine: this costs that client a temporary
+    failure, never the others an outage."""

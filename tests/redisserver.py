@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -20,9 +21,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, *extra: str) -> None:
+    def __init__(self, port: int | None = None, *extra: str, config: Path | None = None) -> None:
         self.port = port or free_port()
         self.extra = extra
+        self.config = config  # first on the command line: Sentinel needs a writable file
         self.process: subprocess.Popen | None = None
 
     @staticmethod
@@ -33,6 +35,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 "redis-server",
+                *([str(self.config)] if self.config else []),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -68,6 +71,12 @@ class RedisServer:
             payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
             s.sendall(payload.encode())
             return s.recv(65536)
+
+    def keys(self, pattern: str) -> list[str]:
+        import redis
+
+        with redis.Redis(port=self.port, decode_responses=True) as client:
+            return list(client.scan_iter(match=pattern))
 
     def flush(self) -> None:
         self.command("FLUSHALL")

@@ -7,13 +7,17 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from gateway.errors import StoreBusy, StoreError
 from gateway.policy.records import Pending
 from gateway.store import open_store
 from gateway.store.base import Outcome
+from gateway.store.codec import encode
+from gateway.store.guard import GuardedStore
 from tests.backend import FakeBackend
 from tests.conftest import CONF
 from tests.dnsserver import DnsServer
@@ -21,6 +25,8 @@ from tests.gatewayenv import populate, start_env, write_gateway_config
 from tests.redisserver import RedisServer, free_port
 from tests.smtpclient import Client
 from tests.test_run import start, wait_for_line
+from tests.test_store_contract import bump
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(not RedisServer.available(), reason="needs redis-server")
 
@@ -93,9 +99,8 @@ async def test_two_gateways_share_deferrals_familiarity_penalties_and_entries(tw
         check=True,
         capture_output=True,
     )
-    await asyncio.sleep(2.5)  # gateways poll the store's entry generation every 2 s
-    assert await rcpt(a, "127.0.0.2") == 554
-    assert await rcpt(b, "127.0.0.2") == 554
+    for port in (a, b):  # gateways poll the store's entry generation every 2 s
+        await eventually(lambda p=port: rcpt(p, "127.0.0.2"), lambda code: code == 554)
 
 
 # -- outages -------------------------------------------------------------------------------
@@ -135,8 +140,9 @@ async def test_hung_redis_gives_451_quickly_and_recovers_by_itself(paused_redis)
             await c.close()
         assert env.gateway.metrics.store_up._value.get() == 0
         paused_redis.resume()
-        await asyncio.sleep(2.1)  # the breaker tries the store again after 2 s
-        assert await rcpt(env.port, "127.0.0.6") == 450  # normal decisions, no restart
+        # The breaker tries the store again after 2 s; then normal decisions, no restart.
+        code = await eventually(lambda: rcpt(env.port, "127.0.0.6"), lambda c: c != 451)
+        assert code == 450
         assert env.gateway.metrics.store_up._value.get() == 1
         assert env.gateway.metrics.store_errors._value.get() >= 1
     finally:
@@ -162,6 +168,24 @@ async def test_on_error_pass_relays_during_an_outage(paused_redis) -> None:
         env.dns.stop()
 
 
+async def test_a_hammered_key_is_tempfailed_without_an_outage(paused_redis) -> None:
+    env = await start_env({"store": {"url": paused_redis.url, "timeout": 0.5, "on_error": "pass"}})
+    try:
+        assert await rcpt(env.port, "127.0.0.3") == 450
+        [key] = [k for k in paused_redis.keys("onajimi:{*") if ":defer:" in k]
+        turn = key.replace(":defer:", ":turn:defer:", 1)
+        paused_redis.command("SET", turn, "another-gateway", "PX", "60000")  # never ends
+        # Even with on_error = "pass": contention is that client's doing, not an outage.
+        assert await rcpt(env.port, "127.0.0.3") == 451
+        assert await rcpt(env.port, "127.0.0.5") == 450  # everyone else decided as usual
+        assert env.gateway.metrics.store_up._value.get() == 1
+        assert env.gateway.metrics.store_errors._value.get() == 0
+    finally:
+        await env.stop()
+        await env.backend.stop()
+        env.dns.stop()
+
+
 async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
     path = tmp_path / "state.db"
     env = await start_env({"store": {"url": f"sqlite://{path}", "timeout": 0.3}})
@@ -171,8 +195,8 @@ async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
         assert await rcpt(env.port, "127.0.0.3") == 451
         assert await rcpt(env.port, "127.0.0.2") == 250  # clean: no store needed
         locker.execute("ROLLBACK")
-        await asyncio.sleep(2.1)
-        assert await rcpt(env.port, "127.0.0.3") == 450
+        code = await eventually(lambda: rcpt(env.port, "127.0.0.3"), lambda c: c != 451)
+        assert code == 450
     finally:
         locker.close()
         await env.stop()
@@ -209,26 +233,87 @@ async def test_a_decision_from_a_snapshot_is_one_redis_round_trip(
         await store.close()
 
 
+class Rival:
+    """Another gateway writing the same key, through its own connection."""
+
+    def __init__(self, url: str, store) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url)
+        self.store = store
+        self.key = store._record_key("defer:hot")
+        self.turn = store._record_key("defer:hot", "turn:")
+
+    def write(self) -> None:
+        self.redis.set(self.key, encode(bump(self.store._live(self.redis.get(self.key))).record))
+
+    def take_turn(self, seconds: float) -> None:
+        self.redis.set(self.turn, "rival", px=int(seconds * 1000))
+
+
+async def test_a_contended_key_waits_for_its_turn_and_loses_nothing(redis_url, clock) -> None:
+    store = open_store(redis_url, clock=clock)
+    await store.open()
+    rival = Rival(redis_url, store)
+    calls = 0
+
+    def change(record):
+        nonlocal calls
+        calls += 1
+        if calls <= 2:  # the rival writes first, twice: the key is contended
+            rival.write()
+        if calls == 2:  # and holds the turn a while, then writes once more and ends it
+            rival.take_turn(10)
+            threading.Timer(0.3, lambda: (rival.write(), rival.redis.delete(rival.turn))).start()
+        return bump(record)
+
+    try:
+        assert await store.update("defer:hot", change) == 4  # after the rival's three
+        assert calls == 3  # decided again on the value the turn's holder left
+        assert (await store.get("defer:hot")).attempts == 4
+        assert rival.redis.exists(rival.turn) == 0  # this write ended its own turn
+    finally:
+        await store.close()
+
+
+async def test_a_turn_that_never_comes_is_busy_not_an_outage(redis_url, clock) -> None:
+    inner = open_store(redis_url, clock=clock, timeout=0.3)
+    await inner.open()
+    failures: list[StoreError] = []
+    store = GuardedStore(inner, on_failure=failures.append)
+    rival = Rival(redis_url, inner)
+    calls = 0
+
+    def change(record):
+        nonlocal calls
+        calls += 1
+        rival.write()
+        rival.take_turn(10)
+        return bump(record)
+
+    try:
+        with pytest.raises(StoreBusy, match="'defer:hot' is contended"):
+            await store.update("defer:hot", change)
+        assert calls == 2  # then it waited for the turn, and gave up after the timeout
+        assert not store.down and failures == []  # the breaker stays closed
+        assert await store.update("defer:192.0.2.9", bump) == 1  # other keys are served
+    finally:
+        await inner.close()
+
+
 async def test_sentinel_url(tmp_path, clock) -> None:
     master = RedisServer().start()
-    sentinel_port = free_port()
     config = tmp_path / "sentinel.conf"
-    config.write_text(
-        f"port {sentinel_port}\nbind 127.0.0.1\n"
-        f"sentinel monitor onajimi 127.0.0.1 {master.port} 1\n"
-    )
-    sentinel = subprocess.Popen(
-        ["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL
-    )
+    config.write_text(f"sentinel monitor onajimi 127.0.0.1 {master.port} 1\n")
+    sentinel = RedisServer(None, "--sentinel", config=config)
     try:
-        await asyncio.sleep(0.5)
-        store = open_store(f"redis+sentinel://127.0.0.1:{sentinel_port}/onajimi/0", clock=clock)
+        sentinel.start()
+        store = open_store(f"redis+sentinel://127.0.0.1:{sentinel.port}/onajimi/0", clock=clock)
         await store.open()
         record = Pending(clock.now, clock.now, 1, 0, "s25r_rule1", clock.now + 100)
         await store.put("defer:192.0.2.9", record)
         assert await store.get("defer:192.0.2.9") == record
         await store.close()
     finally:
-        sentinel.terminate()
-        sentinel.wait(10)
+        sentinel.stop()
         master.stop()

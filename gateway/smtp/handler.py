@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 from gateway.policy.decision import defers_at_data
 from gateway.policy.facts import RDNSStatus
 from gateway.policy.recipients import recipient_syntax
@@ -110,6 +110,9 @@ class Handler:
                 session=state.decided,
                 snapshot=await state.prefetched(),
             )
+        except StoreBusy:  # its key is hammered through several gateways: not an outage
+            gateway.event("store_busy", state, to=address, action="tempfail")
+            return STORE_TEMPFAIL
         except StoreError:
             # The client needed the store and it is down (store.on_error decides).
             passing = gateway.settings.store.on_error == "pass"

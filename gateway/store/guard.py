@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 from gateway.policy.records import Record
 from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store
 
@@ -50,6 +50,8 @@ class GuardedStore(Store):
             raise StoreError(f"{self._last_error} (store considered down, retrying shortly)")
         try:
             result = await operation
+        except StoreBusy:
+            raise  # one contended key, not an outage: the others keep the store
         except StoreError as exc:
             self._last_error = exc
             self._down_until = self._monotonic() + self.retry_after

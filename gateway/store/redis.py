@@ -36,9 +36,13 @@ Redis and raise at 100 concurrent callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,7 +53,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 from gateway.policy.records import Record
 from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store, live
 from gateway.store.codec import KINDS, decode, encode, kind_of
@@ -60,19 +64,39 @@ T = TypeVar("T")
 PREFIX = "onajimi:"
 CAS_ATTEMPTS = 32
 POOL_SIZE = 64
+TURN_MS = 200  # how long a process that lost a race may hold a key's turn
 
-# KEYS[1]: the record key. ARGV: expected value ("" for absent), new value ("" to
-# delete), TTL in milliseconds. Returns {1} when written, {0, current} otherwise.
+# KEYS[1]: the record key, KEYS[2]: its turn key. ARGV: expected value ("" for absent),
+# new value ("" to delete), TTL in milliseconds, the caller's turn token ("" for none).
+# Returns {1} when written, {0, current} otherwise. While another process holds the
+# key's turn nobody else writes; the holder's write ends its turn.
 _CAS = """
 local current = redis.call('GET', KEYS[1])
 if current == false then current = '' end
-if current ~= ARGV[1] then return {0, current} end
+local turn = redis.call('GET', KEYS[2])
+if current ~= ARGV[1] or (turn and turn ~= ARGV[4]) then return {0, current} end
 if ARGV[2] == '' then
     redis.call('DEL', KEYS[1])
 else
     redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
+if turn then redis.call('DEL', KEYS[2]) end
 return {1}
+"""
+
+# KEYS[1]: the record key, KEYS[2]: its turn key. ARGV: the caller's token, TTL in ms.
+# Returns {1 when the turn is the caller's, the current value}.
+_TAKE_TURN = """
+local taken = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current == false then current = '' end
+return {taken and 1 or 0, current}
+"""
+
+# KEYS[1]: a turn key. ARGV[1]: the caller's token. Ends the turn if it is the caller's.
+_END_TURN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -121,7 +145,8 @@ class RedisStore(Store):
         self._raw_url = url
         self.timeout = timeout
         self._client: aioredis.Redis | None = None
-        self._cas = None
+        self._cas = self._take_turn = self._end_turn = None
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._background: set[asyncio.Task] = set()
         self._key_locks: dict[str, list] = {}  # key -> [lock, users]
 
@@ -158,9 +183,12 @@ class RedisStore(Store):
             self._client = None
             raise StoreError(f"store.url {self.url}: cannot connect: {exc}") from None
         self._cas = self._client.register_script(_CAS)
+        self._take_turn = self._client.register_script(_TAKE_TURN)
+        self._end_turn = self._client.register_script(_END_TURN)
         # Loaded now, so the first decision is one EVALSHA, not EVALSHA, NOSCRIPT, LOAD, EVALSHA.
         try:
-            await self._client.script_load(_CAS)
+            for script in (_CAS, _TAKE_TURN, _END_TURN):
+                await self._client.script_load(script)
         except (RedisError, OSError) as exc:
             raise StoreError(
                 f"store.url {self.url}: cannot load the update script: {exc}"
@@ -188,10 +216,11 @@ class RedisStore(Store):
 
     # -- records --------------------------------------------------------------------------
     @staticmethod
-    def _record_key(key: str) -> str:
-        """`defer:<client>/<sender>/<rcpt>` -> `onajimi:{<client>}:defer:...`."""
+    def _record_key(key: str, part: str = "") -> str:
+        """`defer:<client>/<sender>/<rcpt>` -> `onajimi:{<client>}:defer:...`; with a
+        part (`turn:`), a companion key in the same hash slot."""
         client = key.split(":", 1)[1].split("/", 1)[0]
-        return f"{PREFIX}{{{client}}}:{key}"
+        return f"{PREFIX}{{{client}}}:{part}{key}"
 
     def _live(self, raw: bytes | None) -> Record | None:
         if not raw:
@@ -230,31 +259,57 @@ class RedisStore(Store):
     async def _update(
         self, key: str, change: Callable[[Record | None], Outcome[T]], snapshot: Snapshot | None
     ) -> T:
-        redis_key = self._record_key(key)
+        """Compare-and-set, deciding again on the value that won when another process
+        wrote first. Losing twice means the key is contended: this process then waits for
+        the key's turn, so one process in a tight loop cannot starve another forever
+        (found with two processes doing 400 updates of one key each on a loaded machine)."""
+        keys = [self._record_key(key), self._record_key(key, "turn:")]
         if snapshot is not None and isinstance(snapshot.token, bytes):
             raw = snapshot.token
         else:
-            raw = await self._call(self.redis.get(redis_key)) or b""
-        for attempt in range(CAS_ATTEMPTS):
-            current = self._live(raw)
-            outcome = change(current)
-            if not outcome.write:
-                return outcome.value
-            record = outcome.record
-            new = encode(record).encode() if record is not None else b""
-            ttl = max(1, int((record.expires - self.clock()) * 1000)) if record is not None else 0
-            result = await self._call(self._cas(keys=[redis_key], args=[raw, new, ttl]))
-            if result[0] == 1:
-                self._reindex(key, record)
-                return outcome.value
-            raw = result[1] or b""  # someone else wrote first: decide again on their value
-            # Two processes hammering one key can fall into lockstep, each losing to the
-            # other's write; a short random pause breaks it (found with two processes
-            # doing 400 updates of one key each).
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-        raise StoreError(
-            f"redis {self.url}: key {key!r} kept changing under {CAS_ATTEMPTS} attempts"
-        )
+            raw = await self._call(self.redis.get(keys[0])) or b""
+        token = ""  # this process's turn token, once it holds the key's turn
+        lost = 0
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.timeout
+        try:
+            while True:
+                outcome = change(self._live(raw))
+                if not outcome.write:
+                    return outcome.value
+                record = outcome.record
+                new = encode(record).encode() if record is not None else b""
+                ttl = max(1, int((record.expires - self.clock()) * 1000)) if record else 0
+                result = await self._call(self._cas(keys=keys, args=[raw, new, ttl, token]))
+                if result[0] == 1:
+                    token = ""  # the write ended the turn
+                    self._reindex(key, record)
+                    return outcome.value
+                raw = result[1] or b""  # someone else wrote first: decide again on theirs
+                lost += 1
+                if lost == 1:
+                    continue
+                pause = 0.0005
+                while lost < CAS_ATTEMPTS and loop.time() < give_up:
+                    # Wait for the key's turn; its holder is one write from done.
+                    taken, raw = await self._call(
+                        self._take_turn(keys=keys, args=[self._token, TURN_MS])
+                    )
+                    raw = raw or b""
+                    if taken:
+                        token = self._token
+                        break
+                    await asyncio.sleep(random.uniform(pause / 2, pause))
+                    pause = min(pause * 2, 0.02)
+                else:
+                    raise StoreBusy(
+                        f"redis {self.url}: key {key!r} is contended: {lost} updates lost"
+                        " to other writers"
+                    )
+        finally:
+            if token:  # decided not to write after all, or failed: let the others go
+                with contextlib.suppress(StoreError):
+                    await self._call(self._end_turn(keys=keys[1:], args=[token]))
 
     def _reindex(self, key: str, record: Record | None) -> None:
         """Move `key` to its kind's index, after the write and off the caller's path."""
@@ -423,9 +478,8 @@ class RedisStore(Store):
                     self._reindex(key, record)
                     continue
                 if raw:
-                    result = await self._call(
-                        self._cas(keys=[self._record_key(key)], args=[raw, b"", 0])
-                    )
+                    keys = [self._record_key(key), self._record_key(key, "turn:")]
+                    result = await self._call(self._cas(keys=keys, args=[raw, b"", 0, ""]))
                     removed += result[0] == 1
                 await self._call(self.redis.zrem(index, key))
         return removed
