@@ -201,9 +201,3 @@ class FakeBackend:
                 session.transport.close()
             await self._server.wait_closed()
             self._server = None
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.messages) < count and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        return self.messages

@@ -63,9 +63,7 @@ async def env(request):
     overrides = marker.args[0] if marker else None
     environment = await start_env(overrides)
     yield environment
-    await environment.stop()
-    await environment.backend.stop()
-    environment.dns.stop()
+    await environment.close()
 
 
 def pytest_configure(config):

@@ -101,6 +101,12 @@ class Env:
     async def stop(self) -> None:
         await self.gateway.stop(grace=1.0)
 
+    async def close(self) -> None:
+        """The gateway, then the backend and DNS server it was started with."""
+        await self.stop()
+        await self.backend.stop()
+        self.dns.stop()
+
 
 def env_settings(
     dns: DnsServer, backend: FakeBackend, overrides: dict | None = None, base_dir: Path = CONF

@@ -94,9 +94,7 @@ async def test_every_dashboard_metric_exists_in_the_gateway() -> None:
     try:
         _, body = await http_get(env.gateway.endpoint.port, "/metrics")
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
     exposed = {
         line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and line[0] != "#"
     }

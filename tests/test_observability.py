@@ -63,9 +63,7 @@ async def metered():
     for address in RULE1:
         env.dns.add_host(f"p{address.rsplit('.', 1)[1]}-9.dyn.example.jp", address)
     yield env
-    await env.stop()
-    await env.backend.stop()
-    env.dns.stop()
+    await env.close()
 
 
 async def test_counters_move_exactly_as_the_decisions(metered) -> None:
@@ -345,9 +343,7 @@ async def test_status_sees_a_running_gateway_and_cli_reports_work(tmp_path) -> N
         plain = await asyncio.to_thread(cli, "export-blocklist")
         assert plain.splitlines() == ["198.51.100.0/24", "203.0.113.9"]
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
     status = await asyncio.to_thread(
         lambda: (
             subprocess.run(

@@ -18,6 +18,7 @@ from gateway.store import open_store
 from gateway.store.base import Outcome
 from gateway.store.codec import encode
 from gateway.store.guard import GuardedStore
+from gateway.store.redis import RedisStore
 from tests.backend import FakeBackend
 from tests.conftest import CONF
 from tests.dnsserver import DnsServer
@@ -147,13 +148,11 @@ async def test_hung_redis_gives_451_quickly_and_recovers_by_itself(paused_redis)
         assert env.gateway.metrics.store_errors._value.get() >= 1
     finally:
         paused_redis.resume()
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 async def test_on_error_pass_relays_during_an_outage(paused_redis) -> None:
-    env = await start_env({"store": {"url": paused_redis.url, "timeout": 0.5, "on_error": "pass"}})
+    env = await _gateway_on(paused_redis.url, on_error="pass")
     try:
         paused_redis.pause()
         client = await env.client("127.0.0.3")
@@ -163,17 +162,15 @@ async def test_on_error_pass_relays_during_an_outage(paused_redis) -> None:
         await client.close()
     finally:
         paused_redis.resume()
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 async def test_a_hammered_key_is_tempfailed_without_an_outage(paused_redis) -> None:
-    env = await start_env({"store": {"url": paused_redis.url, "timeout": 0.5, "on_error": "pass"}})
+    env = await _gateway_on(paused_redis.url, on_error="pass")
     try:
         assert await rcpt(env.port, "127.0.0.3") == 450
-        [key] = [k for k in paused_redis.keys("onajimi:{*") if ":defer:" in k]
-        turn = key.replace(":defer:", ":turn:defer:", 1)
+        [stored] = [k for k in paused_redis.keys("onajimi:{*") if ":defer:" in k]
+        turn = RedisStore._record_key(stored.split("}:", 1)[1], "turn:")
         paused_redis.command("SET", turn, "another-gateway", "PX", "60000")  # never ends
         # Even with on_error = "pass": contention is that client's doing, not an outage.
         assert await rcpt(env.port, "127.0.0.3") == 451
@@ -181,14 +178,12 @@ async def test_a_hammered_key_is_tempfailed_without_an_outage(paused_redis) -> N
         assert env.gateway.metrics.store_up._value.get() == 1
         assert env.gateway.metrics.store_errors._value.get() == 0
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
     path = tmp_path / "state.db"
-    env = await start_env({"store": {"url": f"sqlite://{path}", "timeout": 0.3}})
+    env = await _gateway_on(f"sqlite://{path}", timeout=0.3)
     locker = sqlite3.connect(path, isolation_level=None, timeout=0)
     try:
         locker.execute("BEGIN EXCLUSIVE")  # another process holding the lock
@@ -199,9 +194,7 @@ async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
         assert code == 450
     finally:
         locker.close()
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 # -- round trips and Sentinel --------------------------------------------------------------
@@ -241,8 +234,7 @@ class Rival:
 
         self.redis = redis.Redis.from_url(url)
         self.store = store
-        self.key = store._record_key("defer:hot")
-        self.turn = store._record_key("defer:hot", "turn:")
+        self.key, self.turn = store._cas_keys("defer:hot")
 
     def write(self) -> None:
         self.redis.set(self.key, encode(bump(self.store._live(self.redis.get(self.key))).record))

@@ -110,9 +110,7 @@ async def test_onajimi_mode_and_rdns_lumping() -> None:
         assert [r.code for r in await deliver(env, "127.0.0.14")] == [250, 250, 250]
         assert [r.code for r in await deliver(env, "127.0.0.2")] == [250, 250, 250]
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 async def test_triplet_mode() -> None:
@@ -125,9 +123,7 @@ async def test_triplet_mode() -> None:
         assert (await attempt(env, "127.0.0.3", rcpt="dave@example.com")).code == 450  # new triplet
         assert (await attempt(env, "127.0.0.3", sender="other@x.example")).code == 450
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 @pytest.mark.gateway({"policy": {"impatient_retries": 3}})
@@ -234,9 +230,7 @@ async def test_deny_list_postfix_regexp_white_list_and_dynamic_entries(tmp_path)
         assert denied.greeting.code == 554
         await denied.close()
     finally:
-        await env.stop()
-        await env.backend.stop()
-        env.dns.stop()
+        await env.close()
 
 
 async def test_familiar_after_a_gateway_restart(tmp_path) -> None:

@@ -21,12 +21,6 @@ def certificate(tmp_path_factory):
     return make_certificate(tmp_path_factory.mktemp("tls"), "gw.test")
 
 
-async def stop(env) -> None:
-    await env.stop()
-    await env.backend.stop()
-    env.dns.stop()
-
-
 async def test_ehlo_advertises_what_it_should_and_never_auth(env) -> None:
     client = await env.client()
     assert client.greeting.code == 220 and client.greeting.text == "gw.test ESMTP"
@@ -242,7 +236,7 @@ async def test_starttls_and_proxy_address_survives_it(certificate) -> None:
         assert message.xclient["ADDR"] == "192.0.2.25"
         assert b"with ESMTPS id" in message.data and b"(using TLSv1." in message.data
     finally:
-        await stop(env)
+        await env.close()
 
 
 async def test_mail_before_helo_after_starttls_is_refused(certificate) -> None:
@@ -255,7 +249,7 @@ async def test_mail_before_helo_after_starttls_is_refused(certificate) -> None:
         assert (await client.cmd("MAIL FROM:<a@b.example>")).code == 503  # RFC 3207: EHLO again
         await client.close()
     finally:
-        await stop(env)
+        await env.close()
 
 
 # -- limits and abusive input ---------------------------------------------------------------
@@ -333,11 +327,10 @@ async def test_memory_stays_bounded_under_long_lines_and_big_data(env) -> None:
 
 
 async def _released(env) -> bool:
-    for _ in range(50):
-        if not env.gateway.sessions and env.gateway.limits.active == 0:
-            return True
-        await asyncio.sleep(0.02)
-    return False
+    def released() -> bool:
+        return not env.gateway.sessions and env.gateway.limits.active == 0
+
+    return await eventually(released, timeout=1.0, step=0.02)
 
 
 async def test_sessions_are_released_when_clients_hang_up(tmp_path) -> None:
@@ -352,7 +345,7 @@ async def test_sessions_are_released_when_clients_hang_up(tmp_path) -> None:
         normal.writer.write_eof()
         assert await _released(env)
     finally:
-        await stop(env)
+        await env.close()
 
 
 @pytest.mark.gateway(PROXIED)

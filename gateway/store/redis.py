@@ -222,6 +222,11 @@ class RedisStore(Store):
         client = key.split(":", 1)[1].split("/", 1)[0]
         return f"{PREFIX}{{{client}}}:{part}{key}"
 
+    @classmethod
+    def _cas_keys(cls, key: str) -> list[str]:
+        """The KEYS of the compare-and-set script: the record and its turn."""
+        return [cls._record_key(key), cls._record_key(key, "turn:")]
+
     def _live(self, raw: bytes | None) -> Record | None:
         if not raw:
             return None
@@ -263,7 +268,7 @@ class RedisStore(Store):
         wrote first. Losing twice means the key is contended: this process then waits for
         the key's turn, so one process in a tight loop cannot starve another forever
         (found with two processes doing 400 updates of one key each on a loaded machine)."""
-        keys = [self._record_key(key), self._record_key(key, "turn:")]
+        keys = self._cas_keys(key)
         if snapshot is not None and isinstance(snapshot.token, bytes):
             raw = snapshot.token
         else:
@@ -478,8 +483,9 @@ class RedisStore(Store):
                     self._reindex(key, record)
                     continue
                 if raw:
-                    keys = [self._record_key(key), self._record_key(key, "turn:")]
-                    result = await self._call(self._cas(keys=keys, args=[raw, b"", 0, ""]))
+                    result = await self._call(
+                        self._cas(keys=self._cas_keys(key), args=[raw, b"", 0, ""])
+                    )
                     removed += result[0] == 1
                 await self._call(self.redis.zrem(index, key))
         return removed
