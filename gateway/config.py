@@ -73,6 +73,14 @@ def seconds(*, positive: bool = False) -> Parser:
     return parse
 
 
+def per_second(value: Any, ctx: Context) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a number per second, got {value!r}")
+    if value < 0:
+        raise _Invalid(f"must be at least 0, got {value}")
+    return float(value)
+
+
 def text(*, nonempty: bool = False) -> Parser:
     def parse(value: Any, ctx: Context) -> str:
         if not isinstance(value, str):
@@ -329,6 +337,9 @@ class PolicySettings:
     impatient_retries: int = _setting(5, integer(0))
     penalty_ttl: float = _setting(3600, seconds())
     auto_familiar_after: int = _setting(3, integer(0))
+    burst_window: float = _setting(5, seconds())
+    pace_allowance: int = _setting(300, integer(0))
+    pace_rate: float = _setting(1.0, per_second)
     help_url: str = _setting("", text())
     defer_text: str = _setting(
         "Try again later: first contact from this host ({reason})", defer_text

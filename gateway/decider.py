@@ -20,7 +20,7 @@ from gateway.policy import deferral
 from gateway.policy.decision import Assessment, KeyMode, Policy, Screening, Verdict, verdict_of
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar, Penalty, Space, store_key
+from gateway.policy.records import Familiar, Penalty, Record, Space, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.resolver import Resolver
@@ -42,6 +42,7 @@ class RcptDecision:
     step: deferral.Step | None = None
     record_kind: str = ""  # what the store held under the key, for explain
     repeated: bool = False  # the session's earlier decision for this key, given again
+    record: Record | None = None  # dry runs: the record the decision started from
 
 
 def _defer_key(key: str) -> str:
@@ -132,10 +133,13 @@ class Decider:
         dry_run: bool = False,
         session: dict[str, RcptDecision] | None = None,
         snapshot: Snapshot | None = None,
+        place: str = "",
     ) -> RcptDecision:
         """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
         session: three recipients of one message are one attempt, not two early retries.
-        `snapshot` is a prefetched read of the client key's record (see `prefetch`)."""
+        `snapshot` is a prefetched read of the client key's record (see `prefetch`).
+        `place` names the listening address the client reached (see keys.place_key):
+        the same message at another of our MX hosts at once is the sender's fallback."""
         policy = self._policy()
         refused = policy.relay_check(recipient)
         if refused is not None:
@@ -158,14 +162,15 @@ class Decider:
             if verdict is not None:
                 return RcptDecision(verdict, client_key)
 
+        attempt = policy.attempt(assessment, sender, recipient, place)
         if dry_run:
             record = await self.store.get(_defer_key(key))
-            step = policy.step(assessment, record, now)
+            step = policy.step(assessment, record, now, attempt)
             kind = type(record).__name__.lower() if record is not None else "none"
-            return RcptDecision(verdict_of(step), key, step, kind)
+            return RcptDecision(verdict_of(step), key, step, kind, record=record)
 
         def change(record) -> Outcome[deferral.Step]:
-            step = policy.step(assessment, record, now)
+            step = policy.step(assessment, record, now, attempt)
             return Outcome(step, step.changed, step.record)
 
         hint = snapshot if key == client_key else None

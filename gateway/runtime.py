@@ -422,6 +422,9 @@ class Gateway:
                 "key": (decision.key if decision is not None and decision.key else None)
                 or (assessment.client_key if assessment is not None else ""),
                 "attempt": step.attempt if step is not None else "",
+                # How a deferred attempt was judged, and the count the penalty box goes by.
+                "kind": step.kind.value if step is not None and step.kind else "",
+                "early": step.early if step is not None and step.kind else "",
                 "detail": verdict.detail,
             },
         )

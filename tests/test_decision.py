@@ -6,7 +6,7 @@ import pytest
 
 from gateway.decider import Decider
 from gateway.policy.build import build_policy, dynamic_list
-from gateway.policy.decision import defers_at_data
+from gateway.policy.decision import decided_at_data
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import Role
 from gateway.policy.net import client_address
@@ -165,7 +165,7 @@ async def test_relay_check_comes_before_deferral(make) -> None:
 async def test_null_sender_deferral_moves_to_data(make) -> None:
     decider = make()
     verdict = await session(decider, "203.0.113.9", NO_PTR, sender="")
-    assert defers_at_data("", verdict) and not defers_at_data("a@b.example", verdict)
+    assert decided_at_data("", verdict) and not decided_at_data("a@b.example", verdict)
     assert str(verdict.at_data().reply).startswith("451 4.7.1 ")
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.policy.deferral import Rules, count_pass, on_delivery, step
+from gateway.policy.deferral import (
+    MESSAGES_KEPT,
+    Attempt,
+    Kind,
+    Rules,
+    count_pass,
+    on_delivery,
+    step,
+)
 from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
 from gateway.policy.vocabulary import Action, Reason, Retry
@@ -19,10 +27,11 @@ RULES = Rules(
     auto_familiar_after=3,
 )
 R1 = Reason.S25R_RULE1
+MSG = Attempt("m1", "mx1")
 
 
 def first(now: float = T0):
-    return step(None, now, RULES, R1, client="192.0.2.9", ptr="p1.dyn.example.net")
+    return step(None, now, RULES, R1, client="192.0.2.9", ptr="p1.dyn.example.net", attempt=MSG)
 
 
 def test_new_key_is_deferred_and_recorded() -> None:
@@ -30,7 +39,15 @@ def test_new_key_is_deferred_and_recorded() -> None:
     assert s.action is Action.DEFER and s.reason is R1
     assert s.changed and isinstance(s.record, Pending)
     assert s.record == Pending(
-        T0, T0, 1, 0, "s25r_rule1", T0 + 2 * 86400, "192.0.2.9", "p1.dyn.example.net"
+        T0,
+        T0,
+        1,
+        0,
+        "s25r_rule1",
+        T0 + 2 * 86400,
+        "192.0.2.9",
+        "p1.dyn.example.net",
+        messages=(("m1", T0, 0.0, "mx1"),),
     )
     assert s.reply is not None and str(s.reply) == (
         "450 4.7.1 Try again later: first contact from this host (s25r_rule1)"
@@ -40,9 +57,9 @@ def test_new_key_is_deferred_and_recorded() -> None:
 
 def test_early_retry_counts_and_keeps_first_seen() -> None:
     s1 = first()
-    s2 = step(s1.record, T0 + 299.5, RULES, R1)
+    s2 = step(s1.record, T0 + 299.5, RULES, R1, attempt=MSG)
     assert s2.action is Action.DEFER and s2.reason is Reason.EARLY_RETRY
-    assert s2.retry is Retry.EARLY
+    assert s2.retry is Retry.EARLY and s2.kind is Kind.EARLY_RETRY
     assert s2.record.first_seen == T0  # an early retry never moves first_seen
     assert (s2.record.attempts, s2.record.early) == (2, 1)
     assert s2.record.last_seen == T0 + 299.5
@@ -51,49 +68,119 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
     assert "retry in 1s at the earliest" in s2.reply.text
 
 
-def test_boundary_exactly_min_retry_delay_promotes() -> None:
-    s = step(first().record, T0 + 300, RULES, R1)
-    assert s.action is Action.PASS and s.reason is Reason.PROMOTED and s.retry is Retry.PROMOTED
-    assert s.record == Familiar(T0 + 300, T0 + 300, T0 + 300 + 3024000)
-    assert s.reply is None and s.attempt == 2
+# -- what counts as impatient (issue 9): real MTAs never, bots always -------------------
 
 
-def test_boundary_exactly_retry_window_promotes_and_one_second_later_starts_over() -> None:
-    record = first().record
-    at_window = step(record, T0 + 86400, RULES, R1)
-    assert at_window.reason is Reason.PROMOTED
-    late = step(record, T0 + 86400.001, RULES, R1)
-    assert late.action is Action.DEFER and late.reason is R1 and late.retry is Retry.EXPIRED
-    assert late.record.first_seen == T0 + 86400.001 and late.record.attempts == 1
-
-
-def test_pending_record_gone_from_store_after_its_expiry_is_a_stranger_again() -> None:
-    record = first().record
-    s = step(record, record.expires, RULES, R1)
-    assert s.reason is R1 and s.retry is None  # expired out of the store: a new contact
-
-
-def test_impatient_host_goes_to_penalty_box_and_its_key_is_cleared() -> None:
-    record = first().record
-    for i in range(1, 5):
-        s = step(record, T0 + i, RULES, R1, client="192.0.2.9")
-        assert s.action is Action.DEFER and s.record.early == i
+def attempts(events, rules: Rules = RULES, reason: Reason = R1, record=None):
+    """Run (seconds after T0, message, place[, judge_pace]) attempts through one key."""
+    steps = []
+    for event in events:
+        at, message, place, *pace = event
+        attempt = Attempt(message, place, judge_pace=pace[0] if pace else True)
+        s = step(record, T0 + at, rules, reason, client="192.0.2.9", attempt=attempt)
+        steps.append(s)
         record = s.record
-    s = step(record, T0 + 5, RULES, R1, client="192.0.2.9")
-    assert s.action is Action.PENALTY and s.reason is Reason.IMPATIENT
-    assert s.record is None and s.changed  # the key is cleared: no promotion after the penalty
-    assert s.penalty == Penalty(T0 + 5, T0 + 5 + 3600, 6, "192.0.2.9", "p1.dyn.example.net")
-    assert s.reply is not None and s.reply.code == 421 and s.reply.status == "4.7.0"
+    return steps
+
+
+def test_a_backlog_in_parallel_sessions_is_not_a_retry() -> None:
+    # Postfix with 20 queued messages: five sessions at once, then one per message.
+    steps = attempts([(i * 0.05, f"m{i}", "mx1") for i in range(20)])
+    assert [s.action for s in steps] == [Action.DEFER] * 20
+    assert {s.kind for s in steps[1:]} == {Kind.NEW_MESSAGE}
+    assert all(s.reason is R1 and s.retry is None for s in steps)  # still a first contact
+    assert steps[-1].record.early == 0 and steps[-1].record.attempts == 20
+    assert "retry in 5m00s at the earliest" in steps[-1].reply.text
+    assert len(steps[-1].record.messages) == MESSAGES_KEPT  # bounded memory
+    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1"))
+    assert promoted.reason is Reason.PROMOTED
+
+
+def test_the_same_message_at_our_other_mx_at_once_is_a_fallback() -> None:
+    steps = attempts([(0, "m", "mx1"), (0.2, "m", "mx2"), (0.4, "m", "mx3")])
+    assert [s.kind for s in steps] == [Kind.FIRST, Kind.MX_FALLBACK, Kind.MX_FALLBACK]
+    assert steps[-1].record.early == 0 and steps[-1].reason is Reason.EARLY_RETRY
+    # ...but at the same MX again, or at the other one after the burst, it is a retry.
+    again = attempts([(0, "m", "mx1"), (0.2, "m", "mx1")])
+    late = attempts([(0, "m", "mx1"), (6, "m", "mx2")])
+    assert again[-1].kind is Kind.EARLY_RETRY and late[-1].kind is Kind.EARLY_RETRY
+
+
+def test_a_backlog_retried_early_through_two_mx_counts_once_per_round() -> None:
+    # Exchange's glitch retries: the whole queue of 10 again after 1, 2, 3 and 4 minutes,
+    # each message at both MX hosts. Four rounds: four counted retries, never the box.
+    events = []
+    for round_start in (0, 60, 120, 180, 240):
+        for i in range(10):
+            events += [
+                (round_start + i * 0.3, f"m{i}", "mx1"),
+                (round_start + i * 0.3 + 0.1, f"m{i}", "mx2"),
+            ]
+    steps = attempts(events)
+    assert all(s.action is Action.DEFER for s in steps)
+    assert steps[-1].record.early == 4
+    assert [s.kind for s in steps[20:23]] == [Kind.EARLY_RETRY, Kind.MX_FALLBACK, Kind.RETRY_ROUND]
+    assert step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1")).reason is (
+        Reason.PROMOTED
+    )
+
+
+def test_the_same_message_at_once_again_and_again_is_impatient() -> None:
+    steps = attempts([(i * 0.1, "spam", "mx1") for i in range(10)])
+    assert [s.early for s in steps[:6]] == [0, 1, 2, 3, 4, 5]
+    assert steps[5].action is Action.PENALTY and steps[5].reason is Reason.IMPATIENT
+    assert steps[5].reply.code == 421 and steps[5].reply.status == "4.7.0"
+    assert steps[5].penalty == Penalty(T0 + 0.5, T0 + 0.5 + 3600, 6, "192.0.2.9", "")
+
+
+def test_the_same_message_every_five_seconds_is_impatient_within_half_a_minute() -> None:
+    steps = attempts([(i * 5, "spam", "mx1") for i in range(12)])
+    penalised = [i for i, s in enumerate(steps) if s.action is Action.PENALTY]
+    assert penalised and penalised[0] * 5 <= 30
+
+
+def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
+    # 50 sessions a second, never the same message twice: no retry at all, but a pace no
+    # MTA keeps up. Past pace_allowance each burst_window counts once.
+    steps = attempts([(i / 50, f"m{i}", "mx1") for i in range(2000)])
+    penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert steps[penalised].kind is Kind.PACE
+    assert penalised > 300 and penalised / 50 < 60  # caught within a minute
+    assert sum(s.kind is Kind.PACE for s in steps[: penalised + 1]) == 5
+    # A key that gathers a whole domain's servers (rDNS lumping) is not judged by pace.
+    lumped = attempts([(i / 50, f"m{i}", "mx1", False) for i in range(2000)])
+    assert all(s.action is Action.DEFER for s in lumped)
+    # An MTA with new mail every two seconds for the whole delay is not caught either.
+    steady = attempts([(i * 2, f"m{i}", "mx1") for i in range(150)])
+    assert steady[-1].record.early == 0
+
+
+def test_the_penalty_box_keeps_the_pending_record() -> None:
+    rules = Rules(impatient_retries=2, penalty_ttl=3600)
+    steps = attempts([(0, "m", "mx1"), (1, "m", "mx1"), (2, "m", "mx1")], rules)
+    assert steps[-1].action is Action.PENALTY
+    kept = steps[-1].record
+    assert isinstance(kept, Pending) and kept.first_seen == T0 and kept.early == 2
+    # Back after the penalty, properly: promoted, not sent round the cycle again.
+    after = step(kept, T0 + 3600, rules, R1, attempt=Attempt("m", "mx1"))
+    assert after.reason is Reason.PROMOTED
+    # A penalty shorter than the delay: one more counted retry is the box again at once,
+    # while a new message is only deferred.
+    short = Rules(impatient_retries=2, penalty_ttl=60)
+    assert step(kept, T0 + 62, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
+    assert step(kept, T0 + 62, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
+
+
+def test_unknown_attempts_count_as_new_messages() -> None:
+    steps = attempts([(i, "", "") for i in range(10)])
+    assert all(s.action is Action.DEFER and s.early == 0 for s in steps)
 
 
 def test_impatient_retries_zero_never_penalises() -> None:
     rules = Rules(impatient_retries=0)
-    record = step(None, T0, rules, R1).record
-    for i in range(1, 50):
-        s = step(record, T0 + i, rules, R1)
-        assert s.action is Action.DEFER
-        record = s.record
-    assert record.early == 49
+    steps = attempts([(i, "m", "mx1") for i in range(50)], rules)
+    assert all(s.action is Action.DEFER for s in steps)
+    assert steps[-1].record.early == 49
 
 
 def test_familiar_passes_without_writing_until_expiry() -> None:

@@ -13,12 +13,13 @@ from gateway.config import Settings
 from gateway.decider import Decider
 from gateway.errors import UserError
 from gateway.policy.build import build_policy, dynamic_list
-from gateway.policy.decision import Policy, Verdict, defers_at_data
+from gateway.policy.decision import Policy, Verdict, decided_at_data
+from gateway.policy.deferral import Step
 from gateway.policy.facts import RDNS
 from gateway.policy.lists import Role
 from gateway.policy.net import client_address
 from gateway.policy.recipients import recipient_syntax
-from gateway.policy.records import Penalty
+from gateway.policy.records import Penalty, Pending, Record
 from gateway.policy.vocabulary import Action
 from gateway.resolver.resolver import Resolver
 from gateway.store.base import Store
@@ -44,6 +45,24 @@ def _verdict(verdict: Verdict) -> dict[str, Any]:
         "reply": str(verdict.reply) if verdict.reply else "250 (passes)",
         "detail": verdict.detail,
     }
+
+
+def _record(record: Record | None) -> str:
+    """A pending record with the counts that matter: attempts, and counted early retries."""
+    if not isinstance(record, Pending):
+        return ""
+    return (
+        f"pending since {timestamp(record.first_seen)} ({record.reason}): "
+        f"{record.attempts} attempt(s), early retries counted {record.early}, "
+        f"{len(record.messages)} message(s) remembered"
+    )
+
+
+def _attempt(step: Step, impatient_retries: int) -> str:
+    """How an attempt now would be judged (deferral.Kind), and where that leaves the key."""
+    counted = f"counts: early retries {step.early}" if step.kind.counted else "not counted"
+    limit = f" of {impatient_retries}" if impatient_retries and step.kind.counted else ""
+    return f"{step.kind.value} ({counted}{limit})"
 
 
 async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any]:
@@ -89,11 +108,13 @@ async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any
         decision = await decider.at_rcpt(assessment, sender, recipient, dry_run=True)
         if decision.key:
             out["deferral_key"] = decision.key
-            out["record"] = decision.record_kind or "none"
+            out["record"] = _record(decision.record) or decision.record_kind or "none"
+        if decision.step is not None and decision.step.kind is not None:
+            out["this_attempt"] = _attempt(decision.step, settings.policy.impatient_retries)
         verdict = decision.verdict
         out["stage"] = "RCPT"
-        if defers_at_data(sender, verdict):
-            out["stage"] = "DATA (null sender: RCPT passes, the deferral moves to DATA)"
+        if decided_at_data(sender, verdict):
+            out["stage"] = "DATA (null sender: RCPT passes; the decision waits for DATA)"
             verdict = verdict.at_data()
         out["decision"] = _verdict(verdict)
         return out

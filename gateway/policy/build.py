@@ -42,6 +42,9 @@ def rules_from(settings: Settings) -> deferral.Rules:
         impatient_retries=p.impatient_retries,
         penalty_ttl=p.penalty_ttl,
         auto_familiar_after=p.auto_familiar_after,
+        burst_window=p.burst_window,
+        pace_allowance=p.pace_allowance,
+        pace_rate=p.pace_rate,
         wording=Wording(defer_text=p.defer_text, help_url=p.help_url),
     )
 

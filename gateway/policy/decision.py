@@ -23,7 +23,13 @@ from enum import StrEnum
 
 from gateway.policy import deferral, replies
 from gateway.policy.facts import RDNS, RDNSStatus
-from gateway.policy.keys import address_key, client_key, normalise_sender, triplet_key
+from gateway.policy.keys import (
+    address_key,
+    client_key,
+    message_key,
+    normalise_sender,
+    triplet_key,
+)
 from gateway.policy.lists import ClientList, ListEntry, Role
 from gateway.policy.net import IPAddress, NetSet, address_text
 from gateway.policy.recipients import AcceptDomains, relay_check
@@ -58,10 +64,14 @@ class Verdict:
         return replace(self, reply=self.reply.with_code(451))
 
 
-def defers_at_data(sender: str, verdict: Verdict) -> bool:
-    """A deferral of the null sender waits for DATA, so that sender-verification callbacks
-    (MAIL FROM:<> RCPT TO:<x> QUIT) from servers we send to still succeed."""
-    return verdict.action is Action.DEFER and normalise_sender(sender) == "<>"
+def decided_at_data(sender: str, verdict: Verdict) -> bool:
+    """Whether the null sender's decision waits for DATA: a deferral, and anything else
+    that would write its key's record. Sender-verification callbacks (MAIL FROM:<>
+    RCPT TO:<x> QUIT) from servers we send to then succeed and leave nothing behind: a
+    server verifying ten addresses is not a host retrying ten times."""
+    return normalise_sender(sender) == "<>" and (
+        verdict.action in (Action.DEFER, Action.PENALTY) or verdict.reason is Reason.PROMOTED
+    )
 
 
 TRUSTED = Verdict(Action.PASS, Reason.TRUSTED, detail="policy.trusted_networks")
@@ -237,7 +247,23 @@ class Policy:
             return triplet_key(assessment.client_key, sender, recipient)
         return assessment.client_key
 
-    def step(self, assessment: Assessment, record, now: float) -> deferral.Step:
+    def attempt(
+        self, assessment: Assessment, sender: str, recipient: str, place: str = ""
+    ) -> deferral.Attempt:
+        """What the deferral procedure needs to tell a retry from the next message."""
+        return deferral.Attempt(
+            message_key(sender, recipient),
+            place,
+            judge_pace=assessment.client_key == assessment.screening.address_key,
+        )
+
+    def step(
+        self,
+        assessment: Assessment,
+        record,
+        now: float,
+        attempt: deferral.Attempt = deferral.UNKNOWN,
+    ) -> deferral.Step:
         """The deferral procedure for a deferrable client (assessment.defer_reason set)."""
         assert assessment.defer_reason is not None
         return deferral.step(
@@ -247,6 +273,7 @@ class Policy:
             assessment.defer_reason,
             client=assessment.screening.address_text,
             ptr=assessment.ptr,
+            attempt=attempt,
         )
 
 

@@ -3,34 +3,63 @@
 Everything that changes a deferral record lives in this file. The transitions, for the
 record found under a key at time `now` (age = now - first_seen):
 
-    record                      condition                     result
-    -------------------------   ---------------------------   ----------------------------------
-    none / expired              -                             new Pending, defer(reason)
-    Pending                     age <  min_retry_delay        early retry: attempts+1, early+1,
-                                                              defer(early_retry) ...
-                                  ... early reaches impatient_retries -> penalty box, key cleared
-    Pending                     min_retry_delay <= age <= retry_window   promote: Familiar, pass
-    Pending                     age >  retry_window           new Pending, defer(reason) [expired]
-    Familiar                    now <  expires                pass (familiar), record unchanged
-    Familiar                    now >= expires                as "none"
+    record          condition                                   result
+    -------------   -----------------------------------------   -------------------------------
+    none / expired  -                                           new Pending, defer(reason)
+    Pending         age <  min_retry_delay                      defer; the attempt is judged
+                                                                (below), and when the counted
+                                                                early retries reach
+                                                                impatient_retries: penalty box
+    Pending         min_retry_delay <= age <= retry_window      promote: Familiar, pass
+    Pending         age >  retry_window                         new Pending, defer [expired]
+    Familiar        now <  expires                              pass (familiar), unchanged
+    Familiar        now >= expires                              as "none"
+
+Impatience: what counts as an early retry
+-----------------------------------------
+The seed calls a host spam-like when it comes back with *the same message* at once,
+again and again. What a real MTA does at first contact is never impatience: several
+sessions in parallel, a session for each message of its backlog, the same message at our
+other MX hosts at once, sender-verification callbacks. So an attempt before the delay is
+one of (`Kind`):
+
+    new_message   a message not deferred under this key before: part of the sender's
+                  backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
+    mx_fallback   a remembered message at one of our listening addresses it has not tried
+                  yet, within burst_window of its try: the sender's MX fallback.
+    retry_round   a remembered message retried within burst_window of the previous
+                  attempt of a retry round that was already counted, and not yet retried
+                  in that round: a sender retrying its whole backlog early counts once.
+    early_retry   any other retry of a remembered message: counted.
+    pace          a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
+                  keeps up: a bot rotating senders and recipients): counted, at most once
+                  per burst_window. Not judged for keys that gather many hosts
+                  (rDNS lumping).
+
+Only `early_retry` and `pace` count towards `impatient_retries`. The null sender's
+callbacks never get here: their decision waits for DATA (see the SMTP handler).
+
+Invariants: an early retry never moves `first_seen`; only a promotion creates a
+Familiar record from a Pending one; the penalty box keeps the pending record (early count
+included), so a host that retries properly after the penalty is promoted, and one that
+goes on retrying early goes straight back.
 
 A delivery the backend accepted refreshes a Familiar record (`on_delivery`). In triplet
 mode a promoted triplet counts towards its client key becoming familiar (`count_pass`).
-
-Invariants: an early retry never moves `first_seen`; only a promotion creates a
-Familiar record from a Pending one; a penalised key is cleared, so a host coming back
-after the penalty starts over as a first contact instead of being promoted by the age
-of its old record.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
 
-from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
+from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally, Tried
 from gateway.policy.replies import Reply, Wording
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason, Retry
+
+MESSAGES_KEPT = 16  # deferred messages a pending key remembers; older ones count as new
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +72,42 @@ class Rules:
     impatient_retries: int = 5  # 0: never penalise
     penalty_ttl: float = 3600
     auto_familiar_after: int = 3  # triplet mode; 0: never
+    burst_window: float = 5  # seconds within which MX fallback and a retry round count once
+    pace_allowance: int = 300  # sessions under a pending key before its pace is judged; 0: never
+    pace_rate: float = 1.0  # sessions per second a pending key may keep up beyond that
     wording: Wording = Wording()
 
     def pending_expiry(self, first_seen: float) -> float:
         # Twice the window: a retry arriving after the window is still recognised (and
         # counted as "expired") instead of looking like a stranger.
         return first_seen + 2 * self.retry_window
+
+
+class Kind(StrEnum):
+    """How an attempt under a pending key was judged (logs, explain; see the docstring)."""
+
+    FIRST = "first"  # no record: the first deferral
+    NEW_MESSAGE = "new_message"
+    MX_FALLBACK = "mx_fallback"
+    RETRY_ROUND = "retry_round"
+    EARLY_RETRY = "early_retry"
+    PACE = "pace"
+
+    @property
+    def counted(self) -> bool:
+        return self in (Kind.EARLY_RETRY, Kind.PACE)
+
+
+@value
+class Attempt:
+    """What an attempt carries beyond its key."""
+
+    message: str = ""  # fingerprint of (sender, first recipient); "": unknown, counts as new
+    place: str = ""  # which of our listening addresses it reached; "": unknown
+    judge_pace: bool = True  # False when the key gathers many hosts (rDNS lumping)
+
+
+UNKNOWN = Attempt()
 
 
 @value
@@ -64,6 +123,8 @@ class Step:
     attempt: int = 0  # attempts counted under this key, this one included
     wait: float = 0.0  # seconds until a retry can be promoted
     penalty: Penalty | None = None  # to store under the client's address key
+    kind: Kind | None = None  # how a deferred attempt was judged
+    early: int = 0  # counted early retries under this key, this one included
 
 
 def _current(record: Record | None, now: float) -> Record | None:
@@ -76,8 +137,15 @@ def _current(record: Record | None, now: float) -> Record | None:
 
 
 def _new_pending(
-    now: float, rules: Rules, reason: Reason, client: str, ptr: str, retry: Retry | None
+    now: float,
+    rules: Rules,
+    reason: Reason,
+    client: str,
+    ptr: str,
+    attempt: Attempt,
+    retry: Retry | None,
 ) -> Step:
+    tried = ((attempt.message, now, 0.0, attempt.place),) if attempt.message else ()
     record = Pending(
         first_seen=now,
         last_seen=now,
@@ -87,6 +155,7 @@ def _new_pending(
         expires=rules.pending_expiry(now),
         client=client,
         ptr=ptr,
+        messages=tried,
     )
     return Step(
         Action.DEFER,
@@ -97,6 +166,7 @@ def _new_pending(
         retry=retry,
         attempt=1,
         wait=rules.min_retry_delay,
+        kind=Kind.FIRST,
     )
 
 
@@ -107,6 +177,7 @@ def step(
     reason: Reason,
     client: str = "",
     ptr: str = "",
+    attempt: Attempt = UNKNOWN,
 ) -> Step:
     """One attempt by a deferrable client under one key.
 
@@ -115,54 +186,14 @@ def step(
     """
     current = _current(record, now)
     if current is None:
-        return _new_pending(now, rules, reason, client, ptr, retry=None)
+        return _new_pending(now, rules, reason, client, ptr, attempt, retry=None)
 
     if isinstance(current, Familiar):
         return Step(Action.PASS, Reason.FAMILIAR, current, changed=False, reply=None)
 
     age = now - current.first_seen
     if age < rules.min_retry_delay:
-        attempts = current.attempts + 1
-        early = current.early + 1
-        if rules.impatient_retries and early >= rules.impatient_retries:
-            penalty = Penalty(
-                since=now,
-                expires=now + rules.penalty_ttl,
-                attempts=attempts,
-                client=client or current.client,
-                ptr=ptr or current.ptr,
-            )
-            return Step(
-                Action.PENALTY,
-                Reason.IMPATIENT,
-                None,
-                changed=True,
-                reply=rules.wording.penalty(rules.penalty_ttl),
-                retry=Retry.EARLY,
-                attempt=attempts,
-                penalty=penalty,
-            )
-        wait = rules.min_retry_delay - age
-        updated = Pending(
-            first_seen=current.first_seen,
-            last_seen=now,
-            attempts=attempts,
-            early=early,
-            reason=current.reason,
-            expires=current.expires,
-            client=client or current.client,
-            ptr=ptr or current.ptr,
-        )
-        return Step(
-            Action.DEFER,
-            Reason.EARLY_RETRY,
-            updated,
-            changed=True,
-            reply=rules.wording.defer(Reason.EARLY_RETRY.value, wait),
-            retry=Retry.EARLY,
-            attempt=attempts,
-            wait=wait,
-        )
+        return _before_delay(current, now, age, rules, client, ptr, attempt)
 
     if age <= rules.retry_window:
         familiar = Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
@@ -176,7 +207,110 @@ def step(
             attempt=current.attempts + 1,
         )
 
-    return _new_pending(now, rules, reason, client, ptr, retry=Retry.EXPIRED)
+    return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
+
+
+class _Judged(NamedTuple):
+    kind: Kind
+    messages: tuple[Tried, ...]  # the record's memory of messages afterwards
+    counted_at: float
+    round_last: float
+
+
+def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> _Judged:
+    """Which kind of attempt this is (see the module docstring)."""
+    message, place = attempt.message, attempt.place
+    messages, counted_at = current.messages, current.counted_at
+    index = next((i for i, tried in enumerate(messages) if tried[0] == message), -1)
+    if not message or index < 0:
+        if message:
+            messages = (*messages, (message, now, 0.0, place))[-MESSAGES_KEPT:]
+        return _Judged(Kind.NEW_MESSAGE, messages, counted_at, current.round_last)
+
+    _, tried_at, joined, places = messages[index]
+    if place and place not in places.split() and now - tried_at < rules.burst_window:
+        tried: Tried = (message, tried_at, joined, f"{places} {place}".strip())
+        return _Judged(
+            Kind.MX_FALLBACK, _replaced(messages, index, tried), counted_at, current.round_last
+        )
+
+    round_open = counted_at > 0 and now - current.round_last < rules.burst_window
+    if round_open and joined != counted_at:
+        tried = (message, now, counted_at, place)
+        return _Judged(Kind.RETRY_ROUND, _replaced(messages, index, tried), counted_at, now)
+
+    tried = (message, now, now, place)  # the retry opens a round of its own
+    return _Judged(Kind.EARLY_RETRY, _replaced(messages, index, tried), now, now)
+
+
+def _before_delay(
+    current: Pending, now: float, age: float, rules: Rules, client: str, ptr: str, attempt: Attempt
+) -> Step:
+    kind, messages, counted_at, round_last = _judge(current, now, rules, attempt)
+    attempts = current.attempts + 1
+    if (
+        not kind.counted
+        and attempt.judge_pace
+        and rules.pace_allowance
+        and attempts > rules.pace_allowance + rules.pace_rate * age
+        and now - counted_at >= rules.burst_window
+    ):
+        kind, counted_at, round_last = Kind.PACE, now, now
+    early = current.early + kind.counted
+    updated = Pending(
+        first_seen=current.first_seen,
+        last_seen=now,
+        attempts=attempts,
+        early=early,
+        reason=current.reason,
+        expires=current.expires,
+        client=client or current.client,
+        ptr=ptr or current.ptr,
+        messages=messages,
+        counted_at=counted_at,
+        round_last=round_last,
+    )
+    if kind.counted and rules.impatient_retries and early >= rules.impatient_retries:
+        penalty = Penalty(
+            since=now,
+            expires=now + rules.penalty_ttl,
+            attempts=attempts,
+            client=updated.client,
+            ptr=updated.ptr,
+        )
+        return Step(
+            Action.PENALTY,
+            Reason.IMPATIENT,
+            updated,
+            changed=True,
+            reply=rules.wording.penalty(rules.penalty_ttl),
+            retry=Retry.EARLY,
+            attempt=attempts,
+            penalty=penalty,
+            kind=kind,
+            early=early,
+        )
+    wait = rules.min_retry_delay - age
+    if kind is Kind.NEW_MESSAGE:  # another first contact, not a retry
+        reason, retry = Reason(current.reason), None
+    else:
+        reason, retry = Reason.EARLY_RETRY, Retry.EARLY
+    return Step(
+        Action.DEFER,
+        reason,
+        updated,
+        changed=True,
+        reply=rules.wording.defer(reason.value, wait),
+        retry=retry,
+        attempt=attempts,
+        wait=wait,
+        kind=kind,
+        early=early,
+    )
+
+
+def _replaced(messages: tuple[Tried, ...], index: int, tried: Tried) -> tuple[Tried, ...]:
+    return (*messages[:index], tried, *messages[index + 1 :])
 
 
 def on_delivery(record: Record | None, now: float, rules: Rules) -> Familiar | None:

@@ -9,11 +9,15 @@
   provider's pool of servers becomes familiar once rather than once per address.
 * The *triplet key* (`policy.key = "triplet"`) adds the normalised sender and the
   recipient, postgrey-style.
+* The *message key* names a message within a key's record, so a retry of the same
+  message can be told from the next message of a backlog: the normalised sender and the
+  first recipient (a sender retries a message with its recipients in the same order).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 
 from gateway.policy.net import IPAddress, address_text, mask_address
 
@@ -79,6 +83,11 @@ def normalise_sender(sender: str) -> str:
     return f"{local}@{domain}" if at else local
 
 
+def is_null_sender(sender: str) -> bool:
+    """`<>` (given to the hooks as "" or "<>"), the sender of bounces and callbacks."""
+    return sender.strip() in ("", "<>")
+
+
 def normalise_recipient(recipient: str) -> str:
     text = recipient.strip()
     if text.startswith("<") and text.endswith(">"):
@@ -89,3 +98,14 @@ def normalise_recipient(recipient: str) -> str:
 def triplet_key(client: str, sender: str, recipient: str) -> str:
     """`client/sender/recipient`, with the sender and recipient normalised."""
     return f"{client}/{normalise_sender(sender)}/{normalise_recipient(recipient)}"
+
+
+def message_key(sender: str, recipient: str) -> str:
+    """8 hex digits for (normalised sender, recipient): the same in every gateway process."""
+    text = f"{normalise_sender(sender)} {normalise_recipient(recipient)}"
+    return f"{zlib.crc32(text.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def place_key(address: str) -> str:
+    """6 hex digits naming one of our listening addresses ("IP:PORT") in a record."""
+    return f"{zlib.crc32(address.encode()) & 0xFFFFFF:06x}"

@@ -15,6 +15,14 @@ from enum import StrEnum
 
 from gateway.policy.values import value
 
+Tried = tuple[str, float, float, str]
+"""A deferred message a Pending record remembers: (message, tried_at, round, places).
+
+`message` is the fingerprint of (normalised sender, first recipient); `tried_at` when
+its current try began; `round` the `counted_at` of the retry round it last belonged to
+(0: none); `places` which of our MX addresses it reached in this try, space-separated.
+"""
+
 
 @value
 class Pending:
@@ -22,12 +30,15 @@ class Pending:
 
     first_seen: float
     last_seen: float
-    attempts: int
-    early: int  # attempts before min_retry_delay had passed
+    attempts: int  # sessions that reached a decision under this key
+    early: int  # early retries counted towards the penalty box (see deferral.py)
     reason: str  # the Reason that caused the first deferral (s25r_rule1, ichigen, ...)
     expires: float  # kept beyond retry_window so a late retry is recognised as "expired"
     client: str = ""  # last client address seen under this key (for candidates)
     ptr: str = ""  # last PTR name seen (candidates are grouped by its domain)
+    messages: tuple[Tried, ...] = ()  # the most recent deferred messages, oldest first
+    counted_at: float = 0.0  # when an early retry was last counted: its retry round began
+    round_last: float = 0.0  # the latest attempt that belonged to that round
 
 
 @value

@@ -6,8 +6,9 @@ RCPT is where the policy meets the relay:
     the backend's own reply, mirrored.
 The backend connection opens at the first RCPT that passes: deferred bots never touch
 it. The null sender is the exception the SPEC makes: its RCPT is mirrored even when its
-deferral is pending, and the 451 comes at DATA, so that sender-verification callbacks
-from servers we send to still learn whether a mailbox exists.
+deferral is pending, and the decision is taken (and recorded) only at DATA, so that
+sender-verification callbacks from servers we send to still learn whether a mailbox
+exists, and a server verifying many addresses is not taken for one retrying.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.decider import RcptDecision
 from gateway.errors import StoreBusy, StoreError
-from gateway.policy.decision import defers_at_data
+from gateway.policy.decision import decided_at_data
 from gateway.policy.facts import RDNSStatus
+from gateway.policy.keys import is_null_sender
 from gateway.policy.recipients import recipient_syntax
 from gateway.policy.vocabulary import Action, Reason
 from gateway.relay.backend import (
@@ -101,47 +104,109 @@ class Handler:
         bad_syntax = recipient_syntax(address)
         if bad_syntax is not None:
             return str(bad_syntax)
+        null_sender = is_null_sender(transaction.sender)
+        if null_sender and transaction.decide_at_data is not None:
+            # The decision already waits for DATA; only the relay check is per recipient.
+            refused = gateway.policy.relay_check(address)
+            if refused is not None:
+                gateway.decision(state, refused, sender=transaction.sender, recipient=address)
+                return str(refused.reply)
+            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+        decision = await self._decide(server, address, dry_run=null_sender)
+        if isinstance(decision, str):
+            return decision
+        if decision is None:  # the store is down and store.on_error says pass
+            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+        verdict = decision.verdict
+        if decided_at_data(transaction.sender, verdict):
+            # Mirror RCPT, so that a callback learns whether the mailbox exists; the
+            # deferral (or promotion) is decided, and recorded, at DATA.
+            transaction.decide_at_data = address
+            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+        gateway.decision(
+            state, verdict, sender=transaction.sender, recipient=address, decision=decision
+        )
+        if verdict.action is Action.PENALTY:
+            server.close_after_reply()
+            return str(verdict.reply)
+        if verdict.action in (Action.REJECT, Action.DEFER):
+            return str(verdict.reply)
+        if verdict.reason is Reason.FAMILIAR:
+            # Its last_seen is refreshed by an accepted delivery. Other passes hold no
+            # familiar record (a promotion has just written a fresh one).
+            transaction.keys.add(decision.key or state.assessment.client_key)
+        return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+
+    async def _decide(
+        self, server: GatewaySMTP, recipient: str, *, dry_run: bool = False
+    ) -> RcptDecision | str | None:
+        """The policy's decision for one recipient of the current transaction.
+
+        Returns the reply instead when the store cannot decide (451 4.3.0), or None when
+        it is down and `store.on_error = "pass"` lets the client through. A dry run (the
+        null sender at RCPT) reads the store but records nothing.
+        """
+        gateway, state = self.gateway, server.state
+        transaction = state.transaction
+        assert transaction is not None
         assessment = await state.assessed()
         try:
-            decision = await gateway.decider.at_rcpt(
+            return await gateway.decider.at_rcpt(
                 assessment,
                 transaction.sender,
-                address,
-                session=state.decided,
-                snapshot=await state.prefetched(),
+                recipient,
+                dry_run=dry_run,
+                session=None if dry_run else state.decided,
+                snapshot=None if dry_run else await state.prefetched(),
+                place=state.place,
             )
         except StoreBusy:  # its key is hammered through several gateways: not an outage
-            gateway.event("store_busy", state, to=address, action="tempfail")
+            gateway.event("store_busy", state, to=recipient, action="tempfail")
             return STORE_TEMPFAIL
         except StoreError:
             # The client needed the store and it is down (store.on_error decides).
             passing = gateway.settings.store.on_error == "pass"
             gateway.event(
-                "store_error", state, to=address, action="pass" if passing else "tempfail"
+                "store_error", state, to=recipient, action="pass" if passing else "tempfail"
             )
             if not passing:
                 return STORE_TEMPFAIL
             transaction.keys.add(assessment.client_key)
-            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
-        verdict = decision.verdict
-        gateway.decision(
-            state, verdict, sender=transaction.sender, recipient=address, decision=decision
-        )
+            return None
 
-        if verdict.action is Action.PENALTY:
-            server.close_after_reply()
-            return str(verdict.reply)
-        if verdict.action is Action.REJECT:
-            return str(verdict.reply)
-        if verdict.action is Action.DEFER:
-            if not defers_at_data(transaction.sender, verdict):
-                return str(verdict.reply)
-            transaction.defer_at_data = verdict.at_data()  # mirror RCPT; 451 comes at DATA
-        elif verdict.reason is Reason.FAMILIAR:
-            # Its last_seen is refreshed by an accepted delivery. Other passes hold no
-            # familiar record (a promotion has just written a fresh one).
-            transaction.keys.add(decision.key or assessment.client_key)
-        return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+    async def before_data(self, server: GatewaySMTP) -> str | None:
+        """The refusal DATA gets before its 354, if any: the null sender's decision, taken
+        now that the message is really coming, or a backend that already failed."""
+        gateway, state = self.gateway, server.state
+        transaction = state.transaction
+        assert transaction is not None
+        if transaction.data_refusal is not None:
+            return transaction.data_refusal
+        recipient, transaction.decide_at_data = transaction.decide_at_data, None
+        if recipient is not None:
+            decision = await self._decide(server, recipient)
+            if isinstance(decision, str):
+                return decision
+            if decision is not None:
+                verdict = decision.verdict
+                gateway.decision(
+                    state,
+                    verdict,
+                    sender=transaction.sender,
+                    recipient=recipient,
+                    decision=decision,
+                )
+                if verdict.action is Action.PENALTY:
+                    server.close_after_reply()
+                    return str(verdict.reply)
+                if verdict.action is Action.DEFER:
+                    transaction.data_refusal = str(verdict.at_data().reply)
+                    return transaction.data_refusal
+                if verdict.reason is Reason.FAMILIAR:
+                    transaction.keys.add(decision.key or state.assessment.client_key)
+        if transaction.backend_failed:
+            return "451 4.4.1 Delivery temporarily unavailable, try again later"
+        return None
 
     async def _mirror_rcpt(
         self, server: GatewaySMTP, envelope, transaction: Transaction, address: str, rcpt_options

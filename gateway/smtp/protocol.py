@@ -32,6 +32,7 @@ from aiosmtpd.smtp import SMTP, login_always_fail, syntax
 
 from gateway.errors import StoreError
 from gateway.policy.decision import Assessment
+from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, address_text, client_address
 from gateway.policy.vocabulary import Action, Reason
 from gateway.smtp.addresses import plain_path
@@ -144,6 +145,9 @@ class GatewaySMTP(SMTP):
         if first:
             peer = transport.get_extra_info("peername")
             self.state.peer_port = peer[1] if peer else None
+            local = transport.get_extra_info("sockname")
+            if local:
+                self.state.place = place_key(f"{local[0]}:{local[1]}")
             self.gateway.session_started(self)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -210,6 +214,9 @@ class GatewaySMTP(SMTP):
         source = getattr(proxy_data, "src_addr", None)
         address = client_address(source) if source is not None else balancer
         self.state.peer_port = getattr(proxy_data, "src_port", None) or self.state.peer_port
+        destination = getattr(proxy_data, "dst_addr", None)
+        if destination is not None:  # the address the client reached, not the balancer's own
+            self.state.place = place_key(f"{destination}:{getattr(proxy_data, 'dst_port', '')}")
         return await self._guarded_connect_stage(address)
 
     async def _guarded_connect_stage(self, address: IPAddress) -> bool:
@@ -363,11 +370,9 @@ class GatewaySMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         transaction = self.state.transaction
         if self.envelope is not None and self.envelope.rcpt_tos and transaction is not None:
-            if transaction.defer_at_data is not None:
-                await self.push(str(transaction.defer_at_data.reply))
-                return
-            if transaction.backend_failed:
-                await self.push("451 4.4.1 Delivery temporarily unavailable, try again later")
+            refusal = await self.event_handler.before_data(self)
+            if refusal is not None:
+                await self.push(refusal)
                 return
         await super().smtp_DATA(arg)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.decider import RcptDecision
 from gateway.errors import StoreError
-from gateway.policy.decision import Assessment, Screening, Verdict
+from gateway.policy.decision import Assessment, Screening
 from gateway.policy.net import IPAddress
 from gateway.relay.backend import BackendReply, BackendSession
 from gateway.store.base import Snapshot
@@ -24,7 +24,8 @@ class Transaction:
 
     id: str  # "<session>.<n>": in the Received header and the logs
     sender: str = ""  # as the client gave it; "<>" for the null sender
-    defer_at_data: Verdict | None = None  # null sender deferred: 451 at DATA
+    decide_at_data: str | None = None  # null sender: the recipient its decision waits with
+    data_refusal: str | None = None  # what DATA was refused with (said again if repeated)
     backend_failed: bool = False  # the backend failed during this transaction
     mail_sent: bool = False  # MAIL FROM went to the backend
     sender_refused: BackendReply | None = None  # the backend refused MAIL: repeated per RCPT
@@ -36,6 +37,7 @@ class Transaction:
 class SessionState:
     id: str  # short hex id: every log line of the session carries it
     peer_port: int | None  # the TCP peer's port (the load balancer's, behind PROXY)
+    place: str = ""  # which of our listening addresses it reached (keys.place_key)
     address: IPAddress | None = None  # the client: the PROXY source or the TCP peer
     address_text: str = ""
     counted: bool = False  # admitted by the connection limits (so it must be released)

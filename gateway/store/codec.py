@@ -31,11 +31,16 @@ def encode(record: Record) -> str:
     return _dumps([KINDS[cls], *(getattr(record, name) for name in _FIELDS[cls])])
 
 
+def _frozen(value: list) -> tuple:
+    """JSON arrays back to the tuples records hold (a Pending's remembered messages)."""
+    return tuple(_frozen(v) if type(v) is list else v for v in value)
+
+
 def decode(text: str | bytes) -> Record:
     """Raises ValueError for text that is not a record (a corrupted or foreign value)."""
     try:
         kind, *values = json.loads(text)
         cls = _TYPES[kind]
-        return cls(*values)
+        return cls(*(_frozen(v) if type(v) is list else v for v in values))
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a stored record: {text!r:.80}") from exc
