@@ -105,40 +105,54 @@ def candidates(
     impatient: bool = False,
     impatient_retries: int = 5,
 ) -> list[CandidateGroup]:
-    """Group and rank deferred keys. With `impatient`: the penalty box and keys near it."""
-    found: list[Candidate] = []
+    """Group and rank deferred keys. With `impatient`: the penalty box and keys near it.
+
+    The count that matters for impatience is `early`: counted early retries (the same
+    message again before the delay, or a bot's pace), not attempts; a backlog sent in
+    many sessions has many attempts and no early retries. A key that reached the penalty
+    box is a hammerer, never a rescue candidate.
+    """
+    pendings: list[tuple[str, Pending]] = []
+    penalties: dict[str, Penalty] = {}
     for stored, record in records:
         space, key = split_store_key(stored)
         if space is Space.PENALTY and impatient and isinstance(record, Penalty):
-            found.append(
-                Candidate(
-                    key,
-                    record.client or key,
-                    record.ptr,
-                    "impatient",
-                    record.since,
-                    record.since,
-                    record.attempts,
-                    record.attempts,
-                    record.expires,
-                )
-            )
+            penalties[key] = record
         elif space is Space.DEFER and isinstance(record, Pending):
+            penalised = impatient_retries and record.early >= impatient_retries
             near_penalty = impatient_retries and record.early >= max(1, impatient_retries - 1)
-            if impatient and not near_penalty:
-                continue
-            found.append(
-                Candidate(
-                    key,
-                    record.client or _client_of(key),
-                    record.ptr,
-                    record.reason,
-                    record.first_seen,
-                    record.last_seen,
-                    record.attempts,
-                    record.early,
-                )
+            if near_penalty if impatient else not penalised:
+                pendings.append((key, record))
+    found: list[Candidate] = []
+    for key, record in pendings:
+        box = penalties.pop(key, None)
+        found.append(
+            Candidate(
+                key,
+                record.client or _client_of(key),
+                record.ptr,
+                record.reason,
+                record.first_seen,
+                record.last_seen,
+                record.attempts,
+                record.early,
+                None if box is None else box.expires,
             )
+        )
+    for key, record in penalties.items():  # a lumped key's host, or a pending record gone since
+        found.append(
+            Candidate(
+                key,
+                record.client or key,
+                record.ptr,
+                "impatient",
+                record.since,
+                record.since,
+                record.attempts,
+                impatient_retries,
+                record.expires,
+            )
+        )
     selected = [
         c
         for c in found
@@ -152,7 +166,9 @@ def candidates(
     for group in groups.values():
         group.candidates.sort(key=lambda c: (not c.regular, -c.attempts, -c.last_seen))
     if impatient:
-        return sorted(groups.values(), key=lambda g: (-g.attempts, -g.last_seen))
+        return sorted(
+            groups.values(), key=lambda g: (-max(c.early for c in g.candidates), -g.last_seen)
+        )
     return sorted(groups.values(), key=lambda g: (not g.regular, -g.attempts, -g.last_seen))
 
 
@@ -197,7 +213,7 @@ def candidates_text(groups: list[CandidateGroup], impatient: bool = False) -> st
             until = f"  penalty until {stamp(c.penalised_until)}Z" if c.penalised_until else ""
             lines.append(
                 f"  {c.client:<20} {c.ptr or '-':<36} {c.reason:<15} {c.attempts:>4}x {every:<15}"
-                f" {stamp(c.first_seen)}Z .. {stamp(c.last_seen)}Z{until}"
+                f" early {c.early:<3} {stamp(c.first_seen)}Z .. {stamp(c.last_seen)}Z{until}"
             )
         lines.append(f"  suggestion: {g.suggestion(deny=impatient)}")
         lines.append("")

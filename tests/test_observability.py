@@ -18,7 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import logs
 from gateway.errors import StoreError
 from gateway.policy.records import Penalty, Pending
-from gateway.reports import Blocked, blocklist, candidates, render_ipset, render_nft, render_plain
+from gateway.reports import (
+    Blocked,
+    blocklist,
+    candidates,
+    candidates_text,
+    render_ipset,
+    render_nft,
+    render_plain,
+)
 from tests import logfmt
 from tests.conftest import FakeClock
 from tests.gatewayenv import start_env
@@ -259,6 +267,22 @@ def test_candidates_impatient_lists_the_penalty_box_and_near_misses() -> None:
     keys = {c.key for g in groups for c in g.candidates}
     assert keys == {"192.0.2.9", "192.0.2.10"}
     assert groups[0].suggestion(deny=True).startswith("onajimi deny add ")
+
+
+def test_impatience_goes_by_counted_early_retries_not_attempts() -> None:
+    records = [
+        # A backlog of 40 messages in 40 sessions, no retry among them: not impatient.
+        ("defer:198.51.100.1", pending("198.51.100.1", "mta.partner.example", 40, 3)),
+        # A bot in the penalty box: its pending record is kept beside the penalty.
+        ("defer:192.0.2.9", pending("192.0.2.9", "bot.dyn.example.net", 9, 4, early=5)),
+        ("penalty:192.0.2.9", Penalty(NOW - 10, NOW + 3590, 9, "192.0.2.9", "bot.dyn.example.net")),
+    ]
+    impatient = candidates(records, NOW, impatient=True, impatient_retries=5)
+    (only,) = [c for g in impatient for c in g.candidates]
+    assert (only.key, only.early, only.penalised_until) == ("192.0.2.9", 5, NOW + 3590)
+    assert "early 5" in candidates_text(impatient, impatient=True)
+    rescue = candidates(records, NOW, impatient_retries=5)
+    assert [c.key for g in rescue for c in g.candidates] == ["198.51.100.1"]
 
 
 def _entries(now: float) -> list[Blocked]:
