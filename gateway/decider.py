@@ -134,12 +134,14 @@ class Decider:
         session: dict[str, RcptDecision] | None = None,
         snapshot: Snapshot | None = None,
         place: str = "",
+        size: int | None = None,
     ) -> RcptDecision:
         """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
         session: three recipients of one message are one attempt, not two early retries.
         `snapshot` is a prefetched read of the client key's record (see `prefetch`).
         `place` names the listening address the client reached (see keys.place_key):
-        the same message at another of our MX hosts at once is the sender's fallback."""
+        the same message at another of our MX hosts at once is the sender's fallback.
+        `size` is the SIZE the client declared at MAIL (part of the message's identity)."""
         policy = self._policy()
         refused = policy.relay_check(recipient)
         if refused is not None:
@@ -162,7 +164,7 @@ class Decider:
             if verdict is not None:
                 return RcptDecision(verdict, client_key)
 
-        attempt = policy.attempt(assessment, sender, recipient, place)
+        attempt = policy.attempt(assessment, sender, recipient, place, size)
         if dry_run:
             record = await self.store.get(_defer_key(key))
             step = policy.step(assessment, record, now, attempt)

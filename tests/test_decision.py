@@ -172,9 +172,9 @@ async def test_null_sender_deferral_moves_to_data(make) -> None:
 async def test_impatient_host_lands_in_penalty_box(make, clock) -> None:
     decider = make({"policy": {"impatient_retries": 3}})
     outcomes = []
-    for _ in range(4):
+    for _ in range(4):  # the same message, again every six seconds
         outcomes.append(await session(decider, "203.0.113.50", NO_PTR))
-        clock.advance(1)
+        clock.advance(6)
     assert [v.reason for v in outcomes] == [
         Reason.S25R_RULE0,
         Reason.EARLY_RETRY,

@@ -47,7 +47,9 @@ def test_new_key_is_deferred_and_recorded() -> None:
         T0 + 2 * 86400,
         "192.0.2.9",
         "p1.dyn.example.net",
-        messages=(("m1", T0, 0.0, "mx1"),),
+        messages=(("m1", T0, T0, "mx1", 1, 1),),
+        counted_at=T0,
+        round_last=T0,
     )
     assert s.reply is not None and str(s.reply) == (
         "450 4.7.1 Try again later: first contact from this host (s25r_rule1)"
@@ -100,43 +102,80 @@ def test_the_same_message_at_our_other_mx_at_once_is_a_fallback() -> None:
     steps = attempts([(0, "m", "mx1"), (0.2, "m", "mx2"), (0.4, "m", "mx3")])
     assert [s.kind for s in steps] == [Kind.FIRST, Kind.MX_FALLBACK, Kind.MX_FALLBACK]
     assert steps[-1].record.early == 0 and steps[-1].reason is Reason.EARLY_RETRY
-    # ...but at the same MX again, or at the other one after the burst, it is a retry.
-    again = attempts([(0, "m", "mx1"), (0.2, "m", "mx1")])
+    # At the other MX after the burst, it is a retry.
     late = attempts([(0, "m", "mx1"), (6, "m", "mx2")])
-    assert again[-1].kind is Kind.EARLY_RETRY and late[-1].kind is Kind.EARLY_RETRY
+    assert late[-1].kind is Kind.EARLY_RETRY and late[-1].early == 1
+
+
+def test_look_alike_messages_of_a_backlog_are_copies_not_retries() -> None:
+    # Twenty alerts of one template to one address (same sender, recipient and SIZE), in
+    # parallel sessions and then one per message, at both MX hosts.
+    events = []
+    for i in range(20):
+        events += [(i * 0.05, "alert", "mx1"), (i * 0.05 + 0.02, "alert", "mx2")]
+    steps = attempts(events)
+    assert {s.kind for s in steps[1:]} == {Kind.LOOK_ALIKE, Kind.MX_FALLBACK}
+    assert steps[-1].early == 0 and all(s.reason is R1 or s.kind is Kind.MX_FALLBACK for s in steps)
+    assert steps[-1].record.messages[0][4] == 20  # twenty copies believed
+    # The same twenty retried early once (a sender whose retry timer is shorter than
+    # ours): one counted retry for the round, however many copies.
+    again = attempts([(120 + i * 0.05, "alert", "mx1") for i in range(20)], record=steps[-1].record)
+    assert again[-1].early == 1 and again[-1].action is Action.DEFER
+    # At concurrency 1 over a slow link: one every two seconds, for forty seconds.
+    slow = attempts([(i * 2, "alert", "mx1") for i in range(20)])
+    assert slow[-1].early == 0
 
 
 def test_a_backlog_retried_early_through_two_mx_counts_once_per_round() -> None:
-    # Exchange's glitch retries: the whole queue of 10 again after 1, 2, 3 and 4 minutes,
-    # each message at both MX hosts. Four rounds: four counted retries, never the box.
+    # A sender retrying its whole queue of 10 after 1, 2, 3 and 4 minutes, each message
+    # at both MX hosts. Four rounds: four counted retries, never the box.
     events = []
     for round_start in (0, 60, 120, 180, 240):
         for i in range(10):
-            events += [
-                (round_start + i * 0.3, f"m{i}", "mx1"),
-                (round_start + i * 0.3 + 0.1, f"m{i}", "mx2"),
-            ]
+            at = round_start + i * 0.3
+            events += [(at, f"m{i}", "mx1"), (at + 0.1, f"m{i}", "mx2")]
     steps = attempts(events)
     assert all(s.action is Action.DEFER for s in steps)
     assert steps[-1].record.early == 4
-    assert [s.kind for s in steps[20:23]] == [Kind.EARLY_RETRY, Kind.MX_FALLBACK, Kind.RETRY_ROUND]
-    assert step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1")).reason is (
-        Reason.PROMOTED
+    assert [s.kind for s in steps[20:23]] == [
+        Kind.EARLY_RETRY,
+        Kind.MX_FALLBACK,
+        Kind.RETRY_ROUND,
+    ]
+    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1"))
+    assert promoted.reason is Reason.PROMOTED
+
+
+def test_a_bot_retrying_at_once_and_then_every_five_seconds_is_impatient() -> None:
+    # Ten at once at first contact look like ten copies; the retries that follow every
+    # five seconds are counted one by one: the box within half a minute.
+    events = [(i * 0.1, "spam", "mx1") for i in range(10)]
+    events += [(1 + i * 5, "spam", "mx1") for i in range(1, 13)]
+    steps = attempts(events)
+    penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert steps[penalised].reason is Reason.IMPATIENT and steps[penalised].early == 5
+    assert steps[penalised].reply.code == 421 and steps[penalised].reply.status == "4.7.0"
+    assert events[penalised][0] <= 30
+    assert steps[penalised].penalty == Penalty(
+        T0 + events[penalised][0], T0 + events[penalised][0] + 3600, penalised + 1, "192.0.2.9", ""
     )
 
 
-def test_the_same_message_at_once_again_and_again_is_impatient() -> None:
-    steps = attempts([(i * 0.1, "spam", "mx1") for i in range(10)])
-    assert [s.early for s in steps[:6]] == [0, 1, 2, 3, 4, 5]
-    assert steps[5].action is Action.PENALTY and steps[5].reason is Reason.IMPATIENT
-    assert steps[5].reply.code == 421 and steps[5].reply.status == "4.7.0"
-    assert steps[5].penalty == Penalty(T0 + 0.5, T0 + 0.5 + 3600, 6, "192.0.2.9", "")
-
-
-def test_the_same_message_every_five_seconds_is_impatient_within_half_a_minute() -> None:
+def test_a_bot_retrying_every_five_seconds_is_impatient_within_half_a_minute() -> None:
     steps = attempts([(i * 5, "spam", "mx1") for i in range(12)])
-    penalised = [i for i, s in enumerate(steps) if s.action is Action.PENALTY]
-    assert penalised and penalised[0] * 5 <= 30
+    penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert penalised * 5 <= 30 and all(s.kind is Kind.EARLY_RETRY for s in steps[1:penalised])
+
+
+def test_a_bot_hammering_one_message_for_minutes_is_boxed_before_it_could_be_promoted() -> None:
+    # Once a second without pause: round 0 ends after FIRST_BURST, and its copies (at
+    # most COPIES_KEPT) are all that a round forgives.
+    steps = attempts([(i, "spam", "mx1") for i in range(300)])
+    penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert penalised < 200
+    # Ten a second: its pace gives it away sooner.
+    fast = attempts([(i / 10, "spam", "mx1") for i in range(3000)])
+    assert next(i for i, s in enumerate(fast) if s.action is Action.PENALTY) / 10 < 90
 
 
 def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
@@ -157,7 +196,7 @@ def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
 
 def test_the_penalty_box_keeps_the_pending_record() -> None:
     rules = Rules(impatient_retries=2, penalty_ttl=3600)
-    steps = attempts([(0, "m", "mx1"), (1, "m", "mx1"), (2, "m", "mx1")], rules)
+    steps = attempts([(0, "m", "mx1"), (6, "m", "mx1"), (12, "m", "mx1")], rules)
     assert steps[-1].action is Action.PENALTY
     kept = steps[-1].record
     assert isinstance(kept, Pending) and kept.first_seen == T0 and kept.early == 2
@@ -167,8 +206,8 @@ def test_the_penalty_box_keeps_the_pending_record() -> None:
     # A penalty shorter than the delay: one more counted retry is the box again at once,
     # while a new message is only deferred.
     short = Rules(impatient_retries=2, penalty_ttl=60)
-    assert step(kept, T0 + 62, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
-    assert step(kept, T0 + 62, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
+    assert step(kept, T0 + 72, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
+    assert step(kept, T0 + 72, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
 
 
 def test_unknown_attempts_count_as_new_messages() -> None:
@@ -178,7 +217,7 @@ def test_unknown_attempts_count_as_new_messages() -> None:
 
 def test_impatient_retries_zero_never_penalises() -> None:
     rules = Rules(impatient_retries=0)
-    steps = attempts([(i, "m", "mx1") for i in range(50)], rules)
+    steps = attempts([(i * 6, "m", "mx1") for i in range(50)], rules)
     assert all(s.action is Action.DEFER for s in steps)
     assert steps[-1].record.early == 49
 

@@ -248,11 +248,16 @@ class Policy:
         return assessment.client_key
 
     def attempt(
-        self, assessment: Assessment, sender: str, recipient: str, place: str = ""
+        self,
+        assessment: Assessment,
+        sender: str,
+        recipient: str,
+        place: str = "",
+        size: int | None = None,
     ) -> deferral.Attempt:
         """What the deferral procedure needs to tell a retry from the next message."""
         return deferral.Attempt(
-            message_key(sender, recipient),
+            message_key(sender, recipient, size),
             place,
             judge_pace=assessment.client_key == assessment.screening.address_key,
         )

@@ -20,24 +20,37 @@ Impatience: what counts as an early retry
 The seed calls a host spam-like when it comes back with *the same message* at once,
 again and again. What a real MTA does at first contact is never impatience: several
 sessions in parallel, a session for each message of its backlog, the same message at our
-other MX hosts at once, sender-verification callbacks. So an attempt before the delay is
-one of (`Kind`):
+other MX hosts at once, sender-verification callbacks. A message is known by its
+sender, first recipient and declared SIZE (keys.message_key): a sender retries a message
+with the same three, and two messages of one backlog rarely share all three. Rarely is
+not never (twenty alerts of one template to one address), so look-alikes are allowed for.
+
+Attempts come in *rounds*: a run of attempts less than `burst_window` apart. The first
+contact opens round 0; every counted early retry opens a new one. An attempt before the
+delay is one of (`Kind`):
 
     new_message   a message not deferred under this key before: part of the sender's
                   backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
     mx_fallback   a remembered message at one of our listening addresses it has not tried
                   yet, within burst_window of its try: the sender's MX fallback.
-    retry_round   a remembered message retried within burst_window of the previous
-                  attempt of a retry round that was already counted, and not yet retried
-                  in that round: a sender retrying its whole backlog early counts once.
-    early_retry   any other retry of a remembered message: counted.
+    look_alike    a remembered message again within round 0 (at most FIRST_BURST after
+                  the first contact): another copy in the sender's backlog. The copies
+                  are counted, up to COPIES_KEPT.
+    retry_round   a remembered message in an open round, tried in it fewer times than
+                  it has copies: a sender retrying its whole backlog early counts once.
+    early_retry   any other attempt of a remembered message: counted, opens a round.
     pace          a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
                   keeps up: a bot rotating senders and recipients): counted, at most once
-                  per burst_window. Not judged for keys that gather many hosts
-                  (rDNS lumping).
+                  per burst_window, opens a round. Not judged for keys that gather many
+                  hosts (rDNS lumping).
 
-Only `early_retry` and `pace` count towards `impatient_retries`. The null sender's
-callbacks never get here: their decision waits for DATA (see the SMTP handler).
+Only `early_retry` and `pace` count towards `impatient_retries`. So a bot that retries
+one message at once, again and again, is counted at every attempt once its first burst
+is over, and one retrying every few seconds at every attempt; ten immediate retries at
+first contact alone look exactly like ten look-alike messages, and count nothing.
+
+The null sender's callbacks never get here: their decision waits for DATA (see the SMTP
+handler).
 
 Invariants: an early retry never moves `first_seen`; only a promotion creates a
 Familiar record from a Pending one; the penalty box keeps the pending record (early count
@@ -60,6 +73,8 @@ from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason, Retry
 
 MESSAGES_KEPT = 16  # deferred messages a pending key remembers; older ones count as new
+FIRST_BURST = 60.0  # seconds round 0 (the first contact's burst) may last at most
+COPIES_KEPT = 20  # look-alike copies of one message a sender's backlog is believed to hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,7 @@ class Kind(StrEnum):
     FIRST = "first"  # no record: the first deferral
     NEW_MESSAGE = "new_message"
     MX_FALLBACK = "mx_fallback"
+    LOOK_ALIKE = "look_alike"
     RETRY_ROUND = "retry_round"
     EARLY_RETRY = "early_retry"
     PACE = "pace"
@@ -102,7 +118,7 @@ class Kind(StrEnum):
 class Attempt:
     """What an attempt carries beyond its key."""
 
-    message: str = ""  # fingerprint of (sender, first recipient); "": unknown, counts as new
+    message: str = ""  # keys.message_key of the attempt; "": unknown, counts as new
     place: str = ""  # which of our listening addresses it reached; "": unknown
     judge_pace: bool = True  # False when the key gathers many hosts (rDNS lumping)
 
@@ -145,7 +161,7 @@ def _new_pending(
     attempt: Attempt,
     retry: Retry | None,
 ) -> Step:
-    tried = ((attempt.message, now, 0.0, attempt.place),) if attempt.message else ()
+    tried = ((attempt.message, now, now, attempt.place, 1, 1),) if attempt.message else ()
     record = Pending(
         first_seen=now,
         last_seen=now,
@@ -156,6 +172,8 @@ def _new_pending(
         client=client,
         ptr=ptr,
         messages=tried,
+        counted_at=now,  # the first contact opens round 0
+        round_last=now,
     )
     return Step(
         Action.DEFER,
@@ -219,27 +237,31 @@ class _Judged(NamedTuple):
 
 def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> _Judged:
     """Which kind of attempt this is (see the module docstring)."""
-    message, place = attempt.message, attempt.place
-    messages, counted_at = current.messages, current.counted_at
+    message, place, window = attempt.message, attempt.place, rules.burst_window
+    messages, counted_at, round_last = current.messages, current.counted_at, current.round_last
+    round_open = counted_at > 0 and now - round_last < window
+    opening = round_open and counted_at == current.first_seen and now - counted_at < FIRST_BURST
+    if round_open:
+        round_last = now
     index = next((i for i, tried in enumerate(messages) if tried[0] == message), -1)
     if not message or index < 0:
         if message:
-            messages = (*messages, (message, now, 0.0, place))[-MESSAGES_KEPT:]
-        return _Judged(Kind.NEW_MESSAGE, messages, counted_at, current.round_last)
+            new: Tried = (message, now, counted_at if round_open else 0.0, place, 1, 1)
+            messages = (*messages, new)[-MESSAGES_KEPT:]
+        return _Judged(Kind.NEW_MESSAGE, messages, counted_at, round_last)
 
-    _, tried_at, joined, places = messages[index]
-    if place and place not in places.split() and now - tried_at < rules.burst_window:
-        tried: Tried = (message, tried_at, joined, f"{places} {place}".strip())
-        return _Judged(
-            Kind.MX_FALLBACK, _replaced(messages, index, tried), counted_at, current.round_last
-        )
-
-    round_open = counted_at > 0 and now - current.round_last < rules.burst_window
-    if round_open and joined != counted_at:
-        tried = (message, now, counted_at, place)
-        return _Judged(Kind.RETRY_ROUND, _replaced(messages, index, tried), counted_at, now)
-
-    tried = (message, now, now, place)  # the retry opens a round of its own
+    _, tried_at, joined, places, copies, tries = messages[index]
+    if place and place not in places.split() and now - tried_at < window:
+        tried: Tried = (message, tried_at, joined, f"{places} {place}".strip(), copies, tries)
+        return _Judged(Kind.MX_FALLBACK, _replaced(messages, index, tried), counted_at, round_last)
+    if opening:
+        tried = (message, now, counted_at, place, min(copies + 1, COPIES_KEPT), tries + 1)
+        return _Judged(Kind.LOOK_ALIKE, _replaced(messages, index, tried), counted_at, round_last)
+    if round_open and (joined != counted_at or tries < copies):
+        tries = tries + 1 if joined == counted_at else 1
+        tried = (message, now, counted_at, place, copies, tries)
+        return _Judged(Kind.RETRY_ROUND, _replaced(messages, index, tried), counted_at, round_last)
+    tried = (message, now, now, place, copies, 1)  # the retry opens a round of its own
     return _Judged(Kind.EARLY_RETRY, _replaced(messages, index, tried), now, now)
 
 
@@ -291,7 +313,7 @@ def _before_delay(
             early=early,
         )
     wait = rules.min_retry_delay - age
-    if kind is Kind.NEW_MESSAGE:  # another first contact, not a retry
+    if kind in (Kind.NEW_MESSAGE, Kind.LOOK_ALIKE):  # part of the first contact, not a retry
         reason, retry = Reason(current.reason), None
     else:
         reason, retry = Reason.EARLY_RETRY, Retry.EARLY

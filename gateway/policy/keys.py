@@ -10,8 +10,9 @@
 * The *triplet key* (`policy.key = "triplet"`) adds the normalised sender and the
   recipient, postgrey-style.
 * The *message key* names a message within a key's record, so a retry of the same
-  message can be told from the next message of a backlog: the normalised sender and the
-  first recipient (a sender retries a message with its recipients in the same order).
+  message can be told from the next message of a backlog: the normalised sender, the
+  first recipient (a sender retries a message with its recipients in the same order) and
+  the SIZE it declared at MAIL (every real MTA declares it; it is the same on a retry).
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def triplet_key(client: str, sender: str, recipient: str) -> str:
     return f"{client}/{normalise_sender(sender)}/{normalise_recipient(recipient)}"
 
 
-def message_key(sender: str, recipient: str) -> str:
-    """8 hex digits for (normalised sender, recipient): the same in every gateway process."""
-    text = f"{normalise_sender(sender)} {normalise_recipient(recipient)}"
+def message_key(sender: str, recipient: str, size: int | None = None) -> str:
+    """8 hex digits for (normalised sender, recipient, declared SIZE): the same in every
+    gateway process. A retry carries the same three; two messages of a backlog rarely do."""
+    text = f"{normalise_sender(sender)} {normalise_recipient(recipient)} {size or ''}"
     return f"{zlib.crc32(text.encode('utf-8', 'surrogateescape')):08x}"
 
 

@@ -46,6 +46,15 @@ STORE_TEMPFAIL = "451 4.3.0 Temporary local problem, try again later"
 BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
 
 
+def declared_size(mail_options: list[str]) -> int | None:
+    """The SIZE=n parameter of MAIL (aiosmtpd has checked its syntax and upper-cased it)."""
+    for option in mail_options:
+        if option.startswith("SIZE="):
+            value = option[5:]
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class Handler:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -91,6 +100,7 @@ class Handler:
         envelope.mail_options.extend(mail_options)
         transaction = server.state.begin_transaction()
         transaction.sender = address
+        transaction.size = declared_size(mail_options)
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
@@ -159,6 +169,7 @@ class Handler:
                 session=None if dry_run else state.decided,
                 snapshot=None if dry_run else await state.prefetched(),
                 place=state.place,
+                size=transaction.size,
             )
         except StoreBusy:  # its key is hammered through several gateways: not an outage
             gateway.event("store_busy", state, to=recipient, action="tempfail")
