@@ -86,3 +86,25 @@ def redis_url(redis_server) -> str:
     """An empty Redis for this test."""
     redis_server.flush()
     return redis_server.url
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The real-sender scenarios' figures (tests/test_real_senders.py), when they ran."""
+    import sys
+
+    module = sys.modules.get("tests.test_real_senders")
+    rows = getattr(module, "RESULTS", None)
+    if not rows:
+        return
+    terminalreporter.section("real senders through the gateway")
+    header = ("scenario", "sent", "delivered", "duplicates", "attempts", "delay", "421s")
+    terminalreporter.write_line(
+        f"{header[0]:<44} {header[1]:>5} {header[2]:>9} {header[3]:>10} {header[4]:>8}"
+        f" {header[5]:>17} {header[6]:>5}"
+    )
+    for row in rows:
+        delay = f"{row['delay_median']:.1f} / {row['delay_max']:.1f} s" if row["delay_max"] else "-"
+        terminalreporter.write_line(
+            f"{row['scenario']:<44} {row['sent']:>5} {row['delivered']:>9} {row['duplicates']:>10}"
+            f" {row['attempts']:>8} {delay:>17} {row['refusals_421']:>5}  {row.get('kinds', '')}"
+        )

@@ -83,6 +83,11 @@ class DnsServer:
         with self._lock:
             self.records[(self._key(name), rdtype)].append(value)
 
+    def replace(self, name: str, rdtype: str, *values: str) -> None:
+        """The records of one name and type, instead of those it had."""
+        with self._lock:
+            self.records[(self._key(name), rdtype)] = list(values)
+
     def add_ptr(self, address: str, *names: str) -> None:
         reverse = dns.reversename.from_address(address).to_text()
         for name in names:

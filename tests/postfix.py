@@ -1,21 +1,33 @@
-"""A private Postfix instance for end-to-end tests (Debian's postfix package).
+"""Private Postfix instances for end-to-end tests (Debian's postfix package).
 
-Everything lives in one temporary directory: configuration, queue, data, the log
-(`maillog_file`, so no syslog daemon is needed) and delivered mail (virtual delivery of
-every recipient of example.com into one Maildir). It listens on a loopback high port,
-trusts loopback for XCLIENT, and runs in the foreground (`postfix start-fg`) so the
-test owns its lifetime. Postfix's master must start as root; the daemons then run as the
-`postfix` user, which is why the directory is made reachable for it.
+Everything of an instance lives in one temporary directory: configuration, queue, data
+and its log (`maillog_file`, so no syslog daemon is needed). It runs in the foreground
+(`postfix start-fg`) so the test owns its lifetime. Postfix's master must start as
+root; the daemons then run as the `postfix` user, which is why the directory is made
+reachable for it.
+
+* `PostfixInstance`: the backend. Listens on a loopback high port, trusts loopback for
+  XCLIENT, and delivers every recipient of example.com into one Maildir.
+* `SendingPostfix`: a real sending MTA with its own queue, default concurrency and retry
+  behaviour (timers shortened), delivering example.com by MX lookup. Postfix has no
+  resolver setting, so its SMTP client runs chrooted in the queue directory (as Debian
+  runs it by default) where a resolv.conf of its own names the test's DNS server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
 import shutil
+import smtplib
+import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
@@ -34,58 +46,64 @@ def available() -> str | None:
     return None
 
 
-class PostfixInstance:
+class PrivatePostfix:
+    """What every private instance shares; subclasses say what it is for."""
+
+    hostname = "postfix.test"
+    chroot_smtp = False  # run the SMTP client in the queue directory (a resolv.conf of its own)
+
     def __init__(self, port: int, extra: dict[str, str] | None = None) -> None:
-        self.port = port
+        self.port = port  # its smtpd, on 127.0.0.1
         self.root = Path(tempfile.mkdtemp(prefix="onajimi-postfix-"))
         self.root.chmod(0o755)
         self.conf = self.root / "conf"
+        self.queue = self.root / "queue"
         self.mail = self.root / "mail"
         self.log = self.root / "maillog"
         self.extra = extra or {}
         self.process: subprocess.Popen | None = None
 
+    def settings(self) -> dict[str, str]:
+        user = pwd.getpwnam("postfix")
+        return {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.queue),
+            "data_directory": str(self.root / "data"),
+            "mail_owner": "postfix",
+            "myhostname": self.hostname,
+            "mydomain": self.hostname,
+            "mydestination": "",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "alias_maps": "",
+            "alias_database": "",
+            "maillog_file": "/dev/stdout",
+            "virtual_uid_maps": f"static:{user.pw_uid}",
+            "virtual_gid_maps": f"static:{user.pw_gid}",
+        }
+
+    def prepare(self) -> None:
+        """Files the instance needs before it starts (beyond main.cf and master.cf)."""
+
     def _postconf(self, *args: str) -> None:
         subprocess.run(["postconf", "-c", str(self.conf), *args], check=True, capture_output=True)
 
-    def start(self) -> PostfixInstance:
+    def start(self) -> PrivatePostfix:
         user = pwd.getpwnam("postfix")
-        for directory in (self.conf, self.mail, self.root / "queue", self.root / "data"):
+        for directory in (self.conf, self.mail, self.queue, self.root / "data"):
             directory.mkdir(parents=True)
         os.chown(self.mail, user.pw_uid, user.pw_gid)
         os.chown(self.root / "data", user.pw_uid, user.pw_gid)
         shutil.copy(MASTER_CF, self.conf / "master.cf")
-        settings = {
-            "compatibility_level": "3.6",
-            "queue_directory": str(self.root / "queue"),
-            "data_directory": str(self.root / "data"),
-            "mail_owner": "postfix",
-            "myhostname": "backend.test",
-            "mydomain": "backend.test",
-            "mydestination": "",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "mynetworks": "127.0.0.1/32",
-            "smtpd_authorized_xclient_hosts": "127.0.0.1/32",
-            "virtual_mailbox_domains": "example.com",
-            "virtual_mailbox_base": str(self.mail),
-            "virtual_mailbox_maps": "static:inbox/",
-            "virtual_uid_maps": f"static:{user.pw_uid}",
-            "virtual_gid_maps": f"static:{user.pw_gid}",
-            "alias_maps": "",
-            "alias_database": "",
-            "maillog_file": "/dev/stdout",
-            "smtpd_recipient_restrictions": (
-                "check_recipient_access inline:{ { nobody@example.com = REJECT No such user } },"
-                " permit_mynetworks, reject_unauth_destination"
-            ),
-            **self.extra,
-        }
+        settings = {**self.settings(), **self.extra}
         (self.conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         self._postconf("-F", "*/*/chroot = n")
+        if self.chroot_smtp:
+            self._postconf("-F", "smtp/unix/chroot = y")
         self._postconf("-M#", "smtp/inet")
         with (self.conf / "master.cf").open("a") as master:
             master.write(f"127.0.0.1:{self.port} inet n - n - - smtpd\n")
+        self.prepare()
         check = subprocess.run(
             ["postfix", "-c", str(self.conf), "check"], capture_output=True, text=True
         )
@@ -101,8 +119,6 @@ class PostfixInstance:
         return self
 
     def _wait_listening(self, timeout: float = 20.0) -> None:
-        import socket
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -115,17 +131,6 @@ class PostfixInstance:
                 time.sleep(0.1)
         raise RuntimeError(f"postfix did not start listening: {self.log.read_text()}")
 
-    def delivered(self, count: int = 1, timeout: float = 20.0) -> list[bytes]:
-        """Delivered messages (Maildir files), waiting until `count` have arrived."""
-        new = self.mail / "inbox" / "new"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            files = sorted(new.glob("*")) if new.exists() else []
-            if len(files) >= count:
-                return [f.read_bytes() for f in files]
-            time.sleep(0.1)
-        raise AssertionError(f"{count} message(s) not delivered; log:\n{self.log.read_text()}")
-
     def log_text(self) -> str:
         return self.log.read_text()
 
@@ -136,5 +141,151 @@ class PostfixInstance:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        self._log_file.close()
+            self._log_file.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostfixInstance(PrivatePostfix):
+    """The backend: trusts loopback for XCLIENT, delivers example.com to one Maildir."""
+
+    hostname = "backend.test"
+
+    def settings(self) -> dict[str, str]:
+        return {
+            **super().settings(),
+            "mynetworks": "127.0.0.1/32",
+            "smtpd_authorized_xclient_hosts": "127.0.0.1/32",
+            "virtual_mailbox_domains": "example.com",
+            "virtual_mailbox_base": str(self.mail),
+            "virtual_mailbox_maps": "static:inbox/",
+            "smtpd_recipient_restrictions": (
+                "check_recipient_access inline:{ { nobody@example.com = REJECT No such user } },"
+                " permit_mynetworks, reject_unauth_destination"
+            ),
+        }
+
+    def messages(self) -> list[bytes]:
+        new = self.mail / "inbox" / "new"
+        return [f.read_bytes() for f in sorted(new.glob("*"))] if new.exists() else []
+
+    def delivered(self, count: int = 1, timeout: float = 20.0) -> list[bytes]:
+        """Delivered messages (Maildir files), waiting until `count` have arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = self.messages()
+            if len(files) >= count:
+                return files
+            time.sleep(0.1)
+        raise AssertionError(f"{count} message(s) not delivered; log:\n{self.log.read_text()}")
+
+
+@dataclass
+class Delivery:
+    """What a sending Postfix's log says about one queued message."""
+
+    queue_id: str
+    deferred: list[str]  # the reply of each deferred attempt (one line per MX tried)
+    sent: bool
+    delay: float | None  # seconds from queueing to delivery, as Postfix counts (delay=)
+
+
+_STATUS = re.compile(
+    r"postfix/smtp\[\d+\]: (?P<qid>[0-9A-F]+): to=<[^>]*>, relay=(?P<relay>\S+), .*?"
+    r"delay=(?P<delay>[\d.]+), .*?status=(?P<status>\w+) \((?P<text>.*)\)$"
+)
+
+
+class SendingPostfix(PrivatePostfix):
+    """A real sending MTA: queue, parallel sessions, MX fallback, retries on its own timer.
+
+    `source` is the 127.x address its SMTP client binds (its PTR name is the test's);
+    mail for example.com goes by MX lookup to `gateway_port` on each MX host.
+    """
+
+    chroot_smtp = True
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        source: str,
+        hostname: str,
+        nameserver: str,
+        gateway_port: int,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(port, extra)
+        self.source = source
+        self.hostname = hostname
+        self.nameserver = nameserver
+        self.gateway_port = gateway_port
+
+    def settings(self) -> dict[str, str]:
+        return {
+            **super().settings(),
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "relay_domains": "",
+            "smtp_bind_address": self.source,
+            "smtp_tls_security_level": "none",
+            # smtp:DOMAIN:PORT is an MX lookup of DOMAIN, each MX host on PORT.
+            "transport_maps": f"inline:{{ example.com=smtp:example.com:{self.gateway_port} }}",
+            # Postfix's retry behaviour, on a test's time scale (defaults: 300s, 4000s, 300s).
+            "minimal_backoff_time": "6s",
+            "maximal_backoff_time": "12s",
+            "queue_run_delay": "1s",
+            "smtp_connect_timeout": "5s",
+            "bounce_queue_lifetime": "0",
+        }
+
+    def prepare(self) -> None:
+        etc = self.queue / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {self.nameserver}\noptions attempts:2\n")
+        for name in ("hosts", "services", "nsswitch.conf", "localtime"):
+            with contextlib.suppress(OSError):
+                shutil.copy(Path("/etc") / name, etc / name)
+
+    def submit(self, messages: list[tuple[str, list[str], bytes]]) -> None:
+        """Queue messages through its own smtpd, in one session: a backlog at once."""
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as smtp:
+            for sender, recipients, body in messages:
+                smtp.sendmail(sender, recipients, body)
+
+    def deliveries(self) -> dict[str, Delivery]:
+        """Per queue id: each deferral, and whether (and after how long) it was sent."""
+        found: dict[str, Delivery] = {}
+        for line in self.log_text().splitlines():
+            match = _STATUS.search(line)
+            if match is None:
+                continue
+            entry = found.setdefault(match["qid"], Delivery(match["qid"], [], False, None))
+            if match["status"] == "sent":
+                entry.sent, entry.delay = True, float(match["delay"])
+            else:
+                entry.deferred.append(match["text"])
+        return found
+
+    def queued(self) -> int:
+        """Messages still in its queue."""
+        out = subprocess.run(
+            ["postqueue", "-c", str(self.conf), "-j"], capture_output=True, text=True
+        ).stdout
+        return sum(1 for line in out.splitlines() if line.strip())
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.queued() == 0:
+                return True
+            time.sleep(0.25)
+        return False
+
+    def replies_seen(self) -> Counter[str]:
+        """How often each reply code appears in its deferral lines (e.g. '421')."""
+        codes: Counter[str] = Counter()
+        for delivery in self.deliveries().values():
+            for text in delivery.deferred:
+                match = re.search(r"said: (\d{3})", text)
+                codes[match[1] if match else "other"] += 1
+        return codes
