@@ -229,3 +229,39 @@ def test_status_counts(conf: Path) -> None:
 def test_usage_errors_are_one_line() -> None:
     assert_one_line_error(run("explain"), "required: ip")
     assert_one_line_error(run("frobnicate"), "invalid choice")
+
+
+def test_explain_shows_the_count_that_matters(conf: Path) -> None:
+    """A key with two counted early retries: the same message again would be the third;
+    another message of the backlog would not count."""
+    import asyncio
+    import time
+
+    from gateway.policy.keys import message_key
+    from gateway.policy.records import Pending
+    from gateway.store import open_store
+
+    now = time.time()
+    spam = message_key("win@lottery.example", "bob@example.com", 2048)
+    record = Pending(
+        now - 60, now - 20, 7, 2, "s25r_rule1", now + 86400, "203.0.113.9", "",
+        ((spam, now - 20, now - 20, "", 1, 1),), now - 20, now - 20,
+    )  # fmt: skip
+
+    async def seed() -> None:
+        (conf.parent / "state").mkdir()
+        store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
+        await store.open()
+        await store.put("defer:203.0.113.9", record)
+        await store.close()
+
+    asyncio.run(seed())
+    base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
+    retry = run(*base, "--sender", "win@lottery.example", "--rcpt", "bob@example.com",
+                "--size", "2048")  # fmt: skip
+    assert retry.returncode == 0, retry.stderr
+    assert "early retries counted 2 of 5" in retry.stdout
+    assert "this attempt  early_retry (counts: early retries 3 of 5)" in retry.stdout
+    other = json.loads(run(*base, "--json").stdout)
+    assert other["this_attempt"] == "new_message (not counted)"
+    assert other["decision"]["reason"] == "s25r_rule1"

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--helo", help="HELO name the client would give")
     explain.add_argument("--sender", help="envelope sender ('' for the null sender)")
     explain.add_argument("--rcpt", help="envelope recipient")
+    explain.add_argument(
+        "--size", type=int, help="SIZE declared at MAIL (with sender and recipient: the message)"
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
     for role in ("allow", "deny"):

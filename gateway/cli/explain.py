@@ -47,13 +47,14 @@ def _verdict(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def _record(record: Record | None) -> str:
+def _record(record: Record | None, impatient_retries: int) -> str:
     """A pending record with the counts that matter: attempts, and counted early retries."""
     if not isinstance(record, Pending):
         return ""
+    limit = f" of {impatient_retries}" if impatient_retries else ""
     return (
         f"pending since {timestamp(record.first_seen)} ({record.reason}): "
-        f"{record.attempts} attempt(s), early retries counted {record.early}, "
+        f"{record.attempts} attempt(s), early retries counted {record.early}{limit}, "
         f"{len(record.messages)} message(s) remembered"
     )
 
@@ -105,10 +106,13 @@ async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any
             out["stage"] = "RCPT"
             out["decision"] = {"action": "reject", "reason": "syntax", "reply": str(syntax)}
             return out
-        decision = await decider.at_rcpt(assessment, sender, recipient, dry_run=True)
+        decision = await decider.at_rcpt(
+            assessment, sender, recipient, dry_run=True, size=args.size
+        )
         if decision.key:
             out["deferral_key"] = decision.key
-            out["record"] = _record(decision.record) or decision.record_kind or "none"
+            limit = settings.policy.impatient_retries
+            out["record"] = _record(decision.record, limit) or decision.record_kind or "none"
         if decision.step is not None and decision.step.kind is not None:
             out["this_attempt"] = _attempt(decision.step, settings.policy.impatient_retries)
         verdict = decision.verdict
