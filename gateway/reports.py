@@ -34,7 +34,7 @@ class Candidate:
     first_seen: float
     last_seen: float
     attempts: int
-    early: int
+    early: int | None  # counted early retries; None: unknown (a penalty seen alone)
     penalised_until: float | None = None
 
     @property
@@ -60,6 +60,15 @@ class CandidateGroup:
     @property
     def attempts(self) -> int:
         return sum(c.attempts for c in self.candidates)
+
+    @property
+    def early(self) -> int:
+        """The highest count of early retries (a penalty with no record beside it: the box)."""
+        return max(c.early if c.early is not None else 10**6 for c in self.candidates)
+
+    @property
+    def penalised(self) -> bool:
+        return all(c.penalised_until is not None for c in self.candidates)
 
     @property
     def last_seen(self) -> float:
@@ -109,23 +118,30 @@ def candidates(
 
     The count that matters for impatience is `early`: counted early retries (the same
     message again before the delay, or a bot's pace), not attempts; a backlog sent in
-    many sessions has many attempts and no early retries. A key that reached the penalty
-    box is a hammerer, never a rescue candidate.
+    many sessions has many attempts and no early retries. A key in the penalty box stays
+    on the rescue list, marked, after the keys that are not: a real server can be boxed
+    too (messages identical in sender, recipient and size, sent every few seconds).
     """
     pendings: list[tuple[str, Pending]] = []
-    penalties: dict[str, Penalty] = {}
+    penalties: dict[str, Penalty] = {}  # by address key, and by client address
     for stored, record in records:
         space, key = split_store_key(stored)
-        if space is Space.PENALTY and impatient and isinstance(record, Penalty):
+        if space is Space.PENALTY and isinstance(record, Penalty):
             penalties[key] = record
+            if record.client:
+                penalties.setdefault(record.client, record)
         elif space is Space.DEFER and isinstance(record, Pending):
-            penalised = impatient_retries and record.early >= impatient_retries
             near_penalty = impatient_retries and record.early >= max(1, impatient_retries - 1)
-            if near_penalty if impatient else not penalised:
+            if near_penalty or not impatient:
                 pendings.append((key, record))
     found: list[Candidate] = []
+    boxed: set[int] = set()
     for key, record in pendings:
-        box = penalties.pop(key, None)
+        # A penalty lives under the address key; a lumped or triplet key names the host
+        # by its client address.
+        box = penalties.get(key) or penalties.get(record.client)
+        if box is not None:
+            boxed.add(id(box))
         found.append(
             Candidate(
                 key,
@@ -139,20 +155,24 @@ def candidates(
                 None if box is None else box.expires,
             )
         )
-    for key, record in penalties.items():  # a lumped key's host, or a pending record gone since
-        found.append(
-            Candidate(
-                key,
-                record.client or key,
-                record.ptr,
-                "impatient",
-                record.since,
-                record.since,
-                record.attempts,
-                impatient_retries,
-                record.expires,
+    if impatient:  # penalties with no pending record beside them (it expired since)
+        for key, record in list(penalties.items()):
+            if id(record) in boxed:  # listed already (it is indexed twice)
+                continue
+            boxed.add(id(record))
+            found.append(
+                Candidate(
+                    key,
+                    record.client or key,
+                    record.ptr,
+                    "impatient",
+                    record.since,
+                    record.since,
+                    record.attempts,
+                    None,
+                    record.expires,
+                )
             )
-        )
     selected = [
         c
         for c in found
@@ -166,10 +186,10 @@ def candidates(
     for group in groups.values():
         group.candidates.sort(key=lambda c: (not c.regular, -c.attempts, -c.last_seen))
     if impatient:
-        return sorted(
-            groups.values(), key=lambda g: (-max(c.early for c in g.candidates), -g.last_seen)
-        )
-    return sorted(groups.values(), key=lambda g: (not g.regular, -g.attempts, -g.last_seen))
+        return sorted(groups.values(), key=lambda g: (-g.early, -g.last_seen))
+    return sorted(
+        groups.values(), key=lambda g: (g.penalised, not g.regular, -g.attempts, -g.last_seen)
+    )
 
 
 def candidates_json(groups: list[CandidateGroup], impatient: bool = False) -> list[dict]:
@@ -213,7 +233,8 @@ def candidates_text(groups: list[CandidateGroup], impatient: bool = False) -> st
             until = f"  penalty until {stamp(c.penalised_until)}Z" if c.penalised_until else ""
             lines.append(
                 f"  {c.client:<20} {c.ptr or '-':<36} {c.reason:<15} {c.attempts:>4}x {every:<15}"
-                f" early {c.early:<3} {stamp(c.first_seen)}Z .. {stamp(c.last_seen)}Z{until}"
+                f" early {'-' if c.early is None else c.early:<3}"
+                f" {stamp(c.first_seen)}Z .. {stamp(c.last_seen)}Z{until}"
             )
         lines.append(f"  suggestion: {g.suggestion(deny=impatient)}")
         lines.append("")

@@ -231,8 +231,8 @@ class SendingPostfix(PrivatePostfix):
             # smtp:DOMAIN:PORT is an MX lookup of DOMAIN, each MX host on PORT.
             "transport_maps": f"inline:{{ example.com=smtp:example.com:{self.gateway_port} }}",
             # Postfix's retry behaviour, on a test's time scale (defaults: 300s, 4000s, 300s).
-            "minimal_backoff_time": "6s",
-            "maximal_backoff_time": "12s",
+            "minimal_backoff_time": "15s",
+            "maximal_backoff_time": "30s",
             "queue_run_delay": "1s",
             "smtp_connect_timeout": "5s",
             "bounce_queue_lifetime": "0",

@@ -245,7 +245,7 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
     spam = message_key("win@lottery.example", "bob@example.com", 2048)
     record = Pending(
         now - 60, now - 20, 7, 2, "s25r_rule1", now + 86400, "203.0.113.9", "",
-        ((spam, now - 20, now - 20, "", 1, 1),), now - 20, now - 20,
+        ((spam, now - 20, ""),), now - 20, True,
     )  # fmt: skip
 
     async def seed() -> None:
@@ -263,5 +263,5 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
     assert "early retries counted 2 of 5" in retry.stdout
     assert "this attempt  early_retry (counts: early retries 3 of 5)" in retry.stdout
     other = json.loads(run(*base, "--json").stdout)
-    assert other["this_attempt"] == "new_message (not counted)"
+    assert other["this_attempt"].startswith("new_message (not counted); --size N")
     assert other["decision"]["reason"] == "s25r_rule1"

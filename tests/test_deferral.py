@@ -47,9 +47,8 @@ def test_new_key_is_deferred_and_recorded() -> None:
         T0 + 2 * 86400,
         "192.0.2.9",
         "p1.dyn.example.net",
-        messages=(("m1", T0, T0, "mx1", 1, 1),),
+        messages=(("m1", T0, "mx1"),),
         counted_at=T0,
-        round_last=T0,
     )
     assert s.reply is not None and str(s.reply) == (
         "450 4.7.1 Try again later: first contact from this host (s25r_rule1)"
@@ -59,15 +58,19 @@ def test_new_key_is_deferred_and_recorded() -> None:
 
 def test_early_retry_counts_and_keeps_first_seen() -> None:
     s1 = first()
-    s2 = step(s1.record, T0 + 299.5, RULES, R1, attempt=MSG)
+    s2 = step(s1.record, T0 + 20, RULES, R1, attempt=MSG)
     assert s2.action is Action.DEFER and s2.reason is Reason.EARLY_RETRY
     assert s2.retry is Retry.EARLY and s2.kind is Kind.EARLY_RETRY
     assert s2.record.first_seen == T0  # an early retry never moves first_seen
     assert (s2.record.attempts, s2.record.early) == (2, 1)
-    assert s2.record.last_seen == T0 + 299.5
+    assert s2.record.last_seen == T0 + 20
     assert s2.record.reason == "s25r_rule1"  # the original reason is kept for candidates
-    assert s2.wait == pytest.approx(0.5)
-    assert "retry in 1s at the earliest" in s2.reply.text
+    assert s2.wait == pytest.approx(280)
+    assert "retry in 4m40s at the earliest" in s2.reply.text
+    # Half a minute or more after its previous try: a (short) retry timer, not counted.
+    s3 = step(s2.record, T0 + 299.5, RULES, R1, attempt=MSG)
+    assert s3.kind is Kind.PATIENT_RETRY and s3.early == 1 and s3.reason is Reason.EARLY_RETRY
+    assert "retry in 1s at the earliest" in s3.reply.text
 
 
 # -- what counts as impatient (issue 9): real MTAs never, bots always -------------------
@@ -107,7 +110,7 @@ def test_the_same_message_at_our_other_mx_at_once_is_a_fallback() -> None:
     assert late[-1].kind is Kind.EARLY_RETRY and late[-1].early == 1
 
 
-def test_look_alike_messages_of_a_backlog_are_copies_not_retries() -> None:
+def test_look_alike_messages_of_a_backlog_are_not_retries() -> None:
     # Twenty alerts of one template to one address (same sender, recipient and SIZE), in
     # parallel sessions and then one per message, at both MX hosts.
     events = []
@@ -115,33 +118,24 @@ def test_look_alike_messages_of_a_backlog_are_copies_not_retries() -> None:
         events += [(i * 0.05, "alert", "mx1"), (i * 0.05 + 0.02, "alert", "mx2")]
     steps = attempts(events)
     assert {s.kind for s in steps[1:]} == {Kind.LOOK_ALIKE, Kind.MX_FALLBACK}
-    assert steps[-1].early == 0 and all(s.reason is R1 or s.kind is Kind.MX_FALLBACK for s in steps)
-    assert steps[-1].record.messages[0][4] == 20  # twenty copies believed
-    # The same twenty retried early once (a sender whose retry timer is shorter than
-    # ours): one counted retry for the round, however many copies.
-    again = attempts([(120 + i * 0.05, "alert", "mx1") for i in range(20)], record=steps[-1].record)
-    assert again[-1].early == 1 and again[-1].action is Action.DEFER
+    assert steps[-1].early == 0
+    assert all(s.reason is R1 for s in steps if s.kind is not Kind.MX_FALLBACK)
     # At concurrency 1 over a slow link: one every two seconds, for forty seconds.
     slow = attempts([(i * 2, "alert", "mx1") for i in range(20)])
-    assert slow[-1].early == 0
+    assert slow[-1].early == 0 and slow[-1].record.burst_over is False
 
 
-def test_a_backlog_retried_early_through_two_mx_counts_once_per_round() -> None:
-    # A sender retrying its whole queue of 10 after 1, 2, 3 and 4 minutes, each message
-    # at both MX hosts. Four rounds: four counted retries, never the box.
+def test_a_retry_timer_is_patience_however_short() -> None:
+    # Messages arriving over a minute, each retried after its own 60 s timer (a short
+    # one: Postfix waits 300 s, Exim 15 min), at both MX hosts: never counted.
     events = []
-    for round_start in (0, 60, 120, 180, 240):
-        for i in range(10):
-            at = round_start + i * 0.3
+    for i in range(10):
+        for at in (i * 6, i * 6 + 60, i * 6 + 120, i * 6 + 180):
             events += [(at, f"m{i}", "mx1"), (at + 0.1, f"m{i}", "mx2")]
-    steps = attempts(events)
+    steps = attempts(sorted(events))
     assert all(s.action is Action.DEFER for s in steps)
-    assert steps[-1].record.early == 4
-    assert [s.kind for s in steps[20:23]] == [
-        Kind.EARLY_RETRY,
-        Kind.MX_FALLBACK,
-        Kind.RETRY_ROUND,
-    ]
+    assert steps[-1].record.early == 0
+    assert {s.kind for s in steps} >= {Kind.PATIENT_RETRY, Kind.MX_FALLBACK, Kind.NEW_MESSAGE}
     promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1"))
     assert promoted.reason is Reason.PROMOTED
 
@@ -153,29 +147,40 @@ def test_a_bot_retrying_at_once_and_then_every_five_seconds_is_impatient() -> No
     events += [(1 + i * 5, "spam", "mx1") for i in range(1, 13)]
     steps = attempts(events)
     penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert [s.kind for s in steps[1:10]] == [Kind.LOOK_ALIKE] * 9
     assert steps[penalised].reason is Reason.IMPATIENT and steps[penalised].early == 5
     assert steps[penalised].reply.code == 421 and steps[penalised].reply.status == "4.7.0"
-    assert events[penalised][0] <= 30
+    at = events[penalised][0]
+    assert at <= 30
     assert steps[penalised].penalty == Penalty(
-        T0 + events[penalised][0], T0 + events[penalised][0] + 3600, penalised + 1, "192.0.2.9", ""
+        T0 + at, T0 + at + 3600, penalised + 1, "192.0.2.9", ""
     )
 
 
-def test_a_bot_retrying_every_five_seconds_is_impatient_within_half_a_minute() -> None:
-    steps = attempts([(i * 5, "spam", "mx1") for i in range(12)])
+@pytest.mark.parametrize("interval", [1, 2, 3, 4.9, 5, 10, 20, 29])
+def test_a_bot_retrying_one_message_is_boxed_before_it_could_be_promoted(interval) -> None:
+    steps = attempts([(i * interval, "spam", "mx1") for i in range(int(300 / interval))])
     penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
-    assert penalised * 5 <= 30 and all(s.kind is Kind.EARLY_RETRY for s in steps[1:penalised])
+    assert penalised * interval <= 60 + 5 * interval  # round 0 lasts a fifth of the delay
 
 
-def test_a_bot_hammering_one_message_for_minutes_is_boxed_before_it_could_be_promoted() -> None:
-    # Once a second without pause: round 0 ends after FIRST_BURST, and its copies (at
-    # most COPIES_KEPT) are all that a round forgives.
-    steps = attempts([(i, "spam", "mx1") for i in range(300)])
+@pytest.mark.parametrize("interval", [1, 2, 4])
+def test_a_bot_alternating_our_two_mx_is_boxed_too(interval) -> None:
+    events = [(i * interval, "spam", ("mx1", "mx2")[i % 2]) for i in range(int(300 / interval))]
+    steps = attempts(events)
     penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
-    assert penalised < 200
-    # Ten a second: its pace gives it away sooner.
+    assert penalised * interval <= 60 + 10 * interval
+
+
+def test_a_bot_cycling_two_messages_is_boxed() -> None:
+    steps = attempts([(i * 1.5, f"spam{i % 2}", "mx1") for i in range(200)])
+    assert any(s.action is Action.PENALTY for s in steps)
+
+
+def test_a_fast_bot_is_given_away_by_its_pace_even_within_round_0() -> None:
     fast = attempts([(i / 10, "spam", "mx1") for i in range(3000)])
-    assert next(i for i, s in enumerate(fast) if s.action is Action.PENALTY) / 10 < 90
+    penalised = next(i for i, s in enumerate(fast) if s.action is Action.PENALTY)
+    assert fast[penalised].kind is Kind.PACE and penalised / 10 < 60
 
 
 def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
@@ -205,9 +210,15 @@ def test_the_penalty_box_keeps_the_pending_record() -> None:
     assert after.reason is Reason.PROMOTED
     # A penalty shorter than the delay: one more counted retry is the box again at once,
     # while a new message is only deferred.
-    short = Rules(impatient_retries=2, penalty_ttl=60)
-    assert step(kept, T0 + 72, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
-    assert step(kept, T0 + 72, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
+    short = Rules(impatient_retries=2, penalty_ttl=5)
+    assert step(kept, T0 + 18, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
+    assert step(kept, T0 + 18, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
+
+
+def test_a_record_from_before_per_message_judging_starts_its_count_afresh() -> None:
+    legacy = Pending(T0, T0 + 50, 6, 4, "s25r_rule1", T0 + 86400)  # early meant "any attempt"
+    s = step(legacy, T0 + 60, RULES, R1, attempt=Attempt("m", "mx1"))
+    assert s.action is Action.DEFER and s.early == 0 and s.record.early == 0
 
 
 def test_unknown_attempts_count_as_new_messages() -> None:

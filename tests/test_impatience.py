@@ -140,3 +140,54 @@ async def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace(caplo
         assert not any("kind=early_retry" in line for line in lines)  # nothing was repeated
     finally:
         await env.close()
+
+
+async def test_a_bounce_whose_decision_meets_a_busy_store_is_decided_again() -> None:
+    from gateway.errors import StoreBusy
+
+    env = await start_env({"policy": {"defer": "all"}})
+    inner = env.gateway.store.inner
+    update, failures = inner.update, [StoreBusy("contended")]
+
+    async def busy_once(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return await update(*args, **kwargs)
+
+    inner.update = busy_once
+    try:
+        client = await env.client("127.0.0.2")
+        await client.ehlo("mx.example.org")
+        assert (await client.cmd("MAIL FROM:<>")).code == 250
+        assert (await client.cmd("RCPT TO:<bob@example.com>")).code == 250
+        busy = await client.cmd("DATA")
+        assert busy.code == 451 and busy.text.startswith("4.3.0")
+        again = await client.cmd("DATA")  # never a 354 without a decision
+        assert again.code == 451 and "(ichigen)" in again.text
+        await client.close()
+        assert env.backend.messages == []
+    finally:
+        await env.close()
+
+
+async def test_a_bounce_to_several_recipients_is_greylisted_for_each_triplet() -> None:
+    env = await start_env({"policy": {"defer": "all", "key": "triplet", "auto_familiar_after": 0}})
+    try:
+
+        async def bounce(*recipients: str):
+            client = await env.client("127.0.0.2")
+            await client.ehlo("mx.example.org")
+            replies = await client.send_mail("", list(recipients), MESSAGE)
+            await client.close()
+            return [r.code for r in replies]
+
+        assert await bounce("bob@example.com") == [250, 250, 451]
+        env.clock.advance(300)
+        # bob's triplet is promoted, carol's is new: the message waits for carol's.
+        assert await bounce("bob@example.com", "carol@example.com") == [250, 250, 250, 451]
+        assert env.backend.messages == []
+        env.clock.advance(300)
+        assert await bounce("bob@example.com", "carol@example.com") == [250, 250, 250, 250]
+        assert len(env.backend.messages) == 1
+    finally:
+        await env.close()

@@ -281,8 +281,25 @@ def test_impatience_goes_by_counted_early_retries_not_attempts() -> None:
     (only,) = [c for g in impatient for c in g.candidates]
     assert (only.key, only.early, only.penalised_until) == ("192.0.2.9", 5, NOW + 3590)
     assert "early 5" in candidates_text(impatient, impatient=True)
+    # On the rescue list a boxed key comes last, marked: a real server can be boxed too.
     rescue = candidates(records, NOW, impatient_retries=5)
-    assert [c.key for g in rescue for c in g.candidates] == ["198.51.100.1"]
+    assert [c.key for g in rescue for c in g.candidates] == ["198.51.100.1", "192.0.2.9"]
+    assert rescue[-1].penalised and "penalty until" in candidates_text(rescue)
+
+
+def test_a_triplet_key_meets_its_hosts_penalty() -> None:
+    triplet = pending("192.0.2.9", "bot.dyn.example.net", 9, 4, early=5)
+    records = [
+        ("defer:192.0.2.9/win@lottery.example/bob@example.com", triplet),
+        ("penalty:192.0.2.9", Penalty(NOW - 10, NOW + 3590, 9, "192.0.2.9", "bot.dyn.example.net")),
+        ("penalty:198.51.100.0/24", Penalty(NOW - 5, NOW + 60, 7, "198.51.100.7", "")),
+    ]
+    groups = candidates(records, NOW, impatient=True, impatient_retries=5)
+    listed = {c.key: c for g in groups for c in g.candidates}
+    assert set(listed) == {"192.0.2.9/win@lottery.example/bob@example.com", "198.51.100.0/24"}
+    assert listed["192.0.2.9/win@lottery.example/bob@example.com"].penalised_until == NOW + 3590
+    assert listed["198.51.100.0/24"].early is None  # a penalty seen alone: count unknown
+    assert "early -" in candidates_text(groups, impatient=True)
 
 
 def _entries(now: float) -> list[Blocked]:

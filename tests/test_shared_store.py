@@ -67,7 +67,7 @@ async def two_gateways(tmp_path, redis_url):
             store=redis_url,
             lists=tmp_path,
             # Real seconds (two processes share no fake clock): a 1 s retry delay.
-            policy="min_retry_delay = 2\nimpatient_retries = 3\nburst_window = 0.2",
+            policy="min_retry_delay = 6\nimpatient_retries = 3\nburst_window = 0.3",
         )
         process = await start(config)
         await wait_for_line(process, "onajimi listening on")
@@ -84,19 +84,20 @@ async def two_gateways(tmp_path, redis_url):
 async def test_two_gateways_share_deferrals_familiarity_penalties_and_entries(two_gateways) -> None:
     (a, b), directory = two_gateways
     assert await rcpt(a, "127.0.0.3") == 450  # deferred by the first gateway
-    await asyncio.sleep(2.2)  # min_retry_delay = 2 s, in real time: two processes
+    await asyncio.sleep(6.2)  # min_retry_delay = 6 s, in real time: two processes
     assert await rcpt(b, "127.0.0.3") == 250  # retried properly at the second: promoted
     assert await rcpt(a, "127.0.0.3") == 250  # familiar at the first too
 
     # The same message at both MX hosts at once is a fallback, not a retry; then it comes
-    # back again and again, each time after the burst (0.2 s here): the third counted
-    # retry is the penalty box, and both gateways know it.
+    # back again and again, each time after the burst (0.3 s here) and well within the
+    # patience of a retry timer (0.6 s): the third counted retry is the penalty box, and
+    # both gateways know it.
     assert await rcpt(a, "127.0.0.4") == 450
     assert await rcpt(b, "127.0.0.4") == 450
     for port in (a, b):
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.35)
         assert await rcpt(port, "127.0.0.4") == 450
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.35)
     assert await rcpt(a, "127.0.0.4") == 421
     assert await rcpt(a, "127.0.0.4") == 421  # seen at the greeting of both
     assert await rcpt(b, "127.0.0.4") == 421

@@ -14,9 +14,7 @@ def run(args: Any) -> int:
     since = parse_duration(args.since) if args.since else None
 
     async def gather(store: Store):
-        records = await store.scan("defer:")
-        if args.impatient:
-            records += await store.scan("penalty:")
+        records = await store.scan("defer:") + await store.scan("penalty:")
         return candidates(
             records,
             store.clock(),

@@ -14,7 +14,7 @@ from gateway.decider import Decider
 from gateway.errors import UserError
 from gateway.policy.build import build_policy, dynamic_list
 from gateway.policy.decision import Policy, Verdict, decided_at_data
-from gateway.policy.deferral import Step
+from gateway.policy.deferral import Kind, Step
 from gateway.policy.facts import RDNS
 from gateway.policy.lists import Role
 from gateway.policy.net import client_address
@@ -115,6 +115,9 @@ async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any
             out["record"] = _record(decision.record, limit) or decision.record_kind or "none"
         if decision.step is not None and decision.step.kind is not None:
             out["this_attempt"] = _attempt(decision.step, settings.policy.impatient_retries)
+            if args.size is None and decision.step.kind is Kind.NEW_MESSAGE:
+                # Real MTAs declare SIZE, and it is part of what makes a message the same.
+                out["this_attempt"] += "; --size N judges a real MTA's message"
         verdict = decision.verdict
         out["stage"] = "RCPT"
         if decided_at_data(sender, verdict):

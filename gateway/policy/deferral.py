@@ -18,36 +18,41 @@ record found under a key at time `now` (age = now - first_seen):
 Impatience: what counts as an early retry
 -----------------------------------------
 The seed calls a host spam-like when it comes back with *the same message* at once,
-again and again. What a real MTA does at first contact is never impatience: several
+again and again, ignoring the RFC. What a real MTA does is never impatience: several
 sessions in parallel, a session for each message of its backlog, the same message at our
-other MX hosts at once, sender-verification callbacks. A message is known by its
-sender, first recipient and declared SIZE (keys.message_key): a sender retries a message
-with the same three, and two messages of one backlog rarely share all three. Rarely is
-not never (twenty alerts of one template to one address), so look-alikes are allowed for.
+other MX hosts at once, its own retry timer (RFC 5321 asks for 30 minutes; none goes
+below a minute or so), sender-verification callbacks.
 
-Attempts come in *rounds*: a run of attempts less than `burst_window` apart. The first
-contact opens round 0; every counted early retry opens a new one. An attempt before the
-delay is one of (`Kind`):
+A message is known by its sender, first recipient and declared SIZE (keys.message_key):
+a sender retries a message with the same three, and two messages of one backlog rarely
+share all three. Rarely is not never (twenty alerts of one template to one address), so
+the first contact's burst is forgiven: round 0, attempts less than `burst_window` apart
+from the first contact on, for at most `first_burst` (a fifth of min_retry_delay).
 
-    new_message   a message not deferred under this key before: part of the sender's
-                  backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
-    mx_fallback   a remembered message at one of our listening addresses it has not tried
-                  yet, within burst_window of its try: the sender's MX fallback.
-    look_alike    a remembered message again within round 0 (at most FIRST_BURST after
-                  the first contact): another copy in the sender's backlog. The copies
-                  are counted, up to COPIES_KEPT.
-    retry_round   a remembered message in an open round, tried in it fewer times than
-                  it has copies: a sender retrying its whole backlog early counts once.
-    early_retry   any other attempt of a remembered message: counted, opens a round.
-    pace          a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
-                  keeps up: a bot rotating senders and recipients): counted, at most once
-                  per burst_window, opens a round. Not judged for keys that gather many
-                  hosts (rDNS lumping).
+An attempt before the delay is one of (`Kind`):
 
-Only `early_retry` and `pace` count towards `impatient_retries`. So a bot that retries
-one message at once, again and again, is counted at every attempt once its first burst
-is over, and one retrying every few seconds at every attempt; ten immediate retries at
-first contact alone look exactly like ten look-alike messages, and count nothing.
+    new_message    a message not deferred under this key before: part of the sender's
+                   backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
+    mx_fallback    a remembered message at one of our listening addresses it has not
+                   tried yet, within burst_window of its try: the sender's MX fallback.
+    patient_retry  a remembered message again `patience` (a tenth of min_retry_delay)
+                   or more after its previous try: a retry timer, if a short one.
+    look_alike     a remembered message again within round 0: another copy in the
+                   sender's backlog, as far as anyone can tell.
+    early_retry    a remembered message again, sooner than `patience`, after round 0:
+                   counted.
+    pace           a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
+                   keeps up: a bot rotating senders and recipients): counted, at most
+                   once per burst_window. Not judged for keys that gather many hosts
+                   (rDNS lumping).
+
+Only `early_retry` and `pace` count towards `impatient_retries`. So with the defaults a
+bot retrying one message every few seconds is boxed at its fifth retry, one hammering
+without pause a little after its first minute, one rotating its messages fast by its
+pace: all before min_retry_delay could promote them. Ten immediate retries at first
+contact alone look exactly like ten look-alike messages and count nothing (a bot that
+stops there never gets in anyway); messages identical in sender, recipient and size sent
+more often than `patience` after the first burst count as retries: no one can tell.
 
 The null sender's callbacks never get here: their decision waits for DATA (see the SMTP
 handler).
@@ -63,18 +68,15 @@ mode a promoted triplet counts towards its client key becoming familiar (`count_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import NamedTuple
 
-from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally, Tried
+from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
 from gateway.policy.replies import Reply, Wording
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason, Retry
 
 MESSAGES_KEPT = 16  # deferred messages a pending key remembers; older ones count as new
-FIRST_BURST = 60.0  # seconds round 0 (the first contact's burst) may last at most
-COPIES_KEPT = 20  # look-alike copies of one message a sender's backlog is believed to hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,17 @@ class Rules:
     pace_rate: float = 1.0  # sessions per second a pending key may keep up beyond that
     wording: Wording = Wording()
 
+    @property
+    def first_burst(self) -> float:
+        """How long the first contact's burst (round 0) may last: room for a backlog of
+        look-alikes, and four fifths of the delay left to count a hammering bot."""
+        return self.min_retry_delay / 5
+
+    @property
+    def patience(self) -> float:
+        """A message retried this long after its previous try is no hammering."""
+        return self.min_retry_delay / 10
+
     def pending_expiry(self, first_seen: float) -> float:
         # Twice the window: a retry arriving after the window is still recognised (and
         # counted as "expired") instead of looking like a stranger.
@@ -104,8 +117,8 @@ class Kind(StrEnum):
     FIRST = "first"  # no record: the first deferral
     NEW_MESSAGE = "new_message"
     MX_FALLBACK = "mx_fallback"
+    PATIENT_RETRY = "patient_retry"
     LOOK_ALIKE = "look_alike"
-    RETRY_ROUND = "retry_round"
     EARLY_RETRY = "early_retry"
     PACE = "pace"
 
@@ -161,7 +174,7 @@ def _new_pending(
     attempt: Attempt,
     retry: Retry | None,
 ) -> Step:
-    tried = ((attempt.message, now, now, attempt.place, 1, 1),) if attempt.message else ()
+    tried = ((attempt.message, now, attempt.place),) if attempt.message else ()
     record = Pending(
         first_seen=now,
         last_seen=now,
@@ -172,8 +185,7 @@ def _new_pending(
         client=client,
         ptr=ptr,
         messages=tried,
-        counted_at=now,  # the first contact opens round 0
-        round_last=now,
+        counted_at=now,  # no count yet: pace is judged from the first contact
     )
     return Step(
         Action.DEFER,
@@ -228,48 +240,41 @@ def step(
     return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
 
 
-class _Judged(NamedTuple):
-    kind: Kind
-    messages: tuple[Tried, ...]  # the record's memory of messages afterwards
-    counted_at: float
-    round_last: float
-
-
-def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> _Judged:
-    """Which kind of attempt this is (see the module docstring)."""
+def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> tuple[Kind, Pending]:
+    """Which kind of attempt this is (see the module docstring), and the record's memory
+    of messages and of round 0 afterwards (other fields: the caller's)."""
     message, place, window = attempt.message, attempt.place, rules.burst_window
-    messages, counted_at, round_last = current.messages, current.counted_at, current.round_last
-    round_open = counted_at > 0 and now - round_last < window
-    opening = round_open and counted_at == current.first_seen and now - counted_at < FIRST_BURST
-    if round_open:
-        round_last = now
+    messages = current.messages
+    opening = (
+        not current.burst_over
+        and now - current.last_seen < window
+        and now - current.first_seen < rules.first_burst
+    )
     index = next((i for i, tried in enumerate(messages) if tried[0] == message), -1)
     if not message or index < 0:
         if message:
-            new: Tried = (message, now, counted_at if round_open else 0.0, place, 1, 1)
-            messages = (*messages, new)[-MESSAGES_KEPT:]
-        return _Judged(Kind.NEW_MESSAGE, messages, counted_at, round_last)
-
-    _, tried_at, joined, places, copies, tries = messages[index]
-    if place and place not in places.split() and now - tried_at < window:
-        tried: Tried = (message, tried_at, joined, f"{places} {place}".strip(), copies, tries)
-        return _Judged(Kind.MX_FALLBACK, _replaced(messages, index, tried), counted_at, round_last)
-    if opening:
-        tried = (message, now, counted_at, place, min(copies + 1, COPIES_KEPT), tries + 1)
-        return _Judged(Kind.LOOK_ALIKE, _replaced(messages, index, tried), counted_at, round_last)
-    if round_open and (joined != counted_at or tries < copies):
-        tries = tries + 1 if joined == counted_at else 1
-        tried = (message, now, counted_at, place, copies, tries)
-        return _Judged(Kind.RETRY_ROUND, _replaced(messages, index, tried), counted_at, round_last)
-    tried = (message, now, now, place, copies, 1)  # the retry opens a round of its own
-    return _Judged(Kind.EARLY_RETRY, _replaced(messages, index, tried), now, now)
+            messages = (*messages, (message, now, place))[-MESSAGES_KEPT:]
+        kind = Kind.NEW_MESSAGE
+    else:
+        _, tried_at, places = messages[index]
+        if place and place not in places.split() and now - tried_at < window:
+            kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip())
+        else:
+            if now - tried_at >= rules.patience:
+                kind = Kind.PATIENT_RETRY
+            else:
+                kind = Kind.LOOK_ALIKE if opening else Kind.EARLY_RETRY
+            tried = (message, now, place)
+        messages = (*messages[:index], tried, *messages[index + 1 :])
+    return kind, replace(current, messages=messages, burst_over=not opening)
 
 
 def _before_delay(
     current: Pending, now: float, age: float, rules: Rules, client: str, ptr: str, attempt: Attempt
 ) -> Step:
-    kind, messages, counted_at, round_last = _judge(current, now, rules, attempt)
+    kind, judged = _judge(current, now, rules, attempt)
     attempts = current.attempts + 1
+    counted_at = current.counted_at
     if (
         not kind.counted
         and attempt.judge_pace
@@ -277,20 +282,20 @@ def _before_delay(
         and attempts > rules.pace_allowance + rules.pace_rate * age
         and now - counted_at >= rules.burst_window
     ):
-        kind, counted_at, round_last = Kind.PACE, now, now
-    early = current.early + kind.counted
-    updated = Pending(
-        first_seen=current.first_seen,
+        kind = Kind.PACE
+    if kind.counted:
+        counted_at = now
+    # A record written before early retries were judged per message (counted_at 0)
+    # counted every early attempt: that count means nothing now.
+    early = (current.early if current.counted_at else 0) + kind.counted
+    updated = replace(
+        judged,
         last_seen=now,
         attempts=attempts,
         early=early,
-        reason=current.reason,
-        expires=current.expires,
         client=client or current.client,
         ptr=ptr or current.ptr,
-        messages=messages,
         counted_at=counted_at,
-        round_last=round_last,
     )
     if kind.counted and rules.impatient_retries and early >= rules.impatient_retries:
         penalty = Penalty(
@@ -313,7 +318,7 @@ def _before_delay(
             early=early,
         )
     wait = rules.min_retry_delay - age
-    if kind in (Kind.NEW_MESSAGE, Kind.LOOK_ALIKE):  # part of the first contact, not a retry
+    if kind in (Kind.NEW_MESSAGE, Kind.LOOK_ALIKE):  # more of the first contact, not a retry
         reason, retry = Reason(current.reason), None
     else:
         reason, retry = Reason.EARLY_RETRY, Retry.EARLY
@@ -329,10 +334,6 @@ def _before_delay(
         kind=kind,
         early=early,
     )
-
-
-def _replaced(messages: tuple[Tried, ...], index: int, tried: Tried) -> tuple[Tried, ...]:
-    return (*messages[:index], tried, *messages[index + 1 :])
 
 
 def on_delivery(record: Record | None, now: float, rules: Rules) -> Familiar | None:

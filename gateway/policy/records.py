@@ -15,14 +15,11 @@ from enum import StrEnum
 
 from gateway.policy.values import value
 
-Tried = tuple[str, float, float, str, int, int]
-"""A deferred message a Pending record remembers:
-(message, tried_at, round, places, copies, tries).
+Tried = tuple[str, float, str]
+"""A deferred message a Pending record remembers: (message, tried_at, places).
 
-`message` is its keys.message_key; `tried_at` when its current try began; `round` the
-`counted_at` of the round it last belonged to (0: none); `places` which of our MX
-addresses it reached in this try, space-separated; `copies` how many look-alikes of it
-the sender's backlog seems to hold; `tries` its attempts in that round. (deferral.py)
+`message` is its keys.message_key; `tried_at` when its latest try began; `places`
+which of our MX addresses (keys.place_key) that try reached, space-separated.
 """
 
 
@@ -39,8 +36,8 @@ class Pending:
     client: str = ""  # last client address seen under this key (for candidates)
     ptr: str = ""  # last PTR name seen (candidates are grouped by its domain)
     messages: tuple[Tried, ...] = ()  # the most recent deferred messages, oldest first
-    counted_at: float = 0.0  # when the current round began: first contact or a counted retry
-    round_last: float = 0.0  # the latest attempt that belonged to that round
+    counted_at: float = 0.0  # the last counted early retry (first_seen: none yet; 0: old record)
+    burst_over: bool = False  # the first contact's burst of attempts has ended
 
 
 @value

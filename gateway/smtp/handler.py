@@ -115,37 +115,38 @@ class Handler:
         if bad_syntax is not None:
             return str(bad_syntax)
         null_sender = is_null_sender(transaction.sender)
-        if null_sender and transaction.decide_at_data is not None:
-            # The decision already waits for DATA; only the relay check is per recipient.
-            refused = gateway.policy.relay_check(address)
-            if refused is not None:
-                gateway.decision(state, refused, sender=transaction.sender, recipient=address)
-                return str(refused.reply)
-            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
         decision = await self._decide(server, address, dry_run=null_sender)
         if isinstance(decision, str):
             return decision
-        if decision is None:  # the store is down and store.on_error says pass
-            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+        if decision is not None:  # None: the store is down and store.on_error says pass
+            if decided_at_data(transaction.sender, decision.verdict):
+                # Mirror RCPT, so that a callback learns whether the mailbox exists; the
+                # deferral (or promotion) is decided, and recorded, at DATA.
+                transaction.decide_at_data.append(address)
+            else:
+                refusal = self._judged(server, decision, address)
+                if refusal is not None:
+                    return refusal
+        return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+
+    def _judged(self, server: GatewaySMTP, decision: RcptDecision, recipient: str) -> str | None:
+        """Log a decision and act on it: the reply that refuses, or None when it passes."""
+        state = server.state
+        transaction = state.transaction
+        assert transaction is not None
         verdict = decision.verdict
-        if decided_at_data(transaction.sender, verdict):
-            # Mirror RCPT, so that a callback learns whether the mailbox exists; the
-            # deferral (or promotion) is decided, and recorded, at DATA.
-            transaction.decide_at_data = address
-            return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
-        gateway.decision(
-            state, verdict, sender=transaction.sender, recipient=address, decision=decision
+        self.gateway.decision(
+            state, verdict, sender=transaction.sender, recipient=recipient, decision=decision
         )
         if verdict.action is Action.PENALTY:
             server.close_after_reply()
-            return str(verdict.reply)
-        if verdict.action in (Action.REJECT, Action.DEFER):
+        if verdict.action is not Action.PASS:
             return str(verdict.reply)
         if verdict.reason is Reason.FAMILIAR:
             # Its last_seen is refreshed by an accepted delivery. Other passes hold no
             # familiar record (a promotion has just written a fresh one).
             transaction.keys.add(decision.key or state.assessment.client_key)
-        return await self._mirror_rcpt(server, envelope, transaction, address, rcpt_options)
+        return None
 
     async def _decide(
         self, server: GatewaySMTP, recipient: str, *, dry_run: bool = False
@@ -186,35 +187,29 @@ class Handler:
             return None
 
     async def before_data(self, server: GatewaySMTP) -> str | None:
-        """The refusal DATA gets before its 354, if any: the null sender's decision, taken
-        now that the message is really coming, or a backend that already failed."""
-        gateway, state = self.gateway, server.state
+        """The refusal DATA gets before its 354, if any: the null sender's decisions, taken
+        now that a message is really coming, or a backend that already failed."""
+        state = server.state
         transaction = state.transaction
         assert transaction is not None
-        if transaction.data_refusal is not None:
+        if transaction.data_refusal is not None:  # DATA again: the same answer
             return transaction.data_refusal
-        recipient, transaction.decide_at_data = transaction.decide_at_data, None
-        if recipient is not None:
-            decision = await self._decide(server, recipient)
+        refusal = None
+        postponed = transaction.decide_at_data
+        while postponed:  # every recipient's key (triplet mode: one each) is recorded
+            decision = await self._decide(server, postponed[0])
             if isinstance(decision, str):
-                return decision
-            if decision is not None:
-                verdict = decision.verdict
-                gateway.decision(
-                    state,
-                    verdict,
-                    sender=transaction.sender,
-                    recipient=recipient,
-                    decision=decision,
-                )
-                if verdict.action is Action.PENALTY:
-                    server.close_after_reply()
-                    return str(verdict.reply)
-                if verdict.action is Action.DEFER:
-                    transaction.data_refusal = str(verdict.at_data().reply)
-                    return transaction.data_refusal
-                if verdict.reason is Reason.FAMILIAR:
-                    transaction.keys.add(decision.key or state.assessment.client_key)
+                return decision  # the store could not decide: the next DATA asks again
+            recipient = postponed.pop(0)
+            reply = None if decision is None else self._judged(server, decision, recipient)
+            if reply is not None and refusal is None:
+                deferred = decision.verdict.action is Action.DEFER
+                refusal = str(decision.verdict.at_data().reply) if deferred else reply
+            if state.closing:  # the penalty box: the session ends with this reply
+                return refusal
+        if refusal is not None:
+            transaction.data_refusal = refusal
+            return refusal
         if transaction.backend_failed:
             return "451 4.4.1 Delivery temporarily unavailable, try again later"
         return None

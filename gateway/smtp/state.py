@@ -25,7 +25,7 @@ class Transaction:
     id: str  # "<session>.<n>": in the Received header and the logs
     sender: str = ""  # as the client gave it; "<>" for the null sender
     size: int | None = None  # the SIZE it declared at MAIL, if any
-    decide_at_data: str | None = None  # null sender: the recipient its decision waits with
+    decide_at_data: list[str] = field(default_factory=list)  # null sender: decided at DATA
     data_refusal: str | None = None  # what DATA was refused with (said again if repeated)
     backend_failed: bool = False  # the backend failed during this transaction
     mail_sent: bool = False  # MAIL FROM went to the backend

@@ -1,7 +1,9 @@
 """Records <-> compact JSON text: `["pending", first_seen, last_seen, ...]`.
 
 One encoding for every backend, so a record written by one gateway can be read by any
-other, and a compare-and-set can compare encoded text.
+other, and a compare-and-set can compare encoded text. New fields are only ever added
+at the end, with defaults: an older record reads with the defaults, a newer one with its
+extra fields left out.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def decode(text: str | bytes) -> Record:
     try:
         kind, *values = json.loads(text)
         cls = _TYPES[kind]
-        return cls(*(_frozen(v) if type(v) is list else v for v in values))
+        # Fields this version does not know (written by a newer gateway on the same
+        # store) are left out, so gateways of two versions can share a store.
+        known = values[: len(_FIELDS[cls])]
+        return cls(*(_frozen(v) if type(v) is list else v for v in known))
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a stored record: {text!r:.80}") from exc
