@@ -68,10 +68,10 @@ mode a promoted triplet counts towards its client key becoming familiar (`count_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
+from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally, Tried
 from gateway.policy.replies import Reply, Wording
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason, Retry
@@ -240,9 +240,11 @@ def step(
     return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
 
 
-def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> tuple[Kind, Pending]:
-    """Which kind of attempt this is (see the module docstring), and the record's memory
-    of messages and of round 0 afterwards (other fields: the caller's)."""
+def _judge(
+    current: Pending, now: float, rules: Rules, attempt: Attempt
+) -> tuple[Kind, tuple[Tried, ...], bool]:
+    """Which kind of attempt this is (see the module docstring), with the record's memory
+    of messages afterwards and whether round 0 is over."""
     message, place, window = attempt.message, attempt.place, rules.burst_window
     messages = current.messages
     opening = (
@@ -254,25 +256,23 @@ def _judge(current: Pending, now: float, rules: Rules, attempt: Attempt) -> tupl
     if not message or index < 0:
         if message:
             messages = (*messages, (message, now, place))[-MESSAGES_KEPT:]
-        kind = Kind.NEW_MESSAGE
+        return Kind.NEW_MESSAGE, messages, not opening
+    _, tried_at, places = messages[index]
+    if place and place not in places.split() and now - tried_at < window:
+        kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip())
     else:
-        _, tried_at, places = messages[index]
-        if place and place not in places.split() and now - tried_at < window:
-            kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip())
+        if now - tried_at >= rules.patience:
+            kind = Kind.PATIENT_RETRY
         else:
-            if now - tried_at >= rules.patience:
-                kind = Kind.PATIENT_RETRY
-            else:
-                kind = Kind.LOOK_ALIKE if opening else Kind.EARLY_RETRY
-            tried = (message, now, place)
-        messages = (*messages[:index], tried, *messages[index + 1 :])
-    return kind, replace(current, messages=messages, burst_over=not opening)
+            kind = Kind.LOOK_ALIKE if opening else Kind.EARLY_RETRY
+        tried = (message, now, place)
+    return kind, (*messages[:index], tried, *messages[index + 1 :]), not opening
 
 
 def _before_delay(
     current: Pending, now: float, age: float, rules: Rules, client: str, ptr: str, attempt: Attempt
 ) -> Step:
-    kind, judged = _judge(current, now, rules, attempt)
+    kind, messages, burst_over = _judge(current, now, rules, attempt)
     attempts = current.attempts + 1
     counted_at = current.counted_at
     if (
@@ -288,14 +288,18 @@ def _before_delay(
     # A record written before early retries were judged per message (counted_at 0)
     # counted every early attempt: that count means nothing now.
     early = (current.early if current.counted_at else 0) + kind.counted
-    updated = replace(
-        judged,
+    updated = Pending(
+        first_seen=current.first_seen,
         last_seen=now,
         attempts=attempts,
         early=early,
+        reason=current.reason,
+        expires=current.expires,
         client=client or current.client,
         ptr=ptr or current.ptr,
+        messages=messages,
         counted_at=counted_at,
+        burst_over=burst_over,
     )
     if kind.counted and rules.impatient_retries and early >= rules.impatient_retries:
         penalty = Penalty(

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 
@@ -101,6 +102,7 @@ def triplet_key(client: str, sender: str, recipient: str) -> str:
     return f"{client}/{normalise_sender(sender)}/{normalise_recipient(recipient)}"
 
 
+@functools.lru_cache(maxsize=4096)  # a returning host's message: every retry asks again
 def message_key(sender: str, recipient: str, size: int | None = None) -> str:
     """8 hex digits for (normalised sender, recipient, declared SIZE): the same in every
     gateway process. A retry carries the same three; two messages of a backlog rarely do."""

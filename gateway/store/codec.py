@@ -21,6 +21,7 @@ KINDS: dict[type, str] = {
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
+_MESSAGES = _FIELDS[Pending].index("messages")  # JSON arrays there are tuples in the record
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -33,11 +34,6 @@ def encode(record: Record) -> str:
     return _dumps([KINDS[cls], *(getattr(record, name) for name in _FIELDS[cls])])
 
 
-def _frozen(value: list) -> tuple:
-    """JSON arrays back to the tuples records hold (a Pending's remembered messages)."""
-    return tuple(_frozen(v) if type(v) is list else v for v in value)
-
-
 def decode(text: str | bytes) -> Record:
     """Raises ValueError for text that is not a record (a corrupted or foreign value)."""
     try:
@@ -46,6 +42,8 @@ def decode(text: str | bytes) -> Record:
         # Fields this version does not know (written by a newer gateway on the same
         # store) are left out, so gateways of two versions can share a store.
         known = values[: len(_FIELDS[cls])]
-        return cls(*(_frozen(v) if type(v) is list else v for v in known))
+        if cls is Pending and len(known) > _MESSAGES:
+            known[_MESSAGES] = tuple(map(tuple, known[_MESSAGES]))
+        return cls(*known)
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a stored record: {text!r:.80}") from exc
