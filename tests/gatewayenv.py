@@ -54,9 +54,13 @@ def write_gateway_config(
     lists: Path,
     extra: str = "",
     policy: str = "",
+    backend_extra: str = "",
+    relay: str = "",
+    metrics: str = "",
 ) -> Path:
-    """A gateway.toml for `onajimi run` in a test or the benchmark. `policy` adds lines
-    to the [policy] table, `extra` whole tables."""
+    """A gateway.toml for `onajimi run` in a test or the benchmark. `policy`,
+    `backend_extra` and `relay` add lines to those tables, `metrics` is metrics.listen
+    (empty: off), `extra` adds whole tables."""
     path.write_text(
         f"""
 [listen]
@@ -64,8 +68,10 @@ addresses = ["127.0.0.1:{port}"]
 hostname = "gw.test"
 [backend]
 port = {backend}
+{backend_extra}
 [relay]
 accept_domains = ["example.com"]
+{relay}
 [policy]
 trusted_networks = []
 {policy}
@@ -80,7 +86,7 @@ timeout = 1
 [store]
 url = "{store}"
 [metrics]
-listen = ""
+listen = "{metrics}"
 {extra}
 """
     )

@@ -69,8 +69,8 @@ async def supervised(tmp_path):
         store=f"sqlite://{tmp_path / 'state.db'}",
         lists=tmp_path,
         extra="[server]\nworkers = 2\n",
+        metrics=f"127.0.0.1:{metrics}",
     )
-    config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{metrics}"'))
     process = await start(config, stderr=asyncio.subprocess.DEVNULL)
 
     await eventually(lambda: both_listening(process.pid, port), timeout=30)

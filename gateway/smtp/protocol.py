@@ -151,8 +151,23 @@ class GatewaySMTP(SMTP):
             self.gateway.session_started(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        self.gateway.session_ended(self)
+        try:
+            super().connection_lost(error)
+        finally:
+            self.gateway.session_ended(self)
+
+    def eof_received(self) -> bool:
+        """The client is done: aiosmtpd cancels the session's task; the transport closes too.
+
+        aiosmtpd keeps a half-closed transport open (StreamReaderProtocol's default), and
+        relies on its task to close it. A client that connects and closes at once (a port
+        scan, a health check) can have its EOF arrive before that task first runs (uvloop
+        delivers both in one loop round): a task cancelled before it starts runs nothing,
+        so nothing closed the transport, `connection_lost` never came, and the session
+        stayed counted for ever. Returning False makes the loop close it.
+        """
+        super().eof_received()
+        return False
 
     def _set_rset_state(self) -> None:
         """HELO, EHLO, RSET and STARTTLS end the transaction (the backend RSETs lazily)."""
