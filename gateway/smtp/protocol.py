@@ -218,6 +218,11 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             raise
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The client hung up while we answered: normal SMTP life, not an error.
+            log.debug("session %s: the client hung up", self.state.id)
+            if self.transport is not None:
+                self.transport.close()
 
     async def proxy_received(self, proxy_data: Any) -> bool:
         """The PROXY hook: is the header from a trusted balancer, and who is the client?"""
@@ -324,6 +329,11 @@ class GatewaySMTP(SMTP):
 
     # -- replies ------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # The client has gone (uvloop raises RuntimeError on a write to a closed
+            # transport): end the session the way aiosmtpd ends a reset connection.
+            raise ConnectionResetError("the client has gone")
         if isinstance(status, str) and not self._plain_replies:
             status = with_enhanced_code(status)
         await super().push(status)
@@ -342,17 +352,20 @@ class GatewaySMTP(SMTP):
 
     @syntax("EHLO hostname")  # overrides keep their HELP entry
     async def smtp_EHLO(self, hostname: str) -> None:
+        await self._plainly(self._ehlo(hostname))
+
+    async def _ehlo(self, hostname: str) -> None:
         """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
         of its six lines: six system calls where one will do)."""
         if not hostname:
-            await SMTP.push(self, "501 Syntax: EHLO hostname")
+            await self.push("501 Syntax: EHLO hostname")
             return
         self._set_rset_state()
         self.session.extended_smtp = True
         # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it.
         self.command_size_limits["MAIL"] += 26 + (10 if self.enable_SMTPUTF8 else 0)
         lines = await self._call_handler_hook("EHLO", hostname, [])
-        await SMTP.push(self, "\r\n".join(lines))
+        await self.push("\r\n".join(lines))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """Plain `<local@domain>` and `<>` without the email package (see addresses.py)."""
@@ -393,6 +406,13 @@ class GatewaySMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         state = self.state
+        if isinstance(error, ConnectionError | asyncio.IncompleteReadError):
+            # A hook met the client's hang-up: end the session quietly (the reply that
+            # aiosmtpd pushes next raises ConnectionResetError, which ends it).
+            log.debug("session %s: the client hung up", state.id)
+            if self.transport is not None:
+                self.transport.close()
+            return "421 4.4.2 Connection lost"
         log.error("session %s: internal error", state.id, exc_info=error)
         if state.backend is not None:
             state.backend.abort()  # the transaction cannot be trusted any more
