@@ -55,7 +55,11 @@ class _Session(asyncio.Protocol):
             self.transport.write(text.encode() + b"\r\n")
 
     def _fault(self, stage: str) -> bool:
-        """Apply a configured fault at `stage`; True when the normal reply must not follow."""
+        """Apply a configured fault at `stage`; True when the normal reply must not follow.
+
+        Faults: "hang" (say nothing more), "drop" (close), "then-drop:REPLY" (reply, then
+        close), "late:SECONDS:REPLY" (reply after a while), or reply lines to give instead
+        of the normal one (malformed ones included: they are written as they are)."""
         fault = self.backend.faults.get(stage)
         if fault is None:
             return False
@@ -65,13 +69,27 @@ class _Session(asyncio.Protocol):
         if fault == "drop":
             self.transport.close()
             return True
+        if fault.startswith("then-drop:"):
+            self.reply(fault[len("then-drop:") :])
+            self.transport.close()
+            return True
+        if fault.startswith("late:"):
+            _, seconds, reply = fault.split(":", 2)
+            self.hung = True  # nothing else is answered meanwhile
+            asyncio.get_running_loop().call_later(float(seconds), self._late, reply)
+            return True
         self.reply(fault)  # a reply line to give instead of the normal one
         return True
 
+    def _late(self, reply: str) -> None:
+        self.hung = False
+        self.reply(reply)
+        self.data_received(b"")  # what came meanwhile
+
     def data_received(self, data: bytes) -> None:
+        self.buffer += data
         if self.hung:
             return
-        self.buffer += data
         while self.buffer and not self.hung and not self.transport.is_closing():
             if self.in_data:
                 match = _ENDS.search(b"\r\n" + self.buffer)
@@ -102,9 +120,14 @@ class _Session(asyncio.Protocol):
             dict(self.xforward),
             self.helo,
         )
+        fault = self.backend.faults.get("DATA_END", "")
         if self._fault("DATA_END"):
+            reply = fault.split(":", 2)[-1] if fault.startswith("late:") else fault
+            if reply.removeprefix("then-drop:").startswith("2"):  # a fault that still accepts
+                self.backend.accepted.append(message)
             self.sender, self.recipients = None, []
             return
+        self.backend.accepted.append(message)
         self.backend.messages.append(message)
         self.sender, self.recipients = None, []
         self.reply(f"250 2.0.0 Ok: queued as Q{len(self.backend.messages)}")
@@ -178,7 +201,8 @@ class FakeBackend:
         ]
         self.faults: dict[str, str] = {}  # stage -> "hang" | "drop" | a reply line
         self.refuse: dict[str, str] = {}  # recipient -> reply line
-        self.messages: list[Message] = []
+        self.messages: list[Message] = []  # delivered with the normal 250
+        self.accepted: list[Message] = []  # every message given a 2xx, faults included
         self.commands: list[str] = []
         self.mail_parameters: list[str] = []
         self.sessions: list[_Session] = []

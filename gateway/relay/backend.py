@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from gateway.relay.xtext import xtext
 log = logging.getLogger("onajimi.backend")
 
 _FORWARDED_MAIL_PARAMETERS = {"SIZE": "size", "BODY": "8bitmime", "SMTPUTF8": "smtputf8"}
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @value
@@ -43,8 +45,9 @@ class BackendReply:
     text: str
 
     def as_smtp(self) -> str:
-        """The reply as lines for the client: `250-first` ... `250 last`."""
-        lines = self.text.split("\n") if self.text else [""]
+        """The reply as lines for the client: `250-first` ... `250 last`, each line's
+        text without control characters (a backend's stray CR must not break a line)."""
+        lines = [_CONTROLS.sub("", line) for line in self.text.split("\n")] if self.text else [""]
         out = [f"{self.code}-{line}" for line in lines[:-1]]
         out.append(f"{self.code} {lines[-1]}".rstrip())
         return "\r\n".join(out)
@@ -142,8 +145,10 @@ def _helo_token(helo: str) -> str | None:
     return None
 
 
-def _reply(response) -> BackendReply:
-    return BackendReply(response.code, response.message)
+def valid_final_code(code: int) -> bool:
+    """A completion or failure code (2yz, 4yz, 5yz: RFC 5321 4.2), the only replies a
+    client may be given for MAIL, RCPT or the end of DATA."""
+    return 200 <= code <= 599 and code // 100 != 3 and code // 10 % 10 <= 5
 
 
 class BackendSession:
@@ -247,9 +252,11 @@ class BackendSession:
             self.abort()
             raise
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421 or not self.connected:
+            if exc.code == 421 or not self.connected or not valid_final_code(exc.code):
+                # A malformed reply (aiosmtplib gives code -1) may or may not mean the
+                # message was taken: the client must keep it and retry, like a timeout.
                 self.abort()
-                raise BackendError(f"backend {what}: {exc.code} {exc.message}") from None
+                raise BackendError(f"backend {what}: {exc.code} {exc.message!r}") from None
             raise _Refused(BackendReply(exc.code, exc.message)) from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
             self.abort()
@@ -257,11 +264,19 @@ class BackendSession:
 
     async def _command(self, what: str, *args: bytes) -> BackendReply:
         smtp = await self._connection()
-        response = await self._guard(smtp.execute_command(*args), what)
+        return self._mirrored(await self._guard(smtp.execute_command(*args), what), what)
+
+    def _mirrored(self, response, what: str) -> BackendReply:
+        """The backend's reply, fit to give the client; else a BackendError (451 4.4.1)."""
         if response.code == 421:  # the backend is closing: not the client's business
             self.abort()
             raise BackendError(f"backend {what}: 421 {response.message}")
-        return _reply(response)
+        if not valid_final_code(response.code):
+            self.abort()
+            raise BackendError(
+                f"backend {what}: no valid reply: {response.code} {response.message!r}"
+            )
+        return BackendReply(response.code, response.message)
 
     # -- transactions -------------------------------------------------------------------
     async def begin(self, sender: str, options: Iterable[str], utf8: bool) -> BackendReply:
@@ -302,8 +317,13 @@ class BackendSession:
         try:
             response = await self._guard(smtp.data(content), "DATA")
         except _Refused as refused:  # a real reply (at DATA or after the dot): mirror it
+            if refused.reply.accepted:
+                # aiosmtplib raises on a 2xx only where it wanted 354: the backend said
+                # "ok" to the DATA command itself and never took the message.
+                self.abort()
+                raise BackendError(f"backend DATA: {refused.reply.code} instead of 354") from None
             return refused.reply
-        return _reply(response)
+        return self._mirrored(response, "DATA")
 
     async def reset(self) -> None:
         if self.connected and self.in_transaction:
