@@ -5,6 +5,7 @@
     onajimi_decisions_total{action,reason}                 counter
     onajimi_retries_total{outcome="early|promoted|expired"} counter
     onajimi_relay_transactions_total{result=...}           counter
+    onajimi_data_normalised_total{what="nul|bare_newline"}  counter
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
     onajimi_dns_seconds                                    histogram (uncached lookups)
     onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
@@ -75,6 +76,12 @@ class Metrics:
         self.relay_seconds = Histogram(
             "onajimi_relay_seconds", "Backend DATA round trip", buckets=_RELAY_BUCKETS, registry=r
         )
+        self.normalised = Counter(
+            "onajimi_data_normalised",
+            "Messages repaired before relaying (relay.bare_newline = normalize), by what",
+            ["what"],
+            registry=r,
+        )
         self.dns_seconds = Histogram(
             "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
         )
@@ -107,6 +114,8 @@ class Metrics:
         self._retry_children = {outcome: self.retries.labels(outcome.value) for outcome in Retry}
         for result in RELAY_RESULTS:
             self.relay_transactions.labels(result)
+        for what in ("nul", "bare_newline"):
+            self.normalised.labels(what)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 

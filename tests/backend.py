@@ -1,9 +1,9 @@
 """A fault-injecting SMTP backend for tests: records everything, misbehaves on request.
 
 Its DATA reader is deliberately *lenient*, like the MTAs SMTP smuggling exploits: it
-also ends a message at `\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n` and `\\r\\n.\\n`, and whatever
-follows is read as new commands. If the gateway ever let a smuggling vector through,
-this backend would record a second message.
+also ends a message at `\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n` and `\\r\\n.\\n` (and, with
+`drop_nul`, drops NUL bytes first), and whatever follows is read as new commands. If the
+gateway ever let a smuggling vector through, this backend would record a second message.
 
     backend = FakeBackend()
     await backend.start()
@@ -87,6 +87,8 @@ class _Session(asyncio.Protocol):
         self.data_received(b"")  # what came meanwhile
 
     def data_received(self, data: bytes) -> None:
+        if self.backend.drop_nul:  # as some MTAs do: a NUL next to a dot ends data then
+            data = data.replace(b"\x00", b"")
         self.buffer += data
         if self.hung:
             return
@@ -200,6 +202,7 @@ class FakeBackend:
             "XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT",
         ]
         self.faults: dict[str, str] = {}  # stage -> "hang" | "drop" | a reply line
+        self.drop_nul = False  # discard NUL bytes on input, as lenient MTAs do
         self.refuse: dict[str, str] = {}  # recipient -> reply line
         self.messages: list[Message] = []  # delivered with the normal 250
         self.accepted: list[Message] = []  # every message given a 2xx, faults included

@@ -3,8 +3,6 @@ did not give, and the gateway keeps serving whatever the backend does."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from gateway.relay.received import received_header
@@ -299,51 +297,3 @@ async def test_refused_connection_then_recovery() -> None:
         await env.stop()
         await backend.stop()
         env.dns.stop()
-
-
-# -- bare line ends and SMTP smuggling ------------------------------------------------------
-
-SMUGGLING = [
-    b"\n.\n",
-    b"\r.\r",
-    b"\n.\r\n",
-    b"\r\n.\n",
-]
-
-
-def smuggled(vector: bytes) -> bytes:
-    return (
-        b"Subject: innocent\r\n\r\nhello"
-        + vector
-        + b"MAIL FROM:<ceo@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
-        + b"Subject: forged\r\n\r\nsend money\r\n"
-    )
-
-
-async def send_smuggled(env, vector: bytes):
-    """A message carrying the vector, properly terminated; the final reply."""
-    client = await env.client()
-    assert (await client.start_data()).code == 354
-    await client.send(smuggled(vector) + b"\r\n.\r\n")
-    reply = await client.read_reply()
-    await client.close()
-    await asyncio.sleep(0.1)
-    return reply
-
-
-@pytest.mark.parametrize("vector", SMUGGLING)
-async def test_smuggling_rejected_by_default(env, vector: bytes) -> None:
-    reply = await send_smuggled(env, vector)
-    assert reply.code == 550 and reply.text.startswith("5.5.2")
-    assert env.backend.messages == []
-
-
-@pytest.mark.gateway({"relay": {"bare_newline": "normalize"}})
-@pytest.mark.parametrize("vector", SMUGGLING)
-async def test_smuggling_normalised_gives_one_message(env, vector: bytes) -> None:
-    assert (await send_smuggled(env, vector)).code == 250
-    assert len(env.backend.messages) == 1  # even a lenient backend sees one message
-    body = body_of(env.backend.messages[0])
-    assert b"\r\nMAIL FROM:<ceo@example.com>\r\n" in body  # the forged commands are just text
-    assert env.backend.messages[0].recipients == ["bob@example.com"]
-    assert not (set(body.replace(b"\r\n", b"")) & {0x0A, 0x0D})  # no bare line end left

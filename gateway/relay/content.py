@@ -2,14 +2,21 @@
 
 A bare CR or a bare LF in DATA is how SMTP smuggling works: two servers disagreeing on
 where a message ends (`\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n`, `\\r\\n.\\n`) lets one message
-carry a second, forged one. The gateway ends DATA only at `\\r\\n.\\r\\n`, and then either
-refuses a message containing bare line ends (the default) or rewrites each of them to
-CRLF, after which the backend sees an ordinary, dot-stuffed line.
+carry a second, forged one. So is a NUL next to the dot (`\\r\\n\\x00.\\r\\n`): a backend
+that drops NUL bytes sees an end of data there. The gateway ends DATA only at
+`\\r\\n.\\r\\n`, and then either refuses a message containing bare line ends or NUL (the
+default, `relay.bare_newline = "reject"`) or repairs it: NUL bytes removed, bare line ends
+made CRLF, after which the backend sees ordinary, dot-stuffed lines.
 """
 
 from __future__ import annotations
 
 import re
+
+from gateway.policy.values import value
+
+BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
+NUL = "550 5.6.0 Message contains NUL characters"
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
@@ -23,3 +30,28 @@ def has_bare_newline(data: bytes) -> bool:
 def normalise_newlines(data: bytes) -> bytes:
     """Every bare CR and bare LF becomes CRLF."""
     return _LINE_ENDS.sub(b"\r\n", data)
+
+
+@value
+class Screened:
+    """What may go to the backend: the content, or the reply that refuses it."""
+
+    content: bytes
+    refusal: str | None = None
+    repaired: tuple[str, ...] = ()  # what was repaired: "nul", "bare_newline"
+
+
+def screen_content(data: bytes, mode: str) -> Screened:
+    """`mode` is relay.bare_newline: "reject" refuses, "normalize" repairs."""
+    nul = b"\x00" in data
+    bare = has_bare_newline(data)
+    if not (nul or bare):
+        return Screened(data)
+    if mode == "reject":
+        return Screened(data, BARE_NEWLINE if bare else NUL)
+    if nul:
+        data = data.replace(b"\x00", b"")
+        bare = has_bare_newline(data)  # a NUL may have stood between CR and LF
+    if bare:
+        data = normalise_newlines(data)
+    return Screened(data, repaired=("nul",) * nul + ("bare_newline",) * bare)

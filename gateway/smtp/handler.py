@@ -32,7 +32,7 @@ from gateway.relay.backend import (
     BackendSession,
     ClientIdentity,
 )
-from gateway.relay.content import has_bare_newline, normalise_newlines
+from gateway.relay.content import screen_content
 from gateway.relay.received import protocol_name, received_header
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("onajimi.smtp")
 
 STORE_TEMPFAIL = "451 4.3.0 Temporary local problem, try again later"
-BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
 
 
 def declared_size(mail_options: list[str]) -> int | None:
@@ -273,11 +272,13 @@ class Handler:
         assert transaction is not None and state.backend is not None
         content: bytes = envelope.original_content
         started = server.loop.time()
-        if has_bare_newline(content):
-            if gateway.settings.relay.bare_newline == "reject":
-                gateway.relayed(state, transaction, envelope, "rejected", BARE_NEWLINE, None)
-                return BARE_NEWLINE
-            content = normalise_newlines(content)
+        screened = screen_content(content, gateway.settings.relay.bare_newline)
+        if screened.refusal is not None:
+            gateway.relayed(state, transaction, envelope, "rejected", screened.refusal, None)
+            return screened.refusal
+        for what in screened.repaired:
+            gateway.metrics.normalised.labels(what).inc()
+        content = screened.content
         if gateway.settings.relay.add_received:
             assessment = state.assessment
             header = received_header(
