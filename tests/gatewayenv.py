@@ -57,8 +57,9 @@ def write_gateway_config(
     backend_extra: str = "",
     relay: str = "",
     metrics: str = "",
+    listen: str = "",
 ) -> Path:
-    """A gateway.toml for `onajimi run` in a test or the benchmark. `policy`,
+    """A gateway.toml for `onajimi run` in a test or the benchmark. `listen`, `policy`,
     `backend_extra` and `relay` add lines to those tables, `metrics` is metrics.listen
     (empty: off), `extra` adds whole tables."""
     path.write_text(
@@ -66,6 +67,7 @@ def write_gateway_config(
 [listen]
 addresses = ["127.0.0.1:{port}"]
 hostname = "gw.test"
+{listen}
 [backend]
 port = {backend}
 {backend_extra}

@@ -36,6 +36,7 @@ from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, address_text, client_address
 from gateway.policy.vocabulary import Action, Reason
 from gateway.smtp.addresses import plain_path
+from gateway.smtp.proxy import proxied_client
 from gateway.smtp.state import SessionState
 
 if TYPE_CHECKING:
@@ -231,13 +232,15 @@ class GatewaySMTP(SMTP):
         if balancer is None or self.gateway.proxy_trusted.lookup(balancer) is None:
             log.warning("PROXY header from untrusted %s refused (listen.proxy_trusted)", balancer)
             return False
-        source = getattr(proxy_data, "src_addr", None)
-        address = client_address(source) if source is not None else balancer
-        self.state.peer_port = getattr(proxy_data, "src_port", None) or self.state.peer_port
-        destination = getattr(proxy_data, "dst_addr", None)
-        if destination is not None:  # the address the client reached, not the balancer's own
-            self.state.place = place_key(f"{destination}:{getattr(proxy_data, 'dst_port', '')}")
-        return await self._guarded_connect_stage(address)
+        client = proxied_client(proxy_data, balancer)
+        if client.address is None:
+            log.warning("PROXY header from %s refused: %s", balancer, client.refusal)
+            await self.push(f"421 4.3.0 {self.hostname} Error: {client.refusal}")
+            return False
+        self.state.peer_port = client.port or self.state.peer_port
+        if client.destination:  # the address the client reached, not the balancer's own
+            self.state.place = place_key(client.destination)
+        return await self._guarded_connect_stage(client.address)
 
     async def _guarded_connect_stage(self, address: IPAddress) -> bool:
         try:

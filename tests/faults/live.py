@@ -94,6 +94,7 @@ async def live_gateway(
     backend_extra: str = "connect_timeout = 1\ncommand_timeout = 1",
     extra: str = "",
     store: str | None = None,
+    listen: str = "",
 ) -> AsyncIterator[LiveGateway]:
     """`onajimi run` against a fake backend and the test DNS, until the block ends."""
     dns = DnsServer().start()
@@ -115,6 +116,7 @@ async def live_gateway(
         backend_extra=backend_extra,
         metrics=f"127.0.0.1:{metrics_port}",
         extra=extra,
+        listen=listen,
     )
     process = await start(config)
     live = LiveGateway(process, port, metrics_port, config, backend, dns)
