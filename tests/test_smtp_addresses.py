@@ -7,7 +7,7 @@ import random
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from gateway.smtp.addresses import plain_path
+from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 
 
 def aiosmtpd_getaddr(argument: str) -> tuple[str | None, str | None]:
@@ -67,3 +67,27 @@ def test_generated_arguments_agree_with_the_parser() -> None:
             fast += 1
             assert ours == aiosmtpd_getaddr(argument), argument
     assert fast > 2_000  # the generator does reach the fast path
+
+
+@pytest.mark.parametrize(
+    ("argument", "address", "fault"),
+    [
+        ("<bob@example.com>", "bob@example.com", None),
+        ('<"a b"@example.com>', '"a b"@example.com', None),
+        ("<bob@[192.0.2.1]>", "bob@[192.0.2.1]", None),
+        ("<bob@example.com >", "bob@example.com", "a space inside the angle brackets"),
+        ("< bob@example.com>", "bob@example.com", "a space inside the angle brackets"),
+        ("<bo\x00b@example.com>", "bob@example.com", "a control character"),
+        (f"<b@{'a' * 64}.com>", f"b@{'a' * 64}.com", "a domain longer than DNS allows"),
+        (f"<b@{'a.' * 128}com>", f"b@{'a.' * 128}com", "a domain longer than DNS allows"),
+        (f"<b@{'a' * 63}.com>", f"b@{'a' * 63}.com", None),
+    ],
+)
+def test_path_fault(argument: str, address: str, fault: str | None) -> None:
+    assert path_fault(argument, address) == fault
+
+
+def test_helo_fault() -> None:
+    assert helo_fault("mx.example.org") is None and helo_fault("[192.0.2.1]") is None
+    assert helo_fault("mx\x00.example.org") == "a control character"
+    assert helo_fault("m" * 256) == "longer than a domain name can be"

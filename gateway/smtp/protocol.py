@@ -35,7 +35,7 @@ from gateway.policy.decision import Assessment
 from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, address_text, client_address
 from gateway.policy.vocabulary import Action, Reason
-from gateway.smtp.addresses import plain_path
+from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 from gateway.smtp.proxy import proxied_client
 from gateway.smtp.state import SessionState
 
@@ -351,6 +351,9 @@ class GatewaySMTP(SMTP):
 
     @syntax("HELO hostname")  # overrides keep their HELP entry
     async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and helo_fault(hostname) is not None:
+            await self._plainly(self.push("501 Syntax: HELO hostname"))
+            return
         await self._plainly(super().smtp_HELO(hostname))
 
     @syntax("EHLO hostname")  # overrides keep their HELP entry
@@ -360,7 +363,7 @@ class GatewaySMTP(SMTP):
     async def _ehlo(self, hostname: str) -> None:
         """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
         of its six lines: six system calls where one will do)."""
-        if not hostname:
+        if not hostname or helo_fault(hostname) is not None:
             await self.push("501 Syntax: EHLO hostname")
             return
         self._set_rset_state()
@@ -371,11 +374,16 @@ class GatewaySMTP(SMTP):
         await self.push("\r\n".join(lines))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """Plain `<local@domain>` and `<>` without the email package (see addresses.py)."""
+        """Plain `<local@domain>` and `<>` without the email package (see addresses.py);
+        what the email package forgives but SMTP does not is refused (501)."""
         plain = plain_path(arg)
         if plain is None or self.local_part_limit:
-            return super()._getaddr(arg)
-        return plain
+            address, rest = super()._getaddr(arg)
+        else:
+            address, rest = plain
+        if address and address != "<>" and path_fault(arg, address) is not None:
+            return None, None
+        return address, rest
 
     def ehlo_lines(self) -> list[str]:
         lines = [
