@@ -10,7 +10,8 @@ the listeners, runs the background chores, and owns the lifecycle:
 
 Background chores: sweep expired store records, pick up dynamic allow/deny entries
 (polling the store's generation number), re-learn the backend's EHLO keywords, count
-store records for the metrics, and write a heartbeat `onajimi status` can see.
+store records for the metrics, write a heartbeat `onajimi status` can see, and check
+that the store needs no operator (a SQLite file deleted under it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ DYNAMIC_POLL_EVERY = 2.0
 PROBE_EVERY = 300.0
 COUNT_EVERY = 30.0
 HEARTBEAT_EVERY = 10.0
+STORE_CHECK_EVERY = 5.0
 HEARTBEAT_PREFIX = "heartbeat:"
 
 
@@ -116,6 +118,7 @@ class Gateway:
         self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
         self.policy: Policy  # current: static lists + dynamic entries
         self._dynamic_generation: int | None = None
+        self._store_problem: str | None = None
         self._dynamic_expiry = math.inf
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task] = []
@@ -172,6 +175,7 @@ class Gateway:
             loop.create_task(self._every(DYNAMIC_POLL_EVERY, self._refresh_dynamic)),
             loop.create_task(self._every(PROBE_EVERY, self._probe)),
             loop.create_task(self._every(HEARTBEAT_EVERY, self._heartbeat)),
+            loop.create_task(self._every(STORE_CHECK_EVERY, self._check_store)),
         ]
         if self.worker is None:  # a supervisor does these for its workers
             await self._start_endpoint()
@@ -238,7 +242,14 @@ class Gateway:
             await self.store.generation()
         except StoreError as exc:
             return str(exc)
-        return None
+        return await self.store.check()
+
+    async def _check_store(self) -> None:
+        """Say it once when the store needs the operator (a SQLite file deleted, say)."""
+        problem = await self.store.check()
+        if problem is not None and problem != self._store_problem:
+            log.error("%s", problem)
+        self._store_problem = problem
 
     async def _count_records(self) -> None:
         self.metrics.store_counts(await self.store.counts())

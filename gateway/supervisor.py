@@ -158,7 +158,7 @@ class Supervisor:
                 await store.generation()
             except StoreError as exc:
                 return str(exc)
-            return None
+            return await store.check()
 
         endpoint = None
         listen = self.settings.metrics.listen

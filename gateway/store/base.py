@@ -78,6 +78,11 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op for memory:
         """Release connections and threads."""
 
+    async def check(self) -> str | None:
+        """A problem that needs the operator although every operation succeeds (None:
+        none); /healthz reports it. E.g. a SQLite file deleted while in use."""
+        return None
+
     # -- records --------------------------------------------------------------------------
     @abstractmethod
     async def get(self, key: str) -> Record | None: ...

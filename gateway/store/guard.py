@@ -75,6 +75,9 @@ class GuardedStore(Store):
     async def close(self) -> None:
         await self.inner.close()
 
+    async def check(self) -> str | None:
+        return await self.inner.check()
+
     async def get(self, key: str) -> Record | None:
         return await self._guard(self.inner.get(key))
 

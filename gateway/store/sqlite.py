@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -173,6 +174,8 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._problem: str | None = None
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -198,6 +201,46 @@ class SQLiteStore(Store):
                     f"store.url {self.url}: cannot open the database: {error}"
                 ) from None
         self._writer, self._reader = writer, reader
+        with contextlib.suppress(OSError):
+            stat = os.stat(self.path)
+            self._identity = (stat.st_dev, stat.st_ino)
+
+    async def check(self) -> str | None:
+        """Is the file at the path still the one this store has open?
+
+        Deleted or replaced (an operator's `rm`, a restore, a CLI that created a new file
+        after a deletion), the open file lives on, unseen by anything else, and is lost
+        at the next restart. Switching to the new file in place is not safe: the WAL and
+        shared-memory files are found by name and other processes may still use the old
+        ones. So the store saves a copy of what it holds next to the path (VACUUM INTO),
+        once, and from then on reports the problem, for /healthz and the log.
+        """
+        if self._problem is not None or self._identity is None:
+            return self._problem
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            what = "was deleted"
+        except OSError as exc:
+            return f"sqlite {self.path}: cannot check the database file: {exc.strerror}"
+        else:
+            if (stat.st_dev, stat.st_ino) == self._identity:
+                return None
+            what = "was replaced by another file"
+        rescue = f"{self.path}.rescued-{os.getpid()}-{int(time.time())}"
+        try:
+            await self._run(
+                lambda conn: conn.execute("VACUUM INTO ?", (rescue,)), write=False, slow=True
+            )
+            saved = f"what this gateway knew is saved in {rescue}"
+        except StoreError as exc:
+            saved = f"saving what this gateway knew failed ({exc})"
+        self._problem = (
+            f"sqlite {self.path} {what} while in use: this gateway goes on with the old "
+            f"file, which nothing else sees; {saved}; restart the gateway (moving the "
+            "saved copy into place first keeps it)"
+        )
+        return self._problem
 
     async def close(self) -> None:
         for worker in (self._writer, self._reader):
