@@ -144,7 +144,9 @@ def log_lines():
     root.handlers[:], _ = saved[0], root.setLevel(saved[1])
 
 
-HOSTILE_HELO = 'evil"\rinjected action=pass reason=trusted \\ x'
+# Control characters in a HELO are refused now (501), so what is left to forge a log line
+# with: a quote, spaces, fields of its own, a backslash.
+HOSTILE_HELO = 'evil" injected action=pass reason=trusted \\ x'
 
 
 async def test_logfmt_lines_quote_a_hostile_helo(env, log_lines) -> None:
