@@ -81,6 +81,14 @@ def per_second(value: Any, ctx: Context) -> float:
     return float(value)
 
 
+def share(value: Any, ctx: Context) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a share between 0 and 1, got {value!r}")
+    if not 0 < value <= 1:
+        raise _Invalid(f"must be more than 0 and at most 1, got {value}")
+    return float(value)
+
+
 def text(*, nonempty: bool = False) -> Parser:
     def parse(value: Any, ctx: Context) -> str:
         if not isinstance(value, str):
@@ -379,6 +387,10 @@ class LimitsSettings:
     max_connections: int = _setting(2000, integer(1))
     max_connections_per_client: int = _setting(20, integer(1))
     command_timeout: float = _setting(300, seconds(positive=True))
+    junk_commands: int = _setting(100, integer(1))
+    stress_threshold: float = _setting(0.8, share)
+    stress_command_timeout: float = _setting(10, seconds(positive=True))
+    stress_junk_commands: int = _setting(5, integer(1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@
     onajimi_retries_total{outcome="early|promoted|expired"} counter
     onajimi_relay_transactions_total{result=...}           counter
     onajimi_data_normalised_total{what="nul|bare_newline"}  counter
+    onajimi_limit_refusals_total{limit=...}                counter (connections, client_connections,
+                                                                    junk_commands, command_timeout)
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
     onajimi_dns_seconds                                    histogram (uncached lookups)
     onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
@@ -25,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from gateway.policy.vocabulary import Action, Reason, Retry
 
 RELAY_RESULTS = ("delivered", "rejected", "tempfail", "backend_error")
+LIMITS = ("connections", "client_connections", "junk_commands", "command_timeout")
 # The (action, reason) pairs that can occur; only these series exist.
 DECISIONS = {
     Action.PASS: (Reason.TRUSTED, Reason.ALLOWLIST, Reason.FAMILIAR, Reason.PROMOTED, Reason.CLEAN),
@@ -76,6 +79,12 @@ class Metrics:
         self.relay_seconds = Histogram(
             "onajimi_relay_seconds", "Backend DATA round trip", buckets=_RELAY_BUCKETS, registry=r
         )
+        self.limit_refusals = Counter(
+            "onajimi_limit_refusals",
+            "Sessions refused or ended by a limit, by limit",
+            ["limit"],
+            registry=r,
+        )
         self.normalised = Counter(
             "onajimi_data_normalised",
             "Messages repaired before relaying (relay.bare_newline = normalize), by what",
@@ -116,6 +125,8 @@ class Metrics:
             self.relay_transactions.labels(result)
         for what in ("nul", "bare_newline"):
             self.normalised.labels(what)
+        for limit in LIMITS:
+            self.limit_refusals.labels(limit)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 

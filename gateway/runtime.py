@@ -113,8 +113,11 @@ class Gateway:
         self.capabilities = Capabilities()
         self.sessions: set[GatewaySMTP] = set()
         self.limits = ConnectionLimits(
-            settings.limits.max_connections, settings.limits.max_connections_per_client
+            settings.limits.max_connections,
+            settings.limits.max_connections_per_client,
+            settings.limits.stress_threshold,
         )
+        self.stressed = False  # as last seen by load_changed
         self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
         self.policy: Policy  # current: static lists + dynamic entries
         self._dynamic_generation: int | None = None
@@ -139,7 +142,9 @@ class Gateway:
         self.proxy_trusted = proxy_trusted
         self.backend_config = BackendConfig.from_settings(settings)
         self.limits.reconfigure(
-            settings.limits.max_connections, settings.limits.max_connections_per_client
+            settings.limits.max_connections,
+            settings.limits.max_connections_per_client,
+            settings.limits.stress_threshold,
         )
         if self.own_logging:
             logs.configure(settings.log.level, settings.log.format)
@@ -392,12 +397,54 @@ class Gateway:
         if state.counted and state.address is not None:
             self.limits.release(state.address)
             state.counted = False
+            self.load_changed()
         if state.backend is not None:  # the client vanished: abandon the backend transaction
             state.backend.abort()
             state.backend = None
         for task in (state.assessment_task, state.snapshot_task):
             if task is not None and not task.done():
                 task.cancel()
+
+    # -- limits and stress (smtp/limits.py) ---------------------------------------------
+    def command_timeout(self) -> float:
+        limits = self.settings.limits
+        return limits.stress_command_timeout if self.stressed else limits.command_timeout
+
+    def junk_limit(self) -> int:
+        limits = self.settings.limits
+        return limits.stress_junk_commands if self.stressed else limits.junk_commands
+
+    def load_changed(self) -> None:
+        """A session was admitted or released: stress begins or ends here. When it
+        begins, every open session's deadline moves in too: idle connections are what
+        stress is about, and they send no command that would move it."""
+        stressed = self.limits.stressed
+        if stressed == self.stressed:
+            return
+        self.stressed = stressed
+        limits = self.settings.limits
+        if stressed:
+            log.warning(
+                "under stress: %d of %d connections in use; command timeout %gs, "
+                "junk command limit %d until the load drops",
+                self.limits.active,
+                limits.max_connections,
+                limits.stress_command_timeout,
+                limits.stress_junk_commands,
+            )
+            for session in self.sessions:
+                session.shorten_timeout(limits.stress_command_timeout)
+        else:
+            log.info(
+                "stress over: %d of %d connections in use",
+                self.limits.active,
+                limits.max_connections,
+            )
+
+    def limit_reached(self, state: SessionState, limit: str) -> None:
+        """A session refused or ended by a limit (the label of onajimi_limit_refusals_total)."""
+        self.metrics.limit_refusals.labels(limit).inc()
+        self.event("limit", state, limit=limit)
 
     async def refresh_familiar(self, keys: set[str]) -> None:
         # A refresh lost to an outage costs nothing but an earlier expiry.

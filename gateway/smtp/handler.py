@@ -97,6 +97,7 @@ class Handler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        server.state.junk = 0  # a transaction is progress
         transaction = server.state.begin_transaction()
         transaction.sender = address
         transaction.size = declared_size(mail_options)

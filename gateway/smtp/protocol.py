@@ -36,6 +36,7 @@ from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, address_text, client_address
 from gateway.policy.vocabulary import Action, Reason
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
+from gateway.smtp.limits import REFUSALS
 from gateway.smtp.proxy import proxied_client
 from gateway.smtp.state import SessionState
 
@@ -182,9 +183,22 @@ class GatewaySMTP(SMTP):
 
         aiosmtpd cancels and creates a timer for every command. Here a command only
         moves `_deadline`; the timer, when it fires early, re-arms itself for the rest.
+        Under stress (smtp/limits.py) the deadline is the short one.
         """
         loop = self.loop
-        deadline = self._deadline = loop.time() + (duration or self._timeout_duration)
+        if duration is None:
+            duration = self.gateway.command_timeout()
+        self._set_deadline(loop.time() + duration)
+
+    def shorten_timeout(self, duration: float) -> None:
+        """Stress began: this session's current deadline is at most `duration` away."""
+        deadline = self.loop.time() + duration
+        if deadline < self._deadline:
+            self._set_deadline(deadline)
+
+    def _set_deadline(self, deadline: float) -> None:
+        loop = self.loop
+        self._deadline = deadline
         handle = self._timeout_handle
         if handle is None or handle.cancelled() or handle.when() > deadline:
             if handle is not None:
@@ -199,6 +213,7 @@ class GatewaySMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         transport = self.transport
+        self.gateway.limit_reached(self.state, "command_timeout")
         if transport is not None and not transport.is_closing():
             transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
         super()._timeout_cb()
@@ -259,12 +274,13 @@ class GatewaySMTP(SMTP):
         state.address = address
         state.address_text = address_text(address)
         exempt = policy.trusted.lookup(address) is not None
-        refusal = gateway.limits.admit(address, exempt=exempt)
-        if refusal is not None:
-            gateway.event("limit", state, reason=refusal)
-            await self.push(f"421 4.7.0 {self.hostname} Error: {refusal}, try again later")
+        limit = gateway.limits.admit(address, exempt=exempt)
+        if limit is not None:
+            gateway.limit_reached(state, limit)
+            await self.push(f"421 4.7.0 {self.hostname} Error: {REFUSALS[limit]}, try again later")
             return False
         state.counted = True
+        gateway.load_changed()
         try:
             connect = await gateway.decider.at_connect(address)
         except StoreError:  # no penalty box without the store: the RCPT stage decides
@@ -399,11 +415,44 @@ class GatewaySMTP(SMTP):
             lines.append("STARTTLS")
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
+    async def _junk(self) -> bool:
+        """One more command that makes no progress; True when it is one too many (the
+        session ends with 421). A new transaction (MAIL) starts the count again."""
+        state = self.state
+        state.junk += 1
+        if state.junk <= self.gateway.junk_limit():
+            return False
+        self.gateway.limit_reached(state, "junk_commands")
+        self.close_after_reply()
+        await self.push(f"421 4.7.0 {self.hostname} Error: too many commands that do nothing")
+        return True
+
+    @syntax("NOOP [ignored]")
+    async def smtp_NOOP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_NOOP(arg)
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_RSET(arg)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELP(arg)
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_VRFY(arg)
+
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 Error: AUTH not available on this port")
 
     async def smtp_EXPN(self, arg: str) -> None:
-        await self.push("502 5.5.1 Error: EXPN not available")
+        if not await self._junk():
+            await self.push("502 5.5.1 Error: EXPN not available")
 
     @syntax("DATA")  # overrides keep their HELP entry
     async def smtp_DATA(self, arg: str) -> None:

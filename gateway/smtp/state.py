@@ -56,6 +56,7 @@ class SessionState:
     transactions: int = 0
     transaction: Transaction | None = None
     closing: bool = False  # a 421 was given: the session ends after this reply
+    junk: int = 0  # commands without progress since the last MAIL (limits.junk_commands)
 
     @classmethod
     def new(cls, peer_port: int | None) -> SessionState:
