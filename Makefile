@@ -6,7 +6,7 @@ CONFIG ?= conf/gateway.toml
 # Debian packages the test suite drives for real (installed by `make test` when missing).
 DEBIAN_PACKAGES := openssl postfix nftables redis-server
 
-.PHONY: run test lint format bench check clean debian-packages
+.PHONY: run test quick lint format bench check clean debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ debian-packages:
 
 test: $(VENV)/.installed debian-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A developer's loop: everything but the real sending Postfix and the fault suite (~1 min).
+quick: $(VENV)/.installed
+	$(BIN)/python -m pytest --ignore=tests/faults --ignore=tests/test_real_senders.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench
