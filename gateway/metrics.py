@@ -25,6 +25,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.relay.content import REPAIRS
 
 RELAY_RESULTS = ("delivered", "rejected", "tempfail", "backend_error")
 LIMITS = ("connections", "client_connections", "junk_commands", "command_timeout")
@@ -123,7 +124,7 @@ class Metrics:
         self._retry_children = {outcome: self.retries.labels(outcome.value) for outcome in Retry}
         for result in RELAY_RESULTS:
             self.relay_transactions.labels(result)
-        for what in ("nul", "bare_newline"):
+        for what in REPAIRS:
             self.normalised.labels(what)
         for limit in LIMITS:
             self.limit_refusals.labels(limit)

@@ -26,8 +26,8 @@ from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.keys import (
     address_key,
     client_key,
+    is_null_sender,
     message_key,
-    normalise_sender,
     triplet_key,
 )
 from gateway.policy.lists import ClientList, ListEntry, Role
@@ -69,7 +69,7 @@ def decided_at_data(sender: str, verdict: Verdict) -> bool:
     that would write its key's record. Sender-verification callbacks (MAIL FROM:<>
     RCPT TO:<x> QUIT) from servers we send to then succeed and leave nothing behind: a
     server verifying ten addresses is not a host retrying ten times."""
-    return normalise_sender(sender) == "<>" and (
+    return is_null_sender(sender) and (
         verdict.action in (Action.DEFER, Action.PENALTY) or verdict.reason is Reason.PROMOTED
     )
 

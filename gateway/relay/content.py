@@ -17,6 +17,7 @@ from gateway.policy.values import value
 
 BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
 NUL = "550 5.6.0 Message contains NUL characters"
+REPAIRS = ("nul", "bare_newline")  # what normalize mode repairs (a metric label)
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
@@ -38,7 +39,7 @@ class Screened:
 
     content: bytes
     refusal: str | None = None
-    repaired: tuple[str, ...] = ()  # what was repaired: "nul", "bare_newline"
+    repaired: tuple[str, ...] = ()  # what was repaired, among REPAIRS
 
 
 def screen_content(data: bytes, mode: str) -> Screened:

@@ -83,6 +83,18 @@ def with_enhanced_code(reply: str) -> str:
     return f"{reply[:3]} {enhanced} {rest}".rstrip() if enhanced else reply
 
 
+def _counted_as_junk(command: Any, usage: str) -> Any:
+    """aiosmtpd's `command`, counted against limits.junk_commands first (see `_junk`);
+    `usage` keeps its HELP entry."""
+
+    @syntax(usage)
+    async def counted(self: GatewaySMTP, arg: str) -> None:
+        if not await self._junk():
+            await command(self, arg)
+
+    return counted
+
+
 class GatewaySMTP(SMTP):
     line_length_limit = 1 << 16
 
@@ -423,29 +435,14 @@ class GatewaySMTP(SMTP):
         if state.junk <= self.gateway.junk_limit():
             return False
         self.gateway.limit_reached(state, "junk_commands")
-        self.close_after_reply()
         await self.push(f"421 4.7.0 {self.hostname} Error: too many commands that do nothing")
+        self.close_after_reply()
         return True
 
-    @syntax("NOOP [ignored]")
-    async def smtp_NOOP(self, arg: str) -> None:
-        if not await self._junk():
-            await super().smtp_NOOP(arg)
-
-    @syntax("RSET")
-    async def smtp_RSET(self, arg: str) -> None:
-        if not await self._junk():
-            await super().smtp_RSET(arg)
-
-    @syntax("HELP [command]")
-    async def smtp_HELP(self, arg: str) -> None:
-        if not await self._junk():
-            await super().smtp_HELP(arg)
-
-    @syntax("VRFY <address>")
-    async def smtp_VRFY(self, arg: str) -> None:
-        if not await self._junk():
-            await super().smtp_VRFY(arg)
+    smtp_NOOP = _counted_as_junk(SMTP.smtp_NOOP, "NOOP [ignored]")
+    smtp_RSET = _counted_as_junk(SMTP.smtp_RSET, "RSET")
+    smtp_HELP = _counted_as_junk(SMTP.smtp_HELP, "HELP [command]")
+    smtp_VRFY = _counted_as_junk(SMTP.smtp_VRFY, "VRFY <address>")
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 Error: AUTH not available on this port")
