@@ -138,7 +138,7 @@ def network(value: Any, ctx: Context) -> IPNetwork:
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class HostPort:
     """A host and port, written `HOST:PORT` or `[IPv6]:PORT`."""
 
     host: str
@@ -178,20 +178,20 @@ def split_host_port(value: str, default_port: int | None = None) -> tuple[str, i
     return host, int(port_text)
 
 
-def endpoint(value: Any, ctx: Context) -> Endpoint:
+def host_port(value: Any, ctx: Context) -> HostPort:
     if not isinstance(value, str):
         raise _Invalid(f"must be a 'HOST:PORT' string, got {value!r}")
     host, port = split_host_port(value)
-    return Endpoint(host, port)
+    return HostPort(host, port)
 
 
-def optional_endpoint(value: Any, ctx: Context) -> Endpoint | None:
+def optional_host_port(value: Any, ctx: Context) -> HostPort | None:
     if value == "":
         return None
-    return endpoint(value, ctx)
+    return host_port(value, ctx)
 
 
-def nameserver(value: Any, ctx: Context) -> Endpoint:
+def nameserver(value: Any, ctx: Context) -> HostPort:
     if not isinstance(value, str):
         raise _Invalid(f"must be 'IP' or 'IP:PORT', got {value!r}")
     host, port = split_host_port(value, default_port=53)
@@ -201,7 +201,7 @@ def nameserver(value: Any, ctx: Context) -> Endpoint:
         raise _Invalid(f"{value!r}: a nameserver must be an IP address") from None
     if port == 0:
         raise _Invalid(f"{value!r}: port 0 is not a nameserver port")
-    return Endpoint(host, port)
+    return HostPort(host, port)
 
 
 def domain(value: Any, ctx: Context) -> str:
@@ -298,8 +298,8 @@ def log_level(value: Any, ctx: Context) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ListenSettings:
-    addresses: tuple[Endpoint, ...] = _setting(
-        ["0.0.0.0:25", "[::]:25"], list_of(endpoint, nonempty=True)
+    addresses: tuple[HostPort, ...] = _setting(
+        ["0.0.0.0:25", "[::]:25"], list_of(host_port, nonempty=True)
     )
     hostname: str = _setting("mx.example.com", text(nonempty=True))
     proxy_protocol: bool = _setting(False, boolean)
@@ -368,7 +368,7 @@ class ListsSettings:
 
 @dataclass(frozen=True, slots=True)
 class DNSSettings:
-    nameservers: tuple[Endpoint, ...] = _setting([], list_of(nameserver))
+    nameservers: tuple[HostPort, ...] = _setting([], list_of(nameserver))
     timeout: float = _setting(5, seconds(positive=True))
     cache_size: int = _setting(100000, integer(0))
 
@@ -395,7 +395,7 @@ class LimitsSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    listen: Endpoint | None = _setting("127.0.0.1:9125", optional_endpoint)
+    listen: HostPort | None = _setting("127.0.0.1:9125", optional_host_port)
 
 
 @dataclass(frozen=True, slots=True)

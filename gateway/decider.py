@@ -7,7 +7,7 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
     assess(screening)                   once reverse DNS answers (or was given)
     at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
                                         has already checked the address syntax)
-    delivered(assessment, key)          the backend accepted: refresh the familiar record
+    delivered(keys)                     the backend accepted: refresh the familiar records
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from gateway.policy import deferral
-from gateway.policy.decision import Assessment, KeyMode, Policy, Screening, Verdict, verdict_of
+from gateway.policy.decision import (
+    Assessment,
+    KeyMode,
+    Policy,
+    RcptDecision,
+    Screening,
+    Verdict,
+    verdict_of,
+)
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar, Penalty, Record, Space, store_key
+from gateway.policy.records import Familiar, Penalty, Space, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.resolver import Resolver
@@ -33,16 +41,6 @@ class Connect:
     verdict: Verdict | None  # None: nothing decided before DNS (the usual case)
     penalty: Penalty | None = None
     snapshot: Snapshot | None = None  # the deferral record under the address key, read along
-
-
-@value
-class RcptDecision:
-    verdict: Verdict
-    key: str = ""  # the deferral key the verdict was reached under ("" if none)
-    step: deferral.Step | None = None
-    record_kind: str = ""  # what the store held under the key, for explain
-    repeated: bool = False  # the session's earlier decision for this key, given again
-    record: Record | None = None  # dry runs: the record the decision started from
 
 
 def _defer_key(key: str) -> str:
@@ -90,15 +88,9 @@ class Decider:
             rdns = await self.lookup(screening.address)
         return self._policy().assess(screening, rdns)
 
-    def assess_cached(self, screening: Screening) -> Assessment | None:
-        """The assessment at once when the client's reverse DNS is cached (a returning
-        host), else None: then `assess` looks it up."""
-        if screening.verdict is not None:
-            return self._policy().assess(screening, None)
-        if self.resolver is None:
-            return None
-        rdns = self.resolver.cached_rdns(screening.address)
-        return None if rdns is None else self._policy().assess(screening, rdns)
+    def cached_rdns(self, address: IPAddress) -> RDNS | None:
+        """The client's reverse DNS if the resolver has it (a returning host), else None."""
+        return None if self.resolver is None else self.resolver.cached_rdns(address)
 
     def prefetch_plan(
         self, assessment: Assessment, known: Snapshot | None = None
@@ -117,13 +109,6 @@ class Decider:
             return None, None
         return None, _defer_key(assessment.client_key)
 
-    async def prefetch(
-        self, assessment: Assessment, known: Snapshot | None = None
-    ) -> Snapshot | None:
-        """The snapshot `prefetch_plan` describes, read if need be."""
-        snapshot, key = self.prefetch_plan(assessment, known)
-        return snapshot if key is None else await self.store.read(key)
-
     async def at_rcpt(
         self,
         assessment: Assessment,
@@ -138,7 +123,7 @@ class Decider:
     ) -> RcptDecision:
         """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
         session: three recipients of one message are one attempt, not two early retries.
-        `snapshot` is a prefetched read of the client key's record (see `prefetch`).
+        `snapshot` is a read ahead of the client key's record (see `prefetch_plan`).
         `place` names the listening address the client reached (see keys.place_key):
         the same message at another of our MX hosts at once is the sender's fallback.
         `size` is the SIZE the client declared at MAIL (part of the message's identity)."""

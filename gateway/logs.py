@@ -73,12 +73,14 @@ class EventFormatter:
 _formatter = EventFormatter()
 
 
-def emit(logger: logging.Logger, event: str, fields: Mapping[str, Any]) -> None:
+def emit(
+    logger: logging.Logger, event: str, fields: Mapping[str, Any], level: int = logging.INFO
+) -> None:
     """One event line. The record is made directly: `logger.info` would also look up the
     caller's file and line, which no line of ours shows."""
-    if logger.isEnabledFor(logging.INFO):
+    if logger.isEnabledFor(level):
         message = _formatter.format(event, fields)
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, None, None))
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, message, None, None))
 
 
 class LineHandler(logging.StreamHandler):

@@ -5,7 +5,7 @@
     onajimi_decisions_total{action,reason}                 counter
     onajimi_retries_total{outcome="early|promoted|expired"} counter
     onajimi_relay_transactions_total{result=...}           counter
-    onajimi_data_normalised_total{what="nul|bare_newline"}  counter
+    onajimi_data_normalized_total{what="nul|bare_newline"}  counter
     onajimi_limit_refusals_total{limit=...}                counter (connections, client_connections,
                                                                     junk_commands, command_timeout)
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
@@ -24,11 +24,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.policy.vocabulary import Action, Limit, Reason, RelayResult, Retry
 from gateway.relay.content import REPAIRS
 
-RELAY_RESULTS = ("delivered", "rejected", "tempfail", "backend_error")
-LIMITS = ("connections", "client_connections", "junk_commands", "command_timeout")
 # The (action, reason) pairs that can occur; only these series exist.
 DECISIONS = {
     Action.PASS: (Reason.TRUSTED, Reason.ALLOWLIST, Reason.FAMILIAR, Reason.PROMOTED, Reason.CLEAN),
@@ -86,8 +84,8 @@ class Metrics:
             ["limit"],
             registry=r,
         )
-        self.normalised = Counter(
-            "onajimi_data_normalised",
+        self.normalized = Counter(
+            "onajimi_data_normalized",
             "Messages repaired before relaying (relay.bare_newline = normalize), by what",
             ["what"],
             registry=r,
@@ -122,12 +120,13 @@ class Metrics:
             for reason in reasons
         }
         self._retry_children = {outcome: self.retries.labels(outcome.value) for outcome in Retry}
-        for result in RELAY_RESULTS:
-            self.relay_transactions.labels(result)
+        self._relay_children = {
+            result: self.relay_transactions.labels(result.value) for result in RelayResult
+        }
         for what in REPAIRS:
-            self.normalised.labels(what)
-        for limit in LIMITS:
-            self.limit_refusals.labels(limit)
+            self.normalized.labels(what)
+        for limit in Limit:
+            self.limit_refusals.labels(limit.value)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 
@@ -139,9 +138,9 @@ class Metrics:
         if retry is not None:
             self._retry_children[retry].inc()
 
-    def relayed(self, result: str, seconds: float | None) -> None:
+    def relayed(self, result: RelayResult, seconds: float | None) -> None:
         """`seconds`: the backend round trip, None when the backend was never asked."""
-        self.relay_transactions.labels(result).inc()
+        self._relay_children[result].inc()
         if seconds is not None:
             self.relay_seconds.observe(seconds)
 

@@ -1,7 +1,9 @@
 """The running gateway: settings in, listening sockets out, and everything in between.
 
-`Gateway` assembles the policy, store, resolver, decider and relay configuration, binds
-the listeners, runs the background chores, and owns the lifecycle:
+`Gateway` assembles the policy, store, resolver, decider and relay configuration into
+the `Services` the SMTP sessions use (smtp/services.py), binds the listeners, runs the
+background chores, and owns the lifecycle. It holds no session rules (smtp/session.py)
+and writes no session log lines (observer.py):
 
     start()      open the store, build the policy, probe the backend, bind (errors: one line)
     reload()     SIGHUP: re-read config and lists; keep the old ones if the new do not load
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import math
@@ -31,21 +32,25 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import __version__, logs
-from gateway.config import Endpoint, Settings, load_settings
-from gateway.decider import Decider, RcptDecision
-from gateway.endpoint import Endpoint as ManagementEndpoint
+from gateway.assembly import build_policy, dynamic_list
+from gateway.config import Settings, load_settings
+from gateway.decider import Decider
 from gateway.errors import ConfigError, StoreError, UserError
+from gateway.listening import listen_smtp, start_management
+from gateway.management import ManagementServer, store_health
 from gateway.metrics import Metrics
-from gateway.policy.build import build_policy, dynamic_list
-from gateway.policy.decision import Policy, Verdict
+from gateway.observer import Observer
+from gateway.policy import replies
+from gateway.policy.decision import Policy
 from gateway.policy.lists import ClientList, Role
 from gateway.policy.net import NetSet
-from gateway.relay.backend import BackendConfig, BackendError, Capabilities, probe_backend
+from gateway.policy.vocabulary import OnError
+from gateway.relay.backend import BackendConfig, Capabilities, probe_backend
 from gateway.resolver.resolver import Resolver
-from gateway.smtp.handler import Handler
 from gateway.smtp.limits import ConnectionLimits
-from gateway.smtp.protocol import GatewaySMTP
-from gateway.smtp.state import SessionState, Transaction
+from gateway.smtp.server import GatewaySMTP
+from gateway.smtp.services import OpenSessions, Services
+from gateway.smtp.session import SessionRules
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.store.guard import GuardedStore
@@ -59,22 +64,6 @@ COUNT_EVERY = 30.0
 HEARTBEAT_EVERY = 10.0
 STORE_CHECK_EVERY = 5.0
 HEARTBEAT_PREFIX = "heartbeat:"
-
-
-class BindError(UserError):
-    """A listening address could not be bound (the message says which and why)."""
-
-
-def _bind_reason(exc: OSError) -> str:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    if exc.errno == errno.EADDRINUSE:
-        return "address already in use (is another MTA or gateway listening there?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "address not available on this host"
-    if exc.errno == errno.EAFNOSUPPORT:
-        return "IPv6 is not available on this host"
-    return exc.strerror or str(exc)
 
 
 def tls_context_for(settings: Settings) -> ssl.SSLContext | None:
@@ -105,19 +94,16 @@ class Gateway:
         self.clock = clock
         self.store = store
         self.resolver = resolver
-        self.handler = Handler(self)
         self.metrics = Metrics()
-        self.endpoint: ManagementEndpoint | None = None
+        self.observer = Observer(self.metrics)
+        self.endpoint: ManagementServer | None = None
         self.heartbeat_name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.started = time.time()
         self.capabilities = Capabilities()
-        self.sessions: set[GatewaySMTP] = set()
-        self.limits = ConnectionLimits(
-            settings.limits.max_connections,
-            settings.limits.max_connections_per_client,
-            settings.limits.stress_threshold,
-        )
-        self.stressed = False  # as last seen by load_changed
+        self.limits = ConnectionLimits(settings.limits)
+        self.sessions = OpenSessions(self.limits, self.observer)
+        self.decider: Decider | None = None  # at start(), once the store is open
+        self.services: Services | None = None  # at start(); rebuilt by reload
         self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
         self.policy: Policy  # current: static lists + dynamic entries
         self._dynamic_generation: int | None = None
@@ -132,22 +118,47 @@ class Gateway:
         """Everything derived from settings (at start and at reload); raises ConfigError."""
         static = build_policy(settings)
         tls_context = tls_context_for(settings)
-        proxy_trusted: NetSet[str] = NetSet()
-        for network in settings.listen.proxy_trusted:
-            proxy_trusted.add(network, str(network))
+        proxy_trusted: NetSet[str] | None = None
+        if settings.listen.proxy_protocol:
+            proxy_trusted = NetSet()
+            for network in settings.listen.proxy_trusted:
+                proxy_trusted.add(network, str(network))
         self.settings = settings
         self._static_policy = static
         self.policy = static.with_dynamic(*self._dynamic)
         self.tls_context = tls_context
         self.proxy_trusted = proxy_trusted
         self.backend_config = BackendConfig.from_settings(settings)
-        self.limits.reconfigure(
-            settings.limits.max_connections,
-            settings.limits.max_connections_per_client,
-            settings.limits.stress_threshold,
-        )
+        self.limits.reconfigure(settings.limits)
+        self.observer.on_error = OnError(settings.store.on_error)
+        if self.decider is not None:
+            self.services = self._services()
         if self.own_logging:
             logs.configure(settings.log.level, settings.log.format)
+
+    def _services(self) -> Services:
+        settings = self.settings
+        assert self.decider is not None
+        return Services(
+            policy=lambda: self.policy,
+            rules=SessionRules(
+                hostname=settings.listen.hostname,
+                max_recipients=settings.limits.max_recipients,
+                on_error=OnError(settings.store.on_error),
+                bare_newline=settings.relay.bare_newline,
+                add_received=settings.relay.add_received,
+            ),
+            decider=self.decider,
+            limits=self.limits,
+            sessions=self.sessions,
+            observer=self.observer,
+            backend=self.backend_config,
+            capabilities=self.capabilities,
+            tls_context=self.tls_context,
+            proxy_trusted=self.proxy_trusted,
+            max_message_size=settings.limits.max_message_size,
+            clock=self.clock,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,6 +174,7 @@ class Gateway:
                 self.settings.dns, observe=self.metrics.dns_seconds.observe
             )
         self.decider = Decider(lambda: self.policy, self.store, self.resolver, clock=self.clock)
+        self.services = self._services()
         await self._refresh_dynamic()
         why = await probe_backend(self.backend_config, self.capabilities)
         if why is not None:
@@ -197,57 +209,29 @@ class Gateway:
         )
 
     async def _bind(self) -> None:
-        loop = asyncio.get_running_loop()
-        endpoints = self.settings.listen.addresses
-        failures: list[tuple[Endpoint, OSError]] = []
-        for endpoint in endpoints:
-            try:
-                server = await loop.create_server(
-                    lambda: GatewaySMTP(self),
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    reuse_address=True,
-                    reuse_port=self.settings.server.workers > 1 or None,
-                    backlog=1024,
-                )
-            except OSError as exc:
-                failures.append((endpoint, exc))
-                continue
-            self._servers.append(server)
-        for endpoint, exc in failures:
-            unavailable_v6 = endpoint.host == "::" and exc.errno in (
-                errno.EAFNOSUPPORT,
-                errno.EADDRNOTAVAIL,
-            )
-            if unavailable_v6 and self._servers:
-                log.warning("listen.addresses: %s skipped: %s", endpoint, _bind_reason(exc))
-                continue
-            for server in self._servers:
-                server.close()
-            raise BindError(f"listen.addresses: cannot listen on {endpoint}: {_bind_reason(exc)}")
+        self._servers = await listen_smtp(
+            self.settings.listen.addresses,
+            self._new_session,
+            reuse_port=self.settings.server.workers > 1,
+        )
+
+    def _new_session(self) -> GatewaySMTP:
+        assert self.services is not None
+        return GatewaySMTP(self.services)
 
     async def _start_endpoint(self) -> None:
-        listen = self.settings.metrics.listen
-        if listen is None:
-            return
-        endpoint = ManagementEndpoint(self.metrics.exposition, self.health)
         try:
-            await endpoint.start(listen.host, listen.port)
-        except OSError as exc:
+            self.endpoint = await start_management(
+                self.settings.metrics.listen, self.metrics.exposition, self.health
+            )
+        except UserError:
             for server in self._servers:
                 server.close()
-            raise BindError(
-                f"metrics.listen: cannot listen on {listen}: {_bind_reason(exc)}"
-            ) from None
-        self.endpoint = endpoint
+            raise
 
     async def health(self) -> str | None:
         """None when the store answers; else what is wrong (for /healthz)."""
-        try:
-            await self.store.generation()
-        except StoreError as exc:
-            return str(exc)
-        return await self.store.check()
+        return await store_health(self.store)
 
     async def _check_store(self) -> None:
         """Say it once when the store needs the operator (a SQLite file deleted, say)."""
@@ -342,12 +326,11 @@ class Gateway:
         deadline = asyncio.get_running_loop().time() + grace
         while self.sessions and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        for session in list(self.sessions):
+        goodbye = f"{replies.shutting_down(self.settings.listen.hostname)}\r\n".encode()
+        for session in self.sessions:
             transport = session.transport
             if transport is not None and not transport.is_closing():
-                transport.write(
-                    f"421 4.3.2 {self.settings.listen.hostname} shutting down\r\n".encode()
-                )
+                transport.write(goodbye)
                 transport.close()
         for task in self._tasks:
             task.cancel()
@@ -383,161 +366,9 @@ class Gateway:
         log.info("stopping: no new connections; %d sessions get up to 30 s", len(self.sessions))
         await self.stop(grace=30.0)
 
-    # -- sessions -----------------------------------------------------------------------
-    def session_started(self, server: GatewaySMTP) -> None:
-        self.sessions.add(server)
-        self.metrics.connections.inc()
-        self.metrics.sessions_active.inc()
-
-    def session_ended(self, server: GatewaySMTP) -> None:
-        if server in self.sessions:
-            self.sessions.discard(server)
-            self.metrics.sessions_active.dec()
-        state = server.state
-        if state.counted and state.address is not None:
-            self.limits.release(state.address)
-            state.counted = False
-            self.load_changed()
-        if state.backend is not None:  # the client vanished: abandon the backend transaction
-            state.backend.abort()
-            state.backend = None
-        for task in (state.assessment_task, state.snapshot_task):
-            if task is not None and not task.done():
-                task.cancel()
-
-    # -- limits and stress (smtp/limits.py) ---------------------------------------------
-    def command_timeout(self) -> float:
-        limits = self.settings.limits
-        return limits.stress_command_timeout if self.stressed else limits.command_timeout
-
-    def junk_limit(self) -> int:
-        limits = self.settings.limits
-        return limits.stress_junk_commands if self.stressed else limits.junk_commands
-
-    def load_changed(self) -> None:
-        """A session was admitted or released: stress begins or ends here. When it
-        begins, every open session's deadline moves in too: idle connections are what
-        stress is about, and they send no command that would move it."""
-        stressed = self.limits.stressed
-        if stressed == self.stressed:
-            return
-        self.stressed = stressed
-        limits = self.settings.limits
-        if stressed:
-            log.warning(
-                "under stress: %d of %d connections in use; command timeout %gs, "
-                "junk command limit %d until the load drops",
-                self.limits.active,
-                limits.max_connections,
-                limits.stress_command_timeout,
-                limits.stress_junk_commands,
-            )
-            for session in self.sessions:
-                session.shorten_timeout(limits.stress_command_timeout)
-        else:
-            log.info(
-                "stress over: %d of %d connections in use",
-                self.limits.active,
-                limits.max_connections,
-            )
-
-    def limit_reached(self, state: SessionState, limit: str) -> None:
-        """A session refused or ended by a limit (the label of onajimi_limit_refusals_total)."""
-        self.metrics.limit_refusals.labels(limit).inc()
-        self.event("limit", state, limit=limit)
-
-    async def refresh_familiar(self, keys: set[str]) -> None:
-        # A refresh lost to an outage costs nothing but an earlier expiry.
-        with contextlib.suppress(StoreError):
-            await self.decider.delivered(keys)
-
-    # -- log lines ----------------------------------------------------------------------
-    def decision(
-        self,
-        state: SessionState,
-        verdict: Verdict,
-        *,
-        sender: str | None = None,
-        recipient: str | None = None,
-        decision: RcptDecision | None = None,
-    ) -> None:
-        assessment = state.assessment
-        step = decision.step if decision is not None else None
-        fresh = step is not None and not decision.repeated
-        self.metrics.decision(verdict.action, verdict.reason, step.retry if fresh else None)
-        logs.emit(
-            logs.decision_log,
-            "decision",
-            {
-                "session": state.id,
-                "client": state.address_text,
-                "ptr": assessment.ptr if assessment is not None else "",
-                "helo": state.helo,
-                "from": _angle(sender),
-                "to": _angle(recipient),
-                "action": verdict.action.value,
-                "reason": verdict.reason.value,
-                "key": (decision.key if decision is not None and decision.key else None)
-                or (assessment.client_key if assessment is not None else ""),
-                "attempt": step.attempt if step is not None else "",
-                # How a deferred attempt was judged, and the count the penalty box goes by.
-                "kind": step.kind.value if step is not None and step.kind else "",
-                "early": step.early if step is not None and step.kind else "",
-                "detail": verdict.detail,
-            },
-        )
-
-    def relayed(
-        self,
-        state: SessionState,
-        transaction: Transaction,
-        envelope,
-        result: str,
-        reply: str,
-        seconds: float | None,
-    ) -> None:
-        self.metrics.relayed(result, seconds)
-        recipients = envelope.rcpt_tos
-        assessment = state.assessment
-        logs.emit(
-            logs.relay_log,
-            "relay",
-            {
-                "session": state.id,
-                "id": transaction.id,
-                "client": state.address_text,
-                "ptr": assessment.ptr if assessment is not None else "",
-                "helo": state.helo,
-                "from": _angle(transaction.sender),
-                "to": ",".join(f"<{r}>" for r in recipients[:5])
-                + ("..." if len(recipients) > 5 else ""),
-                "rcpts": len(recipients),
-                "size": len(envelope.original_content or b""),
-                "result": result,
-                "reply": reply.replace("\r\n", " / "),
-                "seconds": "" if seconds is None else f"{seconds:.3f}",
-            },
-        )
-
-    def event(self, name: str, state: SessionState, **fields: Any) -> None:
-        logs.emit(logs.log, name, {"session": state.id, "client": state.address_text, **fields})
-
-    def backend_failed(self, state: SessionState, exc: BackendError) -> None:
-        log.warning("session %s: %s", state.id, exc)
-
+    # -- for the store guard -------------------------------------------------------------
     def store_failed(self, exc: StoreError) -> None:
-        """From the store guard, at most once per retry interval while the store is down."""
-        self.metrics.store_errors.inc()
-        self.metrics.store_up.set(0)
-        action = "pass" if self.settings.store.on_error == "pass" else "tempfail (451 4.3.0)"
-        log.error("state store unavailable (%s); clients who need it: %s", exc, action)
+        self.observer.store_failed(exc)
 
     def store_recovered(self) -> None:
-        self.metrics.store_up.set(1)
-        log.warning("state store reachable again: normal decisions resume")
-
-
-def _angle(address: str | None) -> str | None:
-    if address is None:
-        return None
-    return address if address == "<>" else f"<{address}>"
+        self.observer.store_recovered()

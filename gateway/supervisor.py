@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import UserError
+from gateway.listening import BindError, check_listen_addresses, start_management
+from gateway.management import store_health
 
 log = logging.getLogger("onajimi.supervisor")
 
@@ -50,28 +51,6 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def check_listen_addresses(settings: Settings) -> None:
-    """Bind (without listening) every address the workers will use; one line if not."""
-    from gateway.runtime import BindError, _bind_reason
-
-    for endpoint in settings.listen.addresses:
-        family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((endpoint.host, endpoint.port))
-        except OSError as exc:
-            if endpoint.host == "::" and len(settings.listen.addresses) > 1:
-                log.warning("listen.addresses: %s skipped: %s", endpoint, _bind_reason(exc))
-                continue
-            raise BindError(
-                f"listen.addresses: cannot listen on {endpoint}: {_bind_reason(exc)}"
-            ) from None
 
 
 class Supervisor:
@@ -136,7 +115,6 @@ class Supervisor:
     async def run(self) -> int:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-        from gateway.endpoint import Endpoint
         from gateway.metrics import Metrics
         from gateway.store import open_store
 
@@ -152,27 +130,15 @@ class Supervisor:
             alive = sum(p.returncode is None for p in self.workers.values())
             if alive < self.settings.server.workers:
                 return f"{alive} of {self.settings.server.workers} workers running"
-            from gateway.errors import StoreError
+            return await store_health(store)
 
-            try:
-                await store.generation()
-            except StoreError as exc:
-                return str(exc)
-            return await store.check()
-
-        endpoint = None
-        listen = self.settings.metrics.listen
-        if listen is not None:
-            endpoint = Endpoint(lambda: generate_latest(registry), health)
-            try:
-                await endpoint.start(listen.host, listen.port)
-            except OSError as exc:
-                from gateway.runtime import BindError, _bind_reason
-
-                await store.close()
-                raise BindError(
-                    f"metrics.listen: cannot listen on {listen}: {_bind_reason(exc)}"
-                ) from None
+        try:
+            management = await start_management(
+                self.settings.metrics.listen, lambda: generate_latest(registry), health
+            )
+        except BindError:
+            await store.close()
+            raise
 
         for slot in range(self.settings.server.workers):
             await self._spawn(slot)
@@ -199,8 +165,8 @@ class Supervisor:
         except TimeoutError:
             self._signal_workers(signal.SIGKILL)
         counter.cancel()
-        if endpoint is not None:
-            await endpoint.stop()
+        if management is not None:
+            await management.stop()
         await store.close()
         return self.exit_status
 

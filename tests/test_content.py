@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.relay.content import BARE_NEWLINE, NUL, screen_content
+from gateway.policy.replies import BARE_NEWLINE, NUL
+from gateway.relay.content import screen_content
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Client keys (prefixes, rDNS lumping) and sender normalisation."""
+"""Client keys (prefixes, rDNS lumping) and sender normalization."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from gateway.policy.keys import (
     address_key,
     client_key,
-    normalise_sender,
+    normalize_sender,
     rdns_domain,
     triplet_key,
 )
@@ -51,7 +51,7 @@ def test_client_key_lumps_only_confirmed_clean_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sender", "normalised"),
+    ("sender", "normalized"),
     [
         ("<>", "<>"),
         ("", "<>"),
@@ -64,11 +64,11 @@ def test_client_key_lumps_only_confirmed_clean_names() -> None:
         ("postmaster", "postmaster"),
     ],
 )
-def test_normalise_sender(sender: str, normalised: str) -> None:
-    assert normalise_sender(sender) == normalised
+def test_normalize_sender(sender: str, normalized: str) -> None:
+    assert normalize_sender(sender) == normalized
 
 
-def test_triplet_key_normalises_both_addresses() -> None:
+def test_triplet_key_normalizes_both_addresses() -> None:
     assert (
         triplet_key("192.0.2.1", "prvs=1a=news+x@list.example", "<Bob@Example.COM>")
         == "192.0.2.1/news@list.example/bob@example.com"

@@ -9,8 +9,9 @@ import re
 
 import pytest
 
+from gateway.assembly import load_list
 from gateway.errors import ConfigError
-from gateway.policy.lists import ClientList, EntryError, Role, load_list, parse_entry
+from gateway.policy.lists import ClientList, EntryError, Role, parse_entry
 from gateway.policy.net import NetSet, client_address
 from gateway.policy.regexset import RegexSet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.policy.facts import RDNS, RDNSStatus, normalise_name
+from gateway.policy.facts import RDNS, RDNSStatus, normalize_name
 from gateway.policy.lists import ClientList, Role, parse_entry
 from gateway.policy.net import client_address
 from gateway.policy.s25r import ALL_RULES, S25RClassifier
@@ -14,7 +14,7 @@ ADDRESS = client_address("192.0.2.9")
 
 
 def confirmed(*names: str) -> RDNS:
-    clean = tuple(normalise_name(n) for n in names)
+    clean = tuple(normalize_name(n) for n in names)
     return RDNS(RDNSStatus.CONFIRMED, clean, clean)
 
 
@@ -73,7 +73,7 @@ def test_generic_rules_do_not_match(name: str) -> None:
 
 def test_trailing_dot_is_not_a_label() -> None:
     # With the final dot kept, "a1-2." would satisfy rule 1's "\." and look dynamic.
-    assert normalise_name("A1-2.") == "a1-2"
+    assert normalize_name("A1-2.") == "a1-2"
     assert not classify("A1-2.").suspect
     assert S25RClassifier().rule_matching("a1-2.") == 1  # what would happen without it
 
@@ -126,7 +126,7 @@ def test_blacklist_address_entries_apply_even_without_ptr() -> None:
 
 
 def test_shipped_blacklist_catches_named_pools() -> None:
-    from gateway.policy.lists import load_list
+    from gateway.assembly import load_list
     from tests.conftest import CONF
 
     bl = load_list([CONF / "s25r-blacklist.txt"], Role.BLACKLIST)

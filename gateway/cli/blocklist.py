@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from gateway.assembly import build_policy
 from gateway.cli.common import settings_from, with_store
-from gateway.policy.build import build_policy
 from gateway.policy.lists import EntryError, Role, parse_entry
 from gateway.reports import blocklist, render_ipset, render_nft, render_plain
 from gateway.store.base import Store

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.assembly import build_policy, display_path
 from gateway.cli.common import print_table, settings_from
-from gateway.policy.build import build_policy, display_path
 
 
 def _files(paths) -> str:

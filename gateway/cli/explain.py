@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.assembly import build_policy, dynamic_list
 from gateway.cli.common import print_json, print_table, settings_from, timestamp, with_store
 from gateway.config import Settings
 from gateway.decider import Decider
 from gateway.errors import UserError
-from gateway.policy.build import build_policy, dynamic_list
 from gateway.policy.decision import Policy, Verdict, decided_at_data
 from gateway.policy.deferral import Kind, Step
 from gateway.policy.facts import RDNS

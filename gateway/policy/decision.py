@@ -9,8 +9,8 @@ A connection is judged in stages as facts arrive:
 3. `assess(screening, rdns)`, once the PTR lookup is done: name entries of the deny and
    allow lists, then S25R, then the client key and whether the deferral procedure
    applies, and for which reason.
-4. At RCPT, `check_recipient` (syntax, relay), then `deferral_key` and `deferral.step` on
-   the key's record (familiar records pass there).
+4. At RCPT, `relay_check` (the SMTP session has checked the syntax), then
+   `deferral_key` and `deferral.step` on the key's record (familiar records pass there).
 
 `Policy` holds everything derived from configuration and list files. It is immutable: a
 reload (SIGHUP, a dynamic list change) builds a new one and swaps it in.
@@ -33,7 +33,7 @@ from gateway.policy.keys import (
 from gateway.policy.lists import ClientList, ListEntry, Role
 from gateway.policy.net import IPAddress, NetSet, address_text
 from gateway.policy.recipients import AcceptDomains, relay_check
-from gateway.policy.records import Penalty
+from gateway.policy.records import Penalty, Record
 from gateway.policy.replies import Reply
 from gateway.policy.s25r import S25RClassifier, S25RResult
 from gateway.policy.values import value
@@ -141,15 +141,17 @@ class Policy:
     # again for every connection of a returning host. Private to this policy object, so
     # a reload (which builds a new Policy) can never serve a stale judgement.
     name_memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # Whether a deny verdict can depend on the PTR name (then the greeting waits for it):
+    # asked at every connection, so computed once.
+    deny_has_names: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = self.deny.has_name_entries or self.dynamic_deny.has_name_entries
+        object.__setattr__(self, "deny_has_names", names)
 
     def with_dynamic(self, allow: ClientList, deny: ClientList) -> Policy:
         """The same policy with a fresh copy of the store's dynamic list entries."""
         return replace(self, dynamic_allow=allow, dynamic_deny=deny, name_memo={})
-
-    @property
-    def deny_has_names(self) -> bool:
-        """Whether a deny verdict can depend on the PTR name (then the greeting waits for it)."""
-        return self.deny.has_name_entries or self.dynamic_deny.has_name_entries
 
     # -- stage 1 -------------------------------------------------------------------------
     def screen(self, address: IPAddress) -> Screening:
@@ -282,5 +284,26 @@ class Policy:
         )
 
 
+@value
+class RcptDecision:
+    """The RCPT-stage decision for one recipient (decider.py gathers the facts for it)."""
+
+    verdict: Verdict
+    key: str = ""  # the deferral key the verdict was reached under ("" if none)
+    step: deferral.Step | None = None
+    record_kind: str = ""  # what the store held under the key, for explain
+    repeated: bool = False  # the session's earlier decision for this key, given again
+    record: Record | None = None  # dry runs: the record the decision started from
+
+
+# The setting behind a reason whose word is not the setting's own (SPEC fixes both words:
+# the metric label and the config value), named in the decision line's `detail=`.
+SETTING_BEHIND = {
+    Reason.ICHIGEN: 'policy.defer = "all"',
+    Reason.GREYLIST: 'policy.key = "triplet"',
+}
+
+
 def verdict_of(step: deferral.Step) -> Verdict:
-    return Verdict(step.action, step.reason, step.reply)
+    detail = SETTING_BEHIND.get(step.reason, "") if step.action is Action.DEFER else ""
+    return Verdict(step.action, step.reason, step.reply, detail)

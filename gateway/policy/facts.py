@@ -37,10 +37,10 @@ class RDNS:
     @classmethod
     def assumed(cls, name: str) -> RDNS:
         """A name given by hand (`onajimi explain --name`), taken as forward-confirmed."""
-        clean = normalise_name(name)
+        clean = normalize_name(name)
         return cls(RDNSStatus.CONFIRMED, (clean,), (clean,), "given with --name")
 
 
-def normalise_name(name: str) -> str:
+def normalize_name(name: str) -> str:
     """DNS names compare case-insensitively and a final dot means nothing to S25R rules."""
     return name.strip().rstrip(".").lower()

@@ -7,10 +7,10 @@
 * The *client key* is the address key, or, with `lump_by_rdns`, the rDNS domain of a
   forward-confirmed, non-suspect name (`mail-ot1-f41.google.com` -> `google.com`), so a
   provider's pool of servers becomes familiar once rather than once per address.
-* The *triplet key* (`policy.key = "triplet"`) adds the normalised sender and the
+* The *triplet key* (`policy.key = "triplet"`) adds the normalized sender and the
   recipient, postgrey-style.
 * The *message key* names a message within a key's record, so a retry of the same
-  message can be told from the next message of a backlog: the normalised sender, the
+  message can be told from the next message of a backlog: the normalized sender, the
   first recipient (a sender retries a message with its recipients in the same order) and
   the SIZE it declared at MAIL (every real MTA declares it; it is the same on a retry).
 """
@@ -64,7 +64,7 @@ _BATV = re.compile(r"^(?:prvs|msprvs\d*|btv\d*)=[^=@]*=", re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
 
 
-def normalise_sender(sender: str) -> str:
+def normalize_sender(sender: str) -> str:
     """Lower-case, strip BATV and +extension, turn digit runs (VERP) into `#`.
 
     `newsletter+bounce-4711@list.example` and `prvs=1234abcd=newsletter@list.example`
@@ -90,7 +90,7 @@ def is_null_sender(sender: str) -> bool:
     return sender.strip() in ("", "<>")
 
 
-def normalise_recipient(recipient: str) -> str:
+def normalize_recipient(recipient: str) -> str:
     text = recipient.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
@@ -98,15 +98,15 @@ def normalise_recipient(recipient: str) -> str:
 
 
 def triplet_key(client: str, sender: str, recipient: str) -> str:
-    """`client/sender/recipient`, with the sender and recipient normalised."""
-    return f"{client}/{normalise_sender(sender)}/{normalise_recipient(recipient)}"
+    """`client/sender/recipient`, with the sender and recipient normalized."""
+    return f"{client}/{normalize_sender(sender)}/{normalize_recipient(recipient)}"
 
 
 @functools.lru_cache(maxsize=4096)  # a returning host's message: every retry asks again
 def message_key(sender: str, recipient: str, size: int | None = None) -> str:
-    """8 hex digits for (normalised sender, recipient, declared SIZE): the same in every
+    """8 hex digits for (normalized sender, recipient, declared SIZE): the same in every
     gateway process. A retry carries the same three; two messages of a backlog rarely do."""
-    text = f"{normalise_sender(sender)} {normalise_recipient(recipient)} {size or ''}"
+    text = f"{normalize_sender(sender)} {normalize_recipient(recipient)} {size or ''}"
     return f"{zlib.crc32(text.encode('utf-8', 'surrogateescape')):08x}"
 
 

@@ -28,9 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from gateway.errors import ConfigError
 from gateway.policy.net import IPAddress, IPNetwork, NetSet
 from gateway.policy.regexset import RegexSet, can_match_within
 
@@ -315,32 +313,3 @@ class ClientList:
             if found is not None:
                 return found
         return None
-
-
-def read_list_file(path: Path, role: Role, label: str | None = None) -> list[ParsedEntry]:
-    """Read a list file; errors name file, line and problem (as ConfigError)."""
-    shown = label or str(path)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: list file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{shown}: cannot read list file: {exc}") from None
-    entries: list[ParsedEntry] = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        try:
-            parsed = parse_entry(line, role, f"{shown}:{number}")
-        except EntryError as exc:
-            raise ConfigError(f"{shown}:{number}: {exc}") from None
-        if parsed is not None:
-            entries.append(parsed)
-    return entries
-
-
-def load_list(paths: Iterable[Path], role: Role, labels: Iterable[str] | None = None) -> ClientList:
-    paths = list(paths)
-    shown = list(labels) if labels is not None else [str(p) for p in paths]
-    entries: list[ParsedEntry] = []
-    for path, label in zip(paths, shown, strict=True):
-        entries.extend(read_list_file(path, role, label))
-    return ClientList(role, entries)

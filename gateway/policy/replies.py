@@ -78,3 +78,51 @@ def denied(custom: str = "") -> Reply:
         if text[:1].isdigit() and "." in text.split(" ", 1)[0]:
             text = text.split(" ", 1)[1] if " " in text else ""
     return Reply(554, "5.7.1", text or "Access denied")
+
+
+# -- what the SMTP session says itself (smtp/session.py and its adapter) ------------------
+# Replies that name the gateway take its `listen.hostname`, as Postfix's do.
+OK = "250 2.0.0 Ok"
+SENDER_OK = "250 2.1.0 Ok"
+BYE = "221 2.0.0 Bye"
+CANNOT_VRFY = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"
+HELO_SYNTAX = "501 Syntax: HELO hostname"
+EHLO_SYNTAX = "501 Syntax: EHLO hostname"
+NO_AUTH = "502 5.5.1 Error: AUTH not available on this port"
+NO_EXPN = "502 5.5.1 Error: EXPN not available"
+SAY_QUIT = "503 5.5.1 Error: access denied, say QUIT"  # after a 554 greeting
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
+STORE_TEMPFAIL = "451 4.3.0 Temporary local problem, try again later"
+INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
+CONNECTION_LOST = "421 4.4.2 Connection lost"  # never seen: the client has gone
+BACKEND_UNAVAILABLE = "451 4.4.1 Delivery temporarily unavailable, try again later"
+BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
+NUL = "550 5.6.0 Message contains NUL characters"
+LIMIT_REFUSALS = {  # by Limit, at the greeting
+    "connections": "too many connections",
+    "client_connections": "too many connections from your address",
+}
+
+
+def limit_refusal(hostname: str, limit: str) -> str:
+    return f"421 4.7.0 {hostname} Error: {LIMIT_REFUSALS[limit]}, try again later"
+
+
+def timed_out(hostname: str) -> str:
+    return f"421 4.4.2 {hostname} Error: timeout exceeded"
+
+
+def too_much_junk(hostname: str) -> str:
+    return f"421 4.7.0 {hostname} Error: too many commands that do nothing"
+
+
+def internal_error_before_greeting(hostname: str) -> str:
+    return f"421 4.3.0 {hostname} Internal error, try again later"
+
+
+def shutting_down(hostname: str) -> str:
+    return f"421 4.3.2 {hostname} shutting down"
+
+
+def proxy_refused(hostname: str, why: str) -> str:
+    return f"421 4.3.0 {hostname} Error: {why}"

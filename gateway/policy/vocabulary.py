@@ -27,8 +27,8 @@ class Reason(StrEnum):
     S25R_RULE5 = "s25r_rule5"
     S25R_RULE6 = "s25r_rule6"
     S25R_BLACKLIST = "s25r_blacklist"
-    ICHIGEN = "ichigen"
-    GREYLIST = "greylist"
+    ICHIGEN = "ichigen"  # a clean stranger, deferred because policy.defer = "all"
+    GREYLIST = "greylist"  # a new triplet, deferred because policy.key = "triplet"
     EARLY_RETRY = "early_retry"
     DENYLIST = "denylist"
     IMPATIENT = "impatient"
@@ -46,3 +46,39 @@ class Retry(StrEnum):
     EARLY = "early"
     PROMOTED = "promoted"
     EXPIRED = "expired"
+
+
+class RelayResult(StrEnum):
+    """How a relayed transaction ended (`onajimi_relay_transactions_total{result}` and the
+    relay line's `result=`)."""
+
+    DELIVERED = "delivered"  # the backend said 250 to the end of data
+    REJECTED = "rejected"  # a 5xx: the backend's, or the gateway's content check
+    TEMPFAIL = "tempfail"  # the backend's own 4xx
+    BACKEND_ERROR = "backend_error"  # no usable reply from the backend: 451 4.4.1
+
+
+class Limit(StrEnum):
+    """What refused or ended a session (`onajimi_limit_refusals_total{limit}`); the names
+    are the `[limits]` settings that set them."""
+
+    CONNECTIONS = "connections"  # max_connections
+    CLIENT_CONNECTIONS = "client_connections"  # max_connections_per_client
+    JUNK_COMMANDS = "junk_commands"  # junk_commands (stress_junk_commands under stress)
+    COMMAND_TIMEOUT = "command_timeout"  # command_timeout (stress_command_timeout)
+
+
+class OnError(StrEnum):
+    """`store.on_error`: what a client that needs the store gets while it is down."""
+
+    TEMPFAIL = "tempfail"  # 451 4.3.0
+    PASS = "pass"  # let it through, unscreened
+
+
+class Event(StrEnum):
+    """Session events that are neither a decision nor a relay line (the log line's name)."""
+
+    LIMIT = "limit"  # a Limit refused or ended the session
+    STORE_BUSY = "store_busy"  # one key contended through several gateways: 451 for it
+    STORE_ERROR = "store_error"  # the store was needed and is down: store.on_error decides
+    BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1

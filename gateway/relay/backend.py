@@ -20,44 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiosmtplib
 
 from gateway.policy.values import value
+from gateway.relay.reply import UNAVAILABLE, BackendReply
 from gateway.relay.xtext import xtext
 
 log = logging.getLogger("onajimi.backend")
 
 _FORWARDED_MAIL_PARAMETERS = {"SIZE": "size", "BODY": "8bitmime", "SMTPUTF8": "smtputf8"}
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-@value
-class BackendReply:
-    """A reply as the backend gave it: code and text (lines joined by newlines)."""
-
-    code: int
-    text: str
-
-    def as_smtp(self) -> str:
-        """The reply as lines for the client: `250-first` ... `250 last`, each line's
-        text without control characters (a backend's stray CR must not break a line)."""
-        lines = [_CONTROLS.sub("", line) for line in self.text.split("\n")] if self.text else [""]
-        out = [f"{self.code}-{line}" for line in lines[:-1]]
-        out.append(f"{self.code} {lines[-1]}".rstrip())
-        return "\r\n".join(out)
-
-    @property
-    def accepted(self) -> bool:
-        return 200 <= self.code < 300
-
-
-UNAVAILABLE = BackendReply(451, "4.4.1 Delivery temporarily unavailable, try again later")
 
 
 class _Refused(Exception):
@@ -128,14 +103,12 @@ class Capabilities:
 
     def __init__(self) -> None:
         self.extensions: dict[str, str] = {}
-        self.updated = 0.0
 
     def offers(self, keyword: str) -> bool:
         return keyword.lower() in self.extensions
 
     def learn(self, extensions: dict[str, str]) -> None:
         self.extensions = {k.lower(): v for k, v in extensions.items()}
-        self.updated = time.monotonic()
 
 
 def _helo_token(helo: str) -> str | None:

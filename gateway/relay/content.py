@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import re
 
+from gateway.policy.replies import BARE_NEWLINE, NUL
 from gateway.policy.values import value
 
-BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF characters (see RFC 5321 2.3.8)"
-NUL = "550 5.6.0 Message contains NUL characters"
 REPAIRS = ("nul", "bare_newline")  # what normalize mode repairs (a metric label)
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
@@ -28,7 +27,7 @@ def has_bare_newline(data: bytes) -> bool:
     return data.count(b"\n") != crlf or data.count(b"\r") != crlf
 
 
-def normalise_newlines(data: bytes) -> bytes:
+def normalize_newlines(data: bytes) -> bytes:
     """Every bare CR and bare LF becomes CRLF."""
     return _LINE_ENDS.sub(b"\r\n", data)
 
@@ -54,5 +53,5 @@ def screen_content(data: bytes, mode: str) -> Screened:
         data = data.replace(b"\x00", b"")
         bare = has_bare_newline(data)  # a NUL may have stood between CR and LF
     if bare:
-        data = normalise_newlines(data)
+        data = normalize_newlines(data)
     return Screened(data, repaired=("nul",) * nul + ("bare_newline",) * bare)

@@ -14,29 +14,36 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from gateway.policy.net import IPAddress
+from gateway.policy.vocabulary import Limit
+
+if TYPE_CHECKING:
+    from gateway.config import LimitsSettings
 
 
 class ConnectionLimits:
-    def __init__(self, total: int, per_client: int, stress_threshold: float = 0.8) -> None:
+    """The counts, and what they imply now. `command_timeout` (seconds a session gets for
+    its next command) and `junk_limit` (commands without progress it may send) are plain
+    attributes, read on every command, changed only when stress begins or ends."""
+
+    def __init__(self, settings: LimitsSettings) -> None:
         self.active = 0
+        self.stressed = False
         self._by_client: Counter[IPAddress] = Counter()
-        self.reconfigure(total, per_client, stress_threshold)
+        self.reconfigure(settings)
 
-    @property
-    def stressed(self) -> bool:
-        return self.active >= self._stress_at
-
-    def admit(self, address: IPAddress, exempt: bool = False) -> str | None:
-        """None when admitted (then `release` must follow); else which limit refused:
-        "connections" or "client_connections" (the metric's label)."""
+    def admit(self, address: IPAddress, exempt: bool = False) -> Limit | None:
+        """None when admitted (then `release` must follow); else which limit refused."""
         if self.active >= self.total:
-            return "connections"
+            return Limit.CONNECTIONS
         if not exempt and self._by_client[address] >= self.per_client:
-            return "client_connections"
+            return Limit.CLIENT_CONNECTIONS
         self.active += 1
         self._by_client[address] += 1
+        if not self.stressed and self.active >= self._stress_at:
+            self._stress(True)
         return None
 
     def release(self, address: IPAddress) -> None:
@@ -46,14 +53,18 @@ class ConnectionLimits:
             self._by_client[address] = left
         else:
             del self._by_client[address]
+        if self.stressed and self.active < self._stress_at:
+            self._stress(False)
 
-    def reconfigure(self, total: int, per_client: int, stress_threshold: float = 0.8) -> None:
-        self.total = total
-        self.per_client = per_client
-        self._stress_at = max(1, math.ceil(total * stress_threshold))
+    def reconfigure(self, settings: LimitsSettings) -> None:
+        self._settings = settings
+        self.total = settings.max_connections
+        self.per_client = settings.max_connections_per_client
+        self._stress_at = max(1, math.ceil(self.total * settings.stress_threshold))
+        self._stress(self.active >= self._stress_at)
 
-
-REFUSALS = {
-    "connections": "too many connections",
-    "client_connections": "too many connections from your address",
-}
+    def _stress(self, stressed: bool) -> None:
+        s = self._settings
+        self.stressed = stressed
+        self.command_timeout = s.stress_command_timeout if stressed else s.command_timeout
+        self.junk_limit = s.stress_junk_commands if stressed else s.junk_commands

@@ -75,6 +75,6 @@ async def test_no_smuggling_vector_gets_a_second_message_through(tmp_path, mode)
                 wrong.append((name, "repaired wrongly", body))
         assert wrong == []
         if mode == "normalize":
-            assert await live.metric("onajimi_data_normalised_total", what="nul") == 2
-            assert await live.metric("onajimi_data_normalised_total", what="bare_newline") >= 10
+            assert await live.metric("onajimi_data_normalized_total", what="nul") == 2
+            assert await live.metric("onajimi_data_normalized_total", what="bare_newline") >= 10
         assert live.problems() == []

@@ -1,4 +1,4 @@
-"""The management HTTP endpoint on `metrics.listen`: `/metrics` and `/healthz`.
+"""The management HTTP server on `metrics.listen`: `/metrics` and `/healthz`.
 
 A few lines of HTTP/1.0 on the event loop, no web framework: one request per
 connection, small timeouts, nothing that can hold up SMTP. Rendering the exposition
@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.errors import StoreError
+
 log = logging.getLogger("onajimi.endpoint")
 
 REQUEST_TIMEOUT = 5.0
@@ -22,7 +24,7 @@ HEALTH_TIMEOUT = 2.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Endpoint:
+class ManagementServer:
     def __init__(
         self,
         exposition: Callable[[], bytes],
@@ -84,3 +86,13 @@ class Endpoint:
                 return "200 OK", b"ok\n", "text/plain"
             return "503 Service Unavailable", f"unhealthy: {problem}\n".encode(), "text/plain"
         return "404 Not Found", b"/metrics or /healthz\n", "text/plain"
+
+
+async def store_health(store) -> str | None:
+    """/healthz's store check, for a gateway and a supervisor alike: None when the store
+    answers and needs no operator, else what is wrong."""
+    try:
+        await store.generation()
+    except StoreError as exc:
+        return str(exc)
+    return await store.check()

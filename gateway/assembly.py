@@ -1,18 +1,21 @@
-"""Settings -> Policy: load the list files and compile everything once.
+"""Settings and list files -> the `Policy`: the one place that reads list files.
 
 Called at start-up, by `onajimi check`/`explain`, and on SIGHUP; never per connection.
+`gateway.policy` itself reads neither configuration nor files (tests/test_layers.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.policy import deferral
 from gateway.policy.decision import DeferMode, KeyMode, Policy
-from gateway.policy.lists import ClientList, EntryError, Role, load_list, parse_entry
+from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
 from gateway.policy.recipients import AcceptDomains
 from gateway.policy.replies import Wording
@@ -86,3 +89,32 @@ def dynamic_list(entries: list[tuple[str, str]], role: Role) -> ClientList:
         if item is not None:
             parsed.append(item)
     return ClientList(role, parsed)
+
+
+def read_list_file(path: Path, role: Role, label: str | None = None) -> list[ParsedEntry]:
+    """Read a list file; errors name file, line and problem (as ConfigError)."""
+    shown = label or str(path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: list file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown}: cannot read list file: {exc}") from None
+    entries: list[ParsedEntry] = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        try:
+            parsed = parse_entry(line, role, f"{shown}:{number}")
+        except EntryError as exc:
+            raise ConfigError(f"{shown}:{number}: {exc}") from None
+        if parsed is not None:
+            entries.append(parsed)
+    return entries
+
+
+def load_list(paths: Iterable[Path], role: Role, labels: Iterable[str] | None = None) -> ClientList:
+    paths = list(paths)
+    shown = list(labels) if labels is not None else [str(p) for p in paths]
+    entries: list[ParsedEntry] = []
+    for path, label in zip(paths, shown, strict=True):
+        entries.extend(read_list_file(path, role, label))
+    return ClientList(role, entries)

@@ -9,7 +9,7 @@ import psutil
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from gateway.smtp.protocol import GatewaySMTP
+from gateway.smtp.server import HOOKS, GatewaySMTP
 from tests.gatewayenv import start_env
 from tests.smtpclient import Client, ClosedError, proxy_v1, proxy_v2
 from tests.tls import make_certificate
@@ -44,8 +44,8 @@ async def test_ehlo_advertises_what_it_should_and_never_auth(env) -> None:
 
 async def test_protocol_sets_every_attribute_aiosmtpd_sets(env) -> None:
     """GatewaySMTP.__init__ replaces aiosmtpd's: an upgrade adding state must show here."""
-    theirs = SMTP(env.gateway.handler, hostname="gw.test", loop=asyncio.get_running_loop())
-    ours = GatewaySMTP(env.gateway)
+    theirs = SMTP(HOOKS, hostname="gw.test", loop=asyncio.get_running_loop())
+    ours = GatewaySMTP(env.gateway.services)
     assert set(vars(theirs)) - set(vars(ours)) == set()
     assert ours._handle_hooks == theirs._handle_hooks
     assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
@@ -235,6 +235,32 @@ async def test_starttls_and_proxy_address_survives_it(certificate) -> None:
         message = env.backend.messages[0]
         assert message.xclient["ADDR"] == "192.0.2.25"
         assert b"with ESMTPS id" in message.data and b"(using TLSv1." in message.data
+    finally:
+        await env.close()
+
+
+async def test_a_timeout_while_the_backend_answers_ends_the_session_cleanly(
+    certificate, caplog
+) -> None:
+    """The 421 goes out while RCPT waits for the backend (over TLS, whose shutdown can keep
+    the session's command running a little longer): the backend's late answer must
+    change nothing, no internal error, no 451 after the 421."""
+    cert, key = certificate
+    env = await start_env({"tls": {"cert": cert, "key": key}, "limits": {"command_timeout": 1}})
+    try:
+        env.backend.faults["RCPT"] = "late:1.5:250 2.1.5 Ok"
+        client = await env.client()
+        await client.ehlo()
+        assert (await client.starttls()).code == 220
+        await client.ehlo()
+        await client.cmd("MAIL FROM:<a@sender.example>")
+        await client.send(b"RCPT TO:<bob@example.com>")
+        reply = await client.read_reply(timeout=5)
+        assert reply.code == 421 and reply.text.startswith("4.4.2")
+        await asyncio.sleep(1.0)  # the backend's late 250 arrives meanwhile
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        await client.close()
+        assert await _released(env)
     finally:
         await env.close()
 

@@ -1,0 +1,174 @@
+"""Every log line and metric about sessions and relays, written in one place.
+
+The session core (smtp/session.py) leaves what happened in `session.notes`; the adapter
+hands them here after each step. The words are the vocabulary's (policy/vocabulary.py):
+the `action=`, `reason=`, `result=` and `limit=` a line carries are the label values of
+the metrics it counts, and the names of the settings behind them.
+
+    decision  one per verdict (SPEC section 8): onajimi_decisions_total, onajimi_retries_total
+    relay     one per relayed transaction: onajimi_relay_transactions_total, _relay_seconds
+    limit     a Limit refused or ended a session: onajimi_limit_refusals_total
+    store_busy / store_error   a recipient the store could not decide (store.on_error)
+    backend_failed             the backend gave no usable reply (a warning)
+
+It must not decide anything: it only writes down.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gateway import logs
+from gateway.errors import StoreError
+from gateway.metrics import Metrics
+from gateway.policy.vocabulary import Event, Limit, OnError
+from gateway.smtp.session import (
+    BackendTrouble,
+    Decided,
+    LimitReached,
+    Note,
+    Relayed,
+    Repaired,
+    Session,
+    StoreTrouble,
+)
+
+if TYPE_CHECKING:
+    from gateway.smtp.limits import ConnectionLimits
+
+log = logging.getLogger("onajimi")
+
+
+class Observer:
+    def __init__(self, metrics: Metrics, on_error: OnError = OnError.TEMPFAIL) -> None:
+        self.metrics = metrics
+        self.on_error = on_error  # store.on_error, for the outage line (set on reload)
+
+    # -- sessions -------------------------------------------------------------------------
+    def opened(self) -> None:
+        self.metrics.connections.inc()
+        self.metrics.sessions_active.inc()
+
+    def closed(self) -> None:
+        self.metrics.sessions_active.dec()
+
+    def noted(self, session: Session) -> None:
+        """Write down what the session core noted since the last call."""
+        notes = session.notes
+        if notes:
+            for note in notes:
+                self.note(session, note)
+            notes.clear()
+
+    def note(self, session: Session, note: Note) -> None:
+        if isinstance(note, Decided):
+            self.decision(session, note)
+        elif isinstance(note, Relayed):
+            self.relayed(session, note)
+        elif isinstance(note, LimitReached):
+            self.limit(session, note.limit)
+        elif isinstance(note, StoreTrouble):
+            self.event(note.event, session, to=note.recipient, on_error=note.on_error.value)
+        elif isinstance(note, BackendTrouble):
+            self.event(Event.BACKEND_FAILED, session, logging.WARNING, detail=note.detail)
+        elif isinstance(note, Repaired):
+            self.metrics.normalized.labels(note.what).inc()
+
+    def decision(self, session: Session, note: Decided) -> None:
+        verdict, decision = note.verdict, note.decision
+        assessment = session.assessment
+        step = decision.step if decision is not None else None
+        fresh = step is not None and not decision.repeated
+        self.metrics.decision(verdict.action, verdict.reason, step.retry if fresh else None)
+        logs.emit(
+            logs.decision_log,
+            "decision",
+            {
+                "session": session.id,
+                "client": session.address_text,
+                "ptr": assessment.ptr if assessment is not None else "",
+                "helo": session.helo,
+                "from": _angle(note.sender),
+                "to": _angle(note.recipient),
+                "action": verdict.action.value,
+                "reason": verdict.reason.value,
+                "key": (decision.key if decision is not None and decision.key else None)
+                or (assessment.client_key if assessment is not None else ""),
+                "attempt": step.attempt if step is not None else "",
+                # How a deferred attempt was judged, and the count the penalty box goes by.
+                "kind": step.kind.value if step is not None and step.kind else "",
+                "early": step.early if step is not None and step.kind else "",
+                "detail": verdict.detail,
+            },
+        )
+
+    def relayed(self, session: Session, note: Relayed) -> None:
+        self.metrics.relayed(note.result, note.seconds)
+        transaction = note.transaction
+        recipients = transaction.recipients
+        assessment = session.assessment
+        logs.emit(
+            logs.relay_log,
+            "relay",
+            {
+                "session": session.id,
+                "id": transaction.id,
+                "client": session.address_text,
+                "ptr": assessment.ptr if assessment is not None else "",
+                "helo": session.helo,
+                "from": _angle(transaction.sender),
+                "to": ",".join(f"<{r}>" for r in recipients[:5])
+                + ("..." if len(recipients) > 5 else ""),
+                "rcpts": len(recipients),
+                "size": transaction.received,
+                "result": note.result.value,
+                "reply": note.reply.replace("\r\n", " / "),
+                "seconds": "" if note.seconds is None else f"{note.seconds:.3f}",
+            },
+        )
+
+    def limit(self, session: Session, limit: Limit) -> None:
+        self.metrics.limit_refusals.labels(limit.value).inc()
+        self.event(Event.LIMIT, session, limit=limit.value)
+
+    def event(
+        self, event: Event, session: Session, level: int = logging.INFO, **fields: Any
+    ) -> None:
+        logs.emit(
+            logs.log,
+            event.value,
+            {"session": session.id, "client": session.address_text, **fields},
+            level,
+        )
+
+    # -- the gateway ----------------------------------------------------------------------
+    def stress(self, began: bool, limits: ConnectionLimits) -> None:
+        if began:
+            log.warning(
+                "under stress: %d of %d connections in use; command timeout %gs, "
+                "junk command limit %d until the load drops",
+                limits.active,
+                limits.total,
+                limits.command_timeout,
+                limits.junk_limit,
+            )
+        else:
+            log.info("stress over: %d of %d connections in use", limits.active, limits.total)
+
+    def store_failed(self, exc: StoreError) -> None:
+        """From the store guard, at most once per retry interval while the store is down."""
+        self.metrics.store_errors.inc()
+        self.metrics.store_up.set(0)
+        action = "pass" if self.on_error is OnError.PASS else "tempfail (451 4.3.0)"
+        log.error("state store unavailable (%s); clients who need it: %s", exc, action)
+
+    def store_recovered(self) -> None:
+        self.metrics.store_up.set(1)
+        log.warning("state store reachable again: normal decisions resume")
+
+
+def _angle(address: str | None) -> str | None:
+    if address is None:
+        return None
+    return address if address == "<>" else f"<{address}>"

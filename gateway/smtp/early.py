@@ -1,0 +1,143 @@
+"""Before the greeting: the PROXY header, the connect stage, and a refused session.
+
+The stage decides nothing itself: the session core does (limits, deny list, penalty
+box, whether reverse DNS must come first); `EarlyStage` performs what it asks for. The
+PTR lookup starts here, so that for a new host it overlaps the client's EHLO and MAIL
+(a returning host's is in the resolver's cache and costs nothing), and so does the read
+ahead of the deferral record RCPT will need.
+
+aiosmtpd has no connect hook: `GatewaySMTP._handle_client` (server.py) calls
+`connect_stage` before aiosmtpd's own greeting, or the PROXY hook does once the real
+client is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from gateway.errors import StoreError
+from gateway.policy import replies
+from gateway.policy.keys import place_key
+from gateway.policy.net import IPAddress, client_address
+from gateway.smtp.proxy import proxied_client
+from gateway.smtp.services import Services
+from gateway.smtp.session import Greet, LookUp, Phase, Say, Session, Then
+from gateway.store.base import Snapshot
+
+log = logging.getLogger("onajimi.smtp")
+
+PROXY_HEADER_TIMEOUT = 5.0  # seconds a load balancer gets to send its PROXY header
+REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
+
+
+class EarlyStage(SMTP):
+    """The part of the aiosmtpd adapter that runs before the greeting."""
+
+    services: Services
+    core: Session
+    connect_snapshot: Snapshot | None  # the address key's record, read at connect
+    assessment_task: asyncio.Task[None] | None  # the PTR lookup started at connect
+    snapshot_task: asyncio.Task[Snapshot | None] | None  # the deferral record, read ahead
+    snapshot: Snapshot | None  # the deferral record, when it was at hand already
+
+    async def connect_stage(self, address: IPAddress) -> bool:
+        """Everything before the greeting. False: the session ends here (said and done)."""
+        try:
+            return await self._connect_stage(address)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %s: internal error before the greeting", self.core.id)
+            await self.push(replies.internal_error_before_greeting(self.core.rules.hostname))
+            return False
+
+    async def _connect_stage(self, address: IPAddress) -> bool:
+        services, core = self.services, self.core
+        exempt = core.arrive(address)
+        out: Say | Greet | LookUp | None = core.admission(services.limits.admit(address, exempt))
+        if out is None:
+            services.sessions.load_changed()
+            try:
+                connect = await services.decider.at_connect(address)
+            except StoreError:
+                if core.phase is not Phase.CONNECTED:  # timed out meanwhile: said and done
+                    return False
+                out = core.store_down_at_connect(services.clock())
+            else:
+                if core.phase is not Phase.CONNECTED:
+                    return False
+                self.connect_snapshot = connect.snapshot
+                out = core.connect_facts(connect.screening, connect.verdict)
+        if isinstance(out, LookUp):
+            rdns = services.decider.cached_rdns(address)
+            if rdns is not None:  # a returning host
+                out = core.rdns_known(rdns)
+                self.plan_snapshot()
+            elif out.wait:  # a deny entry may name this client's PTR: learn it first
+                rdns = await services.decider.lookup(address)
+                if core.phase is not Phase.CONNECTED:
+                    return False
+                out = core.rdns_known(rdns)
+                self.plan_snapshot()
+            else:  # a new host: the lookup overlaps the client's EHLO and MAIL
+                self.assessment_task = self.loop.create_task(self._assess(address))
+                out = core.greet_before_rdns()
+        if core.notes:
+            services.observer.noted(core)
+        if isinstance(out, Say):
+            await self._say_before_greeting(out)
+            return False
+        return True
+
+    async def _assess(self, address: IPAddress) -> None:
+        """Reverse DNS, then (while the client is still talking) the record RCPT needs."""
+        self.core.rdns_known(await self.services.decider.lookup(address))
+        self.plan_snapshot()
+
+    def plan_snapshot(self) -> None:
+        """The deferral record for RCPT: at hand already, or read ahead in a task."""
+        assessment = self.core.assessment
+        assert assessment is not None
+        decider = self.services.decider
+        snapshot, key = decider.prefetch_plan(assessment, known=self.connect_snapshot)
+        if key is None:
+            self.snapshot = snapshot
+        else:
+            self.snapshot_task = self.loop.create_task(decider.store.read(key))
+
+    async def _say_before_greeting(self, say: Say) -> None:
+        """A 421 (and close), or a 554 greeting and then 503 to everything until QUIT."""
+        await self.push(say.reply)
+        if say.then is not Then.REFUSE:
+            return
+        for _ in range(REFUSED_COMMANDS):
+            try:
+                line = await self._reader.readuntil()
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return
+            if line.strip().upper() == b"QUIT":
+                await self.push(self.core.quit().reply)
+                return
+            await self.push(replies.SAY_QUIT)
+
+    async def proxy_received(self, proxy_data: Any) -> bool:
+        """The PROXY hook: is the header from a trusted balancer, and who is the client?"""
+        core, trusted = self.core, self.services.proxy_trusted
+        peer = self.session.peer
+        balancer = client_address(peer[0]) if peer else None
+        if balancer is None or trusted is None or trusted.lookup(balancer) is None:
+            log.warning("PROXY header from untrusted %s refused (listen.proxy_trusted)", balancer)
+            return False
+        client = proxied_client(proxy_data, balancer)
+        if client.address is None:
+            log.warning("PROXY header from %s refused: %s", balancer, client.refusal)
+            await self.push(replies.proxy_refused(core.rules.hostname, client.refusal))
+            return False
+        core.peer_port = client.port or core.peer_port
+        if client.destination:  # the address the client reached, not the balancer's own
+            core.place = place_key(client.destination)
+        return await self.connect_stage(client.address)

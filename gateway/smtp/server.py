@@ -1,0 +1,654 @@
+"""The aiosmtpd adapter: commands in, session-core calls, the awaits it asks for, replies out.
+
+One `GatewaySMTP` per connection; it owns the socket side of a session (the backend
+connection, the DNS and store reads started ahead) and its `core` (smtp/session.py)
+owns every rule. `Hooks` are aiosmtpd's handle_* hooks, shared by every connection.
+
+What it changes in aiosmtpd 1.4.6, and why:
+
+* connect stage: aiosmtpd has no connect hook, so `_handle_client` (private API, pinned
+  version, covered by tests) runs early.py's connect stage first; behind PROXY protocol
+  the PROXY hook runs it, once the real client address is known.
+* the envelope is a view of the core's transaction (`TransactionEnvelope`), so sender
+  and recipients are held once; aiosmtpd reads it for its own order checks.
+* `command_size_limits` is an instance dict: aiosmtpd's class-level one is cleared by
+  every new connection, shrinking other sessions' MAIL allowance.
+* EHLO lists PIPELINING and ENHANCEDSTATUSCODES, never AUTH; replies aiosmtpd writes
+  itself get enhanced status codes added (RFC 2034 requires them once advertised).
+* the command timeout says `421` before closing (aiosmtpd closes silently).
+* any exception becomes `451 4.3.0` (aiosmtpd's default is a permanent 500 that leaks
+  the exception text), with the traceback in the log.
+* DATA lines up to 64 KiB are accepted (real mail breaks the 1,000 limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, login_always_fail, syntax
+
+from gateway.errors import StoreBusy, StoreError
+from gateway.policy import replies
+from gateway.policy.decision import Assessment, RcptDecision
+from gateway.policy.facts import RDNSStatus
+from gateway.policy.keys import place_key
+from gateway.policy.net import client_address
+from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
+from gateway.smtp.addresses import helo_fault, path_fault, plain_path
+from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage
+from gateway.smtp.services import Services
+from gateway.smtp.session import Decide, Deliver, Phase, RelayRcpt, Say, Session, StoreFault, Then
+from gateway.store.base import Snapshot
+
+log = logging.getLogger("onajimi.smtp")
+
+_ENDED = (Phase.DROPPED, Phase.CLOSED)
+
+# Enhanced status codes (RFC 3463) for the replies aiosmtpd phrases itself.
+_ENHANCED = {
+    221: "2.0.0",
+    250: "2.0.0",
+    251: "2.1.5",
+    252: "2.5.0",
+    421: "4.3.0",
+    451: "4.3.0",
+    452: "4.5.3",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    550: "5.0.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.0.0",
+    555: "5.5.4",
+}
+_HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+
+
+def with_enhanced_code(reply: str) -> str:
+    """`503 Error: need MAIL command` -> `503 5.5.1 Error: need MAIL command`."""
+    if len(reply) < 4 or reply[3] != " " or "\r" in reply or not reply[:3].isdigit():
+        return reply
+    rest = reply[4:]
+    if _HAS_ENHANCED.match(rest):
+        return reply
+    enhanced = _ENHANCED.get(int(reply[:3]))
+    return f"{reply[:3]} {enhanced} {rest}".rstrip() if enhanced else reply
+
+
+class TransactionEnvelope(Envelope):
+    """aiosmtpd's Envelope as a view of the core's transaction: aiosmtpd reads it for its
+    order checks (nested MAIL, RCPT before MAIL, DATA before RCPT) and writes only
+    `smtp_utf8` (before the MAIL hook) and the content (before the DATA hook)."""
+
+    def __init__(self, core: Session) -> None:  # no super().__init__: nothing to hold twice
+        self._core = core
+        self.smtp_utf8 = False
+        self.content: bytes | None = None
+        self.original_content: bytes | None = None
+
+    @property
+    def mail_from(self) -> str | None:  # type: ignore[override]
+        transaction = self._core.transaction
+        return transaction.sender if transaction is not None else None
+
+    @property
+    def rcpt_tos(self) -> list[str]:  # type: ignore[override]
+        transaction = self._core.transaction
+        return transaction.recipients if transaction is not None else []
+
+
+def _counted_as_junk(command: Any, usage: str) -> Any:
+    """aiosmtpd's `command`, counted against limits.junk_commands first (see `_junk`);
+    `usage` keeps its HELP entry."""
+
+    @syntax(usage)
+    async def counted(self: GatewaySMTP, arg: str) -> None:
+        if not await self._junk():
+            await command(self, arg)
+
+    return counted
+
+
+class GatewaySMTP(EarlyStage):
+    line_length_limit = 1 << 16
+
+    def __init__(self, services: Services) -> None:
+        """aiosmtpd's __init__ without its per-connection introspection.
+
+        aiosmtpd 1.4.6 runs dir(), inspect.getmembers() and inspect.signature() over the
+        handler and itself on every connection: a quarter of a deferred session's CPU.
+        What they compute never changes within a process, so it is computed once (the
+        hooks in `Hooks.table`, the commands in `_SMTPCommands`). The attributes set here
+        are the ones aiosmtpd's __init__ sets, with the values our settings give them;
+        tests/test_smtp_server.py compares the two lists, so an aiosmtpd upgrade that
+        adds one fails loudly instead of half-working.
+        """
+        self.services = services
+        self.core = Session(services.policy(), services.rules, secrets.token_hex(4))
+        self.backend: BackendSession | None = None  # opened at the first relayed RCPT
+        self.connect_snapshot = None  # the early stage's (early.py)
+        self.assessment_task = None
+        self.snapshot_task = None
+        self.snapshot = None
+        self._plain_replies = False  # True while answering HELO/EHLO (no enhanced codes)
+        # An instance dict: aiosmtpd clears the shared class-level one on every connection.
+        self.command_size_limits = collections.defaultdict(_default_command_size)
+        self.__ident__ = "ESMTP"
+        self.loop = loop = asyncio.get_running_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(limit=self.line_length_limit, loop=loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        self.event_handler = HOOKS
+        self.data_size_limit = services.max_message_size
+        self.enable_SMTPUTF8 = services.capabilities.offers("smtputf8")
+        self._decode_data = False
+        self.hostname = services.rules.hostname
+        self.tls_context = services.tls_context
+        self.require_starttls = False
+        self._timeout_duration = services.limits.command_timeout
+        self._timeout_handle = None
+        self._deadline = 0.0  # the current command's timeout, on the loop's clock
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = TransactionEnvelope(self.core)
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = PROXY_HEADER_TIMEOUT if services.proxy_trusted is not None else None
+        self._auth_callback = login_always_fail
+        self._authenticator = None
+        self._auth_required = False
+        self._auth_methods = {}  # no AUTH on port 25: smtp_AUTH answers 502
+        self._handle_hooks = HOOKS.table
+        self._ehlo_hook_ver = "new"
+        self._smtp_methods = _SMTPCommands(self)
+        self._enforce_call_limit = False
+
+    def _create_envelope(self) -> Envelope:
+        return self.envelope  # the one view of the core's transaction, for the session
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        """aiosmtpd's, with the hooks always there (MISSING never happens) and a session
+        that has ended (a command pipelined behind a 421, read before the close took
+        effect) ended as a hang-up is: quietly, unanswered."""
+        if self.core.phase in _ENDED:
+            raise ConnectionResetError("the session has ended")
+        return await self._handle_hooks[command](self, self.session, self.envelope, *args)
+
+    # -- connection lifecycle -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.core.peer_port = peer[1] if peer else None
+            local = transport.get_extra_info("sockname")
+            if local:
+                self.core.place = place_key(f"{local[0]}:{local[1]}")
+            self.services.sessions.opened(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            if self.core.notes:  # what a cancelled command had decided
+                self.services.observer.noted(self.core)
+            self.services.sessions.closed(self)
+            backend, self.backend = self.backend, None
+            if backend is not None:  # the client vanished: abandon the backend transaction
+                backend.abort()
+            for task in (self.assessment_task, self.snapshot_task):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def eof_received(self) -> bool:
+        """The client is done: aiosmtpd cancels the session's task; the transport closes too.
+
+        aiosmtpd keeps a half-closed transport open (StreamReaderProtocol's default), and
+        relies on its task to close it. A client that connects and closes at once (a port
+        scan, a health check) can have its EOF arrive before that task first runs (uvloop
+        delivers both in one loop round): a task cancelled before it starts runs nothing,
+        so nothing closed the transport, `connection_lost` never came, and the session
+        stayed counted for ever. Returning False makes the loop close it.
+        """
+        super().eof_received()
+        return False
+
+    def _set_post_data_state(self) -> None:
+        """After DATA (answered, or too big) and on RSET/HELO/EHLO/STARTTLS. aiosmtpd
+        makes a new envelope here; ours is a view that stays (what aiosmtpd writes on it,
+        `smtp_utf8` and the content, it writes afresh for every transaction)."""
+        core = self.core
+        if core.phase is Phase.DATA:
+            core.end_of_data()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the command deadline; the timer is re-armed only if it would fire late.
+
+        aiosmtpd cancels and creates a timer for every command. Here a command only
+        moves `_deadline`; the timer, when it fires early, re-arms itself for the rest.
+        Under stress (smtp/limits.py) the deadline is the short one.
+        """
+        if duration is None:
+            duration = self.services.limits.command_timeout
+        self._set_deadline(self.loop.time() + duration)
+
+    def shorten_timeout(self, duration: float) -> None:
+        """Stress began: this session's current deadline is at most `duration` away."""
+        deadline = self.loop.time() + duration
+        if deadline < self._deadline:
+            self._set_deadline(deadline)
+
+    def _set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._timeout_due)
+
+    def _timeout_due(self) -> None:
+        if self.loop.time() < self._deadline:  # the client spoke since: wait the rest
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_due)
+        else:
+            self._timeout_cb()
+
+    def _timeout_cb(self) -> None:
+        say = self.core.timed_out()
+        self.services.observer.noted(self.core)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{say.reply}\r\n".encode())
+        super()._timeout_cb()
+
+    async def _handle_client(self) -> None:
+        try:
+            if self._proxy_timeout is None:
+                peer = self.session.peer
+                address = client_address(peer[0]) if peer else None
+                if address is None or not await self.connect_stage(address):
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+            await super()._handle_client()
+        except asyncio.CancelledError:
+            # A client half-close (EOF) cancels this task but leaves the transport open;
+            # aiosmtpd's command loop closes it, the stages before the loop must too.
+            if self.transport is not None:
+                self.transport.close()
+            raise
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The client hung up while we answered: normal SMTP life, not an error.
+            log.debug("session %s: the client hung up", self.core.id)
+            if self.transport is not None:
+                self.transport.close()
+
+    # -- what the core asks for -----------------------------------------------------------
+    async def _prefetched(self) -> Snapshot | None:
+        """The prefetched deferral record, once: later transactions read afresh."""
+        task, self.snapshot_task = self.snapshot_task, None
+        if task is None:
+            snapshot, self.snapshot = self.snapshot, None
+            return snapshot
+        try:
+            return await task
+        except StoreError:
+            return None  # the decision will meet the outage itself
+
+    async def assessed(self) -> Assessment:
+        """The assessment, waiting for the PTR lookup started at connect if need be."""
+        core = self.core
+        if core.assessment is None:
+            assert self.assessment_task is not None
+            await asyncio.shield(self.assessment_task)
+        assert core.assessment is not None
+        return core.assessment
+
+    async def decide(self, ask: Decide) -> RcptDecision | StoreFault:
+        """decider.at_rcpt for the current transaction; a dry run records nothing."""
+        core = self.core
+        transaction = core.transaction
+        assert transaction is not None
+        assessment = await self.assessed()
+        dry_run = ask.dry_run
+        try:
+            return await self.services.decider.at_rcpt(
+                assessment,
+                transaction.sender,
+                ask.recipient,
+                dry_run=dry_run,
+                session=None if dry_run else core.decided,
+                snapshot=None if dry_run else await self._prefetched(),
+                place=core.place,
+                size=transaction.size,
+            )
+        except StoreBusy:
+            return StoreFault.BUSY
+        except StoreError:
+            return StoreFault.DOWN
+
+    async def relay_rcpt(self, ask: RelayRcpt) -> Say:
+        """MAIL (once per transaction) and RCPT at the backend, opened on first need."""
+        core = self.core
+        transaction = core.transaction
+        assert transaction is not None
+        try:
+            backend = self.backend or self._open_backend()
+            if ask.mail_first:
+                reply = await backend.begin(
+                    transaction.sender, transaction.options, transaction.utf8
+                )
+                self._still_on()
+                said = core.mail_relayed(reply)
+                if said is not None:
+                    return said
+            reply = await backend.rcpt(ask.recipient, transaction.utf8)
+        except BackendError as exc:
+            self._still_on()
+            return core.backend_failed(exc.reply, str(exc))
+        self._still_on()
+        return core.rcpt_relayed(ask.recipient, reply)
+
+    def _open_backend(self) -> BackendSession:
+        core = self.core
+        assessment = core.assessment
+        rdns = assessment.rdns if assessment is not None else None
+        identity = ClientIdentity(
+            address=core.address_text,
+            name=rdns.confirmed[0] if rdns is not None and rdns.confirmed else None,
+            reverse_name=rdns.ptr_names[0] if rdns is not None and rdns.ptr_names else None,
+            dns_tempfail=rdns is not None and rdns.status is RDNSStatus.TEMPFAIL,
+            helo=core.helo,
+            esmtp=core.esmtp,
+            port=core.peer_port,
+        )
+        services = self.services
+        self.backend = BackendSession(services.backend, identity, services.capabilities)
+        return self.backend
+
+    async def deliver(self, ask: Deliver) -> Say:
+        """The end of data at the backend; the client's reply is the backend's."""
+        assert self.backend is not None
+        started = self.loop.time()
+        try:
+            reply = await self.backend.data(ask.content)
+        except BackendError as exc:
+            self._still_on()
+            return self.core.delivered(exc.reply, self.loop.time() - started, str(exc))
+        self._still_on()
+        return self.core.delivered(reply, self.loop.time() - started)
+
+    def said(self, say: Say) -> str:
+        """The reply for aiosmtpd to write, once what the core noted is written down."""
+        if self.core.notes:
+            self.services.observer.noted(self.core)
+        if say.then is Then.CLOSE:
+            self.close_after_reply()
+        return say.reply
+
+    def _still_on(self) -> None:
+        """After an await: the session may have ended meanwhile (a timeout's 421, a
+        hang-up); then whatever came back is not the session's business any more."""
+        if self.core.phase in _ENDED:
+            raise ConnectionResetError("the session has ended")
+
+    # -- replies --------------------------------------------------------------------------
+    async def push(self, status: str | bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # The client has gone (uvloop raises RuntimeError on a write to a closed
+            # transport): end the session the way aiosmtpd ends a reset connection.
+            raise ConnectionResetError("the client has gone")
+        if isinstance(status, str) and not self._plain_replies:
+            status = with_enhanced_code(status)
+        await super().push(status)
+
+    async def _plainly(self, command) -> None:
+        """Replies to HELO/EHLO carry no enhanced status codes (RFC 2034)."""
+        self._plain_replies = True
+        try:
+            await command
+        finally:
+            self._plain_replies = False
+
+    def close_after_reply(self) -> None:
+        """End the session once the current reply is written (421 mid-session)."""
+        if self.transport is not None:
+            self.loop.call_soon(self.transport.close)
+
+    # -- commands -------------------------------------------------------------------------
+    @syntax("HELO hostname")  # overrides keep their HELP entry
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and helo_fault(hostname) is not None:
+            await self._plainly(self.push(replies.HELO_SYNTAX))
+            return
+        await self._plainly(super().smtp_HELO(hostname))
+
+    @syntax("EHLO hostname")  # overrides keep their HELP entry
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self._plainly(self._ehlo(hostname))
+
+    async def _ehlo(self, hostname: str) -> None:
+        """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
+        of its six lines: six system calls where one will do)."""
+        if not hostname or helo_fault(hostname) is not None:
+            await self.push(replies.EHLO_SYNTAX)
+            return
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it.
+        self.command_size_limits["MAIL"] += 26 + (10 if self.enable_SMTPUTF8 else 0)
+        lines = await self._call_handler_hook("EHLO", hostname, [])
+        await self.push("\r\n".join(lines))
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Plain `<local@domain>` and `<>` without the email package (see addresses.py);
+        what the email package forgives but SMTP does not is refused (501)."""
+        plain = plain_path(arg)
+        if plain is None or self.local_part_limit:
+            address, rest = super()._getaddr(arg)
+        else:
+            address, rest = plain
+        if address and address != "<>" and path_fault(arg, address) is not None:
+            return None, None
+        return address, rest
+
+    def ehlo_lines(self) -> list[str]:
+        lines = [
+            self.hostname,
+            "PIPELINING",
+            f"SIZE {self.data_size_limit}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.enable_SMTPUTF8:
+            lines.append("SMTPUTF8")
+        if self.tls_context is not None and self._tls_protocol is None:
+            lines.append("STARTTLS")
+        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def _junk(self) -> bool:
+        """One more command that makes no progress; True when it is one too many (the
+        session ends with 421). A new transaction (MAIL) starts the count again."""
+        say = self.core.idle_command(self.services.limits.junk_limit)
+        if say is None:
+            return False
+        await self.push(self.said(say))
+        return True
+
+    smtp_NOOP = _counted_as_junk(SMTP.smtp_NOOP, "NOOP [ignored]")
+    smtp_RSET = _counted_as_junk(SMTP.smtp_RSET, "RSET")
+    smtp_HELP = _counted_as_junk(SMTP.smtp_HELP, "HELP [command]")
+    smtp_VRFY = _counted_as_junk(SMTP.smtp_VRFY, "VRFY <address>")
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push(replies.NO_AUTH)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if not await self._junk():
+            await self.push(replies.NO_EXPN)
+
+    @syntax("DATA")  # overrides keep their HELP entry
+    async def smtp_DATA(self, arg: str) -> None:
+        """The DATA gate before aiosmtpd's 354: the null sender's postponed decisions, a
+        backend that already failed. aiosmtpd's own checks (arguments, no recipient)
+        come first."""
+        core = self.core
+        if not arg and core.phase is Phase.RCPT:
+            out = core.data()
+            while isinstance(out, Decide):
+                result = await self.decide(out)
+                self._still_on()
+                out = core.data_decided(out.recipient, result) or core.data()
+            if out is not None:
+                await self.push(self.said(out))
+                return
+        await super().smtp_DATA(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        core = self.core
+        if isinstance(error, ConnectionError | asyncio.IncompleteReadError):
+            # A hook met the client's hang-up: end the session quietly (the reply that
+            # aiosmtpd pushes next raises ConnectionResetError, which ends it).
+            log.debug("session %s: the client hung up", core.id)
+            if self.transport is not None:
+                self.transport.close()
+            return replies.CONNECTION_LOST
+        log.error("session %s: internal error", core.id, exc_info=error)
+        if self.backend is not None:
+            self.backend.abort()  # the transaction cannot be trusted any more
+        say = core.internal_error()
+        self.services.observer.noted(core)
+        return say.reply
+
+
+class Hooks:
+    """aiosmtpd's handle_* hooks: each turns a command into a session-core call. One
+    instance serves every connection; per-session facts are on the `server`."""
+
+    @functools.cached_property
+    def table(self) -> dict[str, Callable[..., Any]]:
+        """The hooks by command, the table aiosmtpd wants; built once, not per connection
+        as aiosmtpd would."""
+        return {name[7:]: getattr(self, name) for name in dir(self) if name.startswith("handle_")}
+
+    async def handle_PROXY(self, server: GatewaySMTP, session, envelope, proxy_data) -> bool:
+        return await server.proxy_received(proxy_data)
+
+    def handle_STARTTLS(self, server: GatewaySMTP, session, envelope) -> bool:
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            server.core.tls_started(
+                f"using {ssl_object.version()} with cipher {cipher[0] if cipher else '?'}"
+            )
+        else:
+            server.core.tls_started("using TLS")
+        return True
+
+    async def handle_HELO(self, server: GatewaySMTP, session, envelope, hostname: str) -> str:
+        session.host_name = hostname
+        server.core.hello(hostname, esmtp=False)
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self, server: GatewaySMTP, session, envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        server.core.hello(hostname, esmtp=True)
+        return server.ehlo_lines()
+
+    async def handle_MAIL(
+        self, server: GatewaySMTP, session, envelope, address: str, mail_options: list[str]
+    ) -> str:
+        return server.said(server.core.mail(address, mail_options, envelope.smtp_utf8))
+
+    async def handle_RCPT(
+        self, server: GatewaySMTP, session, envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        core = server.core
+        out = core.rcpt(address)
+        if isinstance(out, Decide):
+            result = await server.decide(out)
+            server._still_on()
+            out = core.rcpt_decided(address, result)
+        if isinstance(out, RelayRcpt):
+            out = await server.relay_rcpt(out)
+        return server.said(out)
+
+    async def handle_DATA(self, server: GatewaySMTP, session, envelope) -> str:
+        out = server.core.message(envelope.original_content, server.services.clock())
+        if isinstance(out, Deliver):
+            out = await server.deliver(out)
+            if out.refresh:
+                # A refresh lost to an outage costs nothing but an earlier expiry.
+                with contextlib.suppress(StoreError):
+                    await server.services.decider.delivered(out.refresh)
+        return server.said(out)
+
+    async def handle_RSET(self, server: GatewaySMTP, session, envelope) -> str:
+        server.core.reset()
+        return replies.OK
+
+    async def handle_QUIT(self, server: GatewaySMTP, session, envelope) -> str:
+        backend, server.backend = server.backend, None
+        if backend is not None:
+            await backend.quit()
+        return server.core.quit().reply
+
+    async def handle_VRFY(self, server: GatewaySMTP, session, envelope, address: str) -> str:
+        return replies.CANNOT_VRFY
+
+    async def handle_NOOP(self, server: GatewaySMTP, session, envelope, arg: Any) -> str:
+        return replies.OK
+
+
+HOOKS = Hooks()
+
+
+def _default_command_size() -> int:
+    return SMTP.command_size_limit
+
+
+class _SMTPCommands:
+    """`smtp_*` methods by command name, bound on demand.
+
+    aiosmtpd binds every one of them into a dict per connection; a session uses four or
+    five. The names are read once per class.
+    """
+
+    __slots__ = ("_functions", "_server")
+
+    def __init__(self, server: GatewaySMTP) -> None:
+        self._server = server
+        self._functions = _commands_of(type(server))
+
+    def get(self, command: str, default: Any = None) -> Any:
+        function = self._functions.get(command)
+        return default if function is None else function.__get__(self._server)
+
+    def items(self) -> list[tuple[str, Any]]:
+        server = self._server
+        return [(name, function.__get__(server)) for name, function in self._functions.items()]
+
+
+@functools.cache
+def _commands_of(cls: type) -> dict[str, Any]:
+    return {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}

@@ -1,0 +1,631 @@
+"""The rules of one SMTP session: facts in, what to say and do next out. No I/O.
+
+Everything that decides the course of a session lives here; the adapter (server.py)
+reads and writes the socket, awaits DNS, the store and the backend, and feeds what they
+said back in. Nothing here awaits, reads a clock or touches a socket: time arrives as a
+`now` argument, DNS as an `RDNS`, the store's verdict as an `RcptDecision` (or a
+`StoreFault`), the backend's answers as `BackendReply` values. What happened worth a
+log line or a metric is left in `notes`, which the adapter hands to the observer.
+
+Phases (a session moves only along TRANSITIONS; anything else is a bug, not a client
+error, since aiosmtpd has already refused commands out of order):
+
+    CONNECTED  accepted; nothing said yet. The connect stage runs: limits, deny list,
+               penalty box, and (when a deny entry names PTRs) the reverse DNS.
+      -> GREETED   220 said (aiosmtpd says it)
+      -> REFUSED   554 said: 503 to every command until QUIT (RFC 5321 3.1)
+      -> DROPPED   421 said (a limit, the penalty box): the connection closes
+    GREETED    HELO/EHLO expected; STARTTLS comes back here
+    HELLO      HELO/EHLO done, no transaction
+    MAIL       MAIL accepted: a transaction is open, no recipient accepted yet
+    RCPT       at least one recipient accepted (by the policy and by the backend)
+    DATA       354 said: the message is arriving
+    DROPPED    421 said mid-session (penalty box, junk commands, timeout)
+    CLOSED     QUIT, or the client went
+    (DROPPED and CLOSED absorb every happening: what was on its way when the session
+    ended, a backend's late answer say, changes nothing; the adapter ignores it too.)
+
+Flags and what they may never do:
+
+    counted                 set once admitted by the connection limits; `ended()` clears
+                            it, so the limits release the client exactly once
+    transaction             exists from MAIL to the end of DATA or RSET/HELO/STARTTLS;
+                            `recipients` only holds addresses the backend accepted
+    .decide_at_data         only the null sender's recipients; emptied before any 354
+    .data_refusal           once DATA was refused for a policy reason, every later DATA
+                            of the transaction gets the same reply
+    .backend_failed         never cleared within a transaction: no further RCPT reaches
+                            the backend, DATA gets 451 4.4.1
+    .mail_sent              MAIL goes to the backend at most once per transaction
+    .sender_refused         the backend refused MAIL: each RCPT gets that reply, unrelayed
+    .keys                   familiar keys refreshed only when the backend said 250 to DATA
+    decided                 one decision per deferral key per session: three recipients
+                            of one message are one attempt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gateway.policy import replies
+from gateway.policy.decision import (
+    Assessment,
+    Policy,
+    RcptDecision,
+    Screening,
+    Verdict,
+    decided_at_data,
+)
+from gateway.policy.facts import RDNS
+from gateway.policy.keys import is_null_sender
+from gateway.policy.net import IPAddress, address_text
+from gateway.policy.recipients import recipient_syntax
+from gateway.policy.values import value
+from gateway.policy.vocabulary import Action, Event, Limit, OnError, Reason, RelayResult
+from gateway.relay.content import screen_content
+from gateway.relay.received import protocol_name, received_header
+from gateway.relay.reply import UNAVAILABLE, BackendReply
+
+
+class Phase(StrEnum):
+    CONNECTED = "connected"
+    GREETED = "greeted"
+    REFUSED = "refused"
+    HELLO = "hello"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    DROPPED = "dropped"
+    CLOSED = "closed"
+
+
+class Happening(StrEnum):
+    GREET = "greet"  # the connect stage let the client in
+    REFUSE = "refuse"  # 554 greeting
+    DROP = "drop"  # 421: the session ends after this reply
+    HELLO = "hello"  # HELO or EHLO
+    TLS = "tls"  # STARTTLS done: a new EHLO is due
+    RESET = "reset"  # RSET
+    MAIL = "mail"
+    RCPT = "rcpt"  # a recipient accepted
+    DATA = "data"  # 354
+    END = "end"  # the end of data was answered (or the message was too big or too long)
+    FAIL = "fail"  # an internal error mid-DATA: back to RCPT, where DATA gets 451 4.4.1
+    CLOSE = "close"  # QUIT or the client went
+
+
+_ANY_STAGE = {Happening.DROP: Phase.DROPPED, Happening.CLOSE: Phase.CLOSED}
+_TALKING = {
+    **_ANY_STAGE,
+    Happening.HELLO: Phase.HELLO,
+    Happening.TLS: Phase.GREETED,
+}
+TRANSITIONS: dict[Phase, dict[Happening, Phase]] = {
+    Phase.CONNECTED: {
+        **_ANY_STAGE,
+        Happening.GREET: Phase.GREETED,
+        Happening.REFUSE: Phase.REFUSED,
+    },
+    Phase.GREETED: {**_TALKING, Happening.RESET: Phase.GREETED},
+    Phase.REFUSED: {**_ANY_STAGE},
+    Phase.HELLO: {**_TALKING, Happening.RESET: Phase.HELLO, Happening.MAIL: Phase.MAIL},
+    Phase.MAIL: {**_TALKING, Happening.RESET: Phase.HELLO, Happening.RCPT: Phase.RCPT},
+    Phase.RCPT: {
+        **_TALKING,
+        Happening.RESET: Phase.HELLO,
+        Happening.RCPT: Phase.RCPT,
+        Happening.DATA: Phase.DATA,
+    },
+    Phase.DATA: {**_ANY_STAGE, Happening.END: Phase.HELLO, Happening.FAIL: Phase.RCPT},
+    # An ended session absorbs everything: an answer that was on its way when the 421
+    # went out (a backend reply after a timeout) changes nothing.
+    Phase.DROPPED: {**dict.fromkeys(Happening, Phase.DROPPED), Happening.CLOSE: Phase.CLOSED},
+    Phase.CLOSED: dict.fromkeys(Happening, Phase.CLOSED),
+}
+
+
+class SessionError(Exception):
+    """A happening the phase does not allow: a bug in the adapter, never the client's."""
+
+
+class StoreFault(StrEnum):
+    """Why the store gave no decision for a recipient."""
+
+    BUSY = "busy"  # one key contended through several gateways (StoreBusy)
+    DOWN = "down"  # unreachable, timed out (StoreError)
+
+
+# -- what the adapter is asked to do ----------------------------------------------------
+class Then(StrEnum):
+    GO_ON = "go_on"
+    CLOSE = "close"  # close the connection once the reply is written
+    REFUSE = "refuse"  # 503 to every command until QUIT
+
+
+@value
+class Say:
+    reply: str
+    then: Then = Then.GO_ON
+    refresh: frozenset[str] = frozenset()  # familiar keys to refresh (a delivery's 250)
+
+
+@value
+class Greet:
+    """Go on to the 220 greeting."""
+
+
+GREET = Greet()
+
+
+@value
+class LookUp:
+    """Reverse DNS is needed; `wait`: before the greeting (a deny entry may name it)."""
+
+    wait: bool
+
+
+@value
+class Decide:
+    """Ask the policy about `recipient` (decider.at_rcpt); `dry_run`: record nothing."""
+
+    recipient: str
+    dry_run: bool
+
+
+@value
+class RelayRcpt:
+    """RCPT at the backend, with MAIL first if `mail_first`; the backend opens on demand."""
+
+    recipient: str
+    mail_first: bool
+
+
+@value
+class Deliver:
+    """The end of data at the backend, with this content."""
+
+    content: bytes
+
+
+# -- what happened, for the observer ----------------------------------------------------
+@value
+class Decided:
+    verdict: Verdict
+    sender: str | None = None
+    recipient: str | None = None
+    decision: RcptDecision | None = None
+
+
+@value
+class LimitReached:
+    limit: Limit
+
+
+@value
+class StoreTrouble:
+    event: Event  # STORE_BUSY or STORE_ERROR
+    recipient: str
+    on_error: OnError
+
+
+@value
+class BackendTrouble:
+    detail: str
+
+
+@value
+class Repaired:
+    what: str  # among relay.content.REPAIRS
+
+
+@value
+class Relayed:
+    result: RelayResult
+    reply: str
+    transaction: Transaction
+    seconds: float | None  # the backend's DATA round trip; None: never asked
+
+
+Note = Decided | LimitReached | StoreTrouble | BackendTrouble | Repaired | Relayed
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """The settings a session goes by (from Settings, rebuilt on reload)."""
+
+    hostname: str = "localhost"  # listen.hostname
+    max_recipients: int = 100  # limits.max_recipients
+    on_error: OnError = OnError.TEMPFAIL  # store.on_error
+    bare_newline: str = "reject"  # relay.bare_newline: reject | normalize
+    add_received: bool = True  # relay.add_received
+
+
+@dataclass(slots=True)
+class Transaction:
+    """MAIL to the end of DATA (or RSET)."""
+
+    id: str  # "<session>.<n>": in the Received header and the logs
+    sender: str  # as the client gave it; "<>" for the null sender
+    options: list[str]  # MAIL parameters, upper-cased (aiosmtpd checked them)
+    utf8: bool = False  # SMTPUTF8 was given
+    size: int | None = None  # the SIZE it declared at MAIL, if any
+    recipients: list[str] = field(default_factory=list)  # accepted by the backend
+    decide_at_data: list[str] = field(default_factory=list)  # null sender: decided at DATA
+    refusal_at_data: str | None = None  # the first refusal among those, while deciding
+    data_refusal: str | None = None  # what DATA was refused with (said again if repeated)
+    backend_failed: bool = False
+    mail_sent: bool = False
+    sender_refused: BackendReply | None = None
+    keys: set[str] = field(default_factory=set)  # familiar keys (refreshed on 250)
+    received: int = 0  # bytes of the message as received (0 until DATA)
+
+
+_SENDER_OK = Say(replies.SENDER_OK)
+
+
+def declared_size(options: list[str]) -> int | None:
+    """The SIZE=n parameter of MAIL (aiosmtpd has checked its syntax and upper-cased it)."""
+    for option in options:
+        if option.startswith("SIZE="):
+            text = option[5:]
+            return int(text) if text.isdigit() else None
+    return None
+
+
+class Session:
+    """One SMTP session's state and rules; see the module docstring for both."""
+
+    __slots__ = (
+        "address",
+        "address_text",
+        "assessment",
+        "counted",
+        "decided",
+        "esmtp",
+        "helo",
+        "id",
+        "junk",
+        "notes",
+        "peer_port",
+        "phase",
+        "place",
+        "policy",
+        "rules",
+        "screening",
+        "tls",
+        "transaction",
+        "transactions",
+    )
+
+    def __init__(self, policy: Policy, rules: SessionRules, id: str = "") -> None:
+        self.id = id  # every log line of the session carries it (the adapter draws it)
+        self.policy = policy  # as it was at connect: a reload applies to new sessions
+        self.rules = rules
+        self.phase = Phase.CONNECTED
+        self.notes: list[Note] = []  # for the observer; the adapter drains it
+        self.peer_port: int | None = None  # the TCP peer's (the balancer's, behind PROXY)
+        self.place = ""  # which of our listening addresses it reached (keys.place_key)
+        self.address: IPAddress | None = None  # the client: PROXY source or TCP peer
+        self.address_text = ""
+        self.counted = False
+        self.screening: Screening | None = None
+        self.assessment: Assessment | None = None  # None until reverse DNS is known
+        self.helo = ""
+        self.esmtp = False
+        self.tls: str | None = None  # "using TLSv1.3 with cipher ..." once STARTTLS is done
+        self.decided: dict[str, RcptDecision] = {}
+        self.transactions = 0
+        self.transaction: Transaction | None = None
+        self.junk = 0  # commands without progress since the last MAIL
+
+    def _move(self, happening: Happening) -> None:
+        target = TRANSITIONS[self.phase].get(happening)
+        if target is None:
+            raise SessionError(f"{happening.value} in phase {self.phase.value}")
+        self.phase = target
+
+    def _drop(self, reply: str) -> Say:
+        self._move(Happening.DROP)
+        return Say(reply, Then.CLOSE)
+
+    # -- the connect stage ----------------------------------------------------------------
+    def arrive(self, address: IPAddress) -> bool:
+        """The client is known (TCP peer or PROXY source). True if it is trusted: trusted
+        networks are exempt from the per-client connection limit."""
+        self.address = address
+        self.address_text = address_text(address)
+        return self.policy.trusted.lookup(address) is not None
+
+    def admission(self, limit: Limit | None) -> Say | None:
+        """What the connection limits said. None: admitted, the connect facts come next."""
+        if limit is not None:
+            self.notes.append(LimitReached(limit))
+            return self._drop(replies.limit_refusal(self.rules.hostname, limit))
+        self.counted = True
+        return None
+
+    def connect_facts(self, screening: Screening, verdict: Verdict | None) -> Say | Greet | LookUp:
+        """The store's answer before the greeting (decider.at_connect)."""
+        self.screening = screening
+        if verdict is not None and verdict.action is Action.REJECT:
+            return self._refuse(verdict)
+        if verdict is not None and verdict.action is Action.PENALTY:
+            self.notes.append(Decided(verdict))
+            return self._drop(str(verdict.reply))
+        if verdict is not None:  # trusted or allow-listed by address: no DNS needed
+            self.assessment = self.policy.assess(screening, None)
+            return self._greet()
+        return LookUp(wait=self.policy.deny_has_names)
+
+    def store_down_at_connect(self, now: float) -> Say | Greet | LookUp:
+        """No penalty box without the store; the address lists still apply, and the RCPT
+        stage meets the outage itself (store.on_error)."""
+        assert self.address is not None
+        screening = self.policy.screen(self.address)
+        return self.connect_facts(screening, self.policy.before_greeting(screening, None, now))
+
+    def greet_before_rdns(self) -> Greet:
+        """No deny entry names a PTR: greet now, the lookup overlaps EHLO and MAIL."""
+        return self._greet()
+
+    def rdns_known(self, rdns: RDNS) -> Say | Greet | None:
+        """Reverse DNS answered (or failed: RDNS says so). Before the greeting: greet or
+        refuse; after it (the lookup overlapped EHLO and MAIL): None."""
+        assert self.screening is not None
+        assessment = self.assessment = self.policy.assess(self.screening, rdns)
+        if self.phase is not Phase.CONNECTED:
+            return None
+        verdict = assessment.verdict
+        if verdict is not None and verdict.reason is Reason.DENYLIST:
+            return self._refuse(verdict)
+        return self._greet()
+
+    def _greet(self) -> Greet:
+        self._move(Happening.GREET)
+        return GREET
+
+    def _refuse(self, verdict: Verdict) -> Say:
+        self.notes.append(Decided(verdict))
+        self._move(Happening.REFUSE)
+        return Say(str(verdict.reply), Then.REFUSE)
+
+    # -- hello ----------------------------------------------------------------------------
+    def hello(self, name: str, esmtp: bool) -> None:
+        self.helo, self.esmtp = name, esmtp
+        self.transaction = None
+        self._move(Happening.HELLO)
+
+    def tls_started(self, description: str) -> None:
+        self.tls = description
+        self.transaction = None
+        self._move(Happening.TLS)
+
+    def reset(self) -> None:
+        self.transaction = None
+        self._move(Happening.RESET)
+
+    def idle_command(self, limit: int) -> Say | None:
+        """NOOP, RSET, HELP, VRFY, EXPN: one more command without progress. The reply that
+        ends the session (421) once there are more than `limit` since the last MAIL."""
+        self.junk += 1
+        if self.junk <= limit:
+            return None
+        self.notes.append(LimitReached(Limit.JUNK_COMMANDS))
+        return self._drop(replies.too_much_junk(self.rules.hostname))
+
+    def timed_out(self) -> Say:
+        self.notes.append(LimitReached(Limit.COMMAND_TIMEOUT))
+        return self._drop(replies.timed_out(self.rules.hostname))
+
+    # -- the envelope ---------------------------------------------------------------------
+    def mail(self, sender: str, options: list[str], utf8: bool) -> Say:
+        self.junk = 0  # a transaction is progress
+        self.transactions += 1
+        self.transaction = Transaction(
+            f"{self.id}.{self.transactions}", sender, options, utf8, declared_size(options)
+        )
+        self._move(Happening.MAIL)
+        return _SENDER_OK
+
+    def rcpt(self, recipient: str) -> Say | Decide:
+        """RCPT: max recipients (452), syntax (501), then the policy."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        if len(transaction.recipients) >= self.rules.max_recipients:
+            return Say(replies.TOO_MANY_RECIPIENTS)
+        bad_syntax = recipient_syntax(recipient)
+        if bad_syntax is not None:
+            return Say(str(bad_syntax))
+        return Decide(recipient, dry_run=is_null_sender(transaction.sender))
+
+    def rcpt_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | RelayRcpt:
+        """The policy's decision for a recipient: refuse it, or relay it to the backend.
+
+        The null sender's deferral (and anything else that would write its record) waits
+        for DATA: RCPT is mirrored so that a callback learns whether the mailbox exists.
+        """
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        if isinstance(result, StoreFault):
+            if not self._store_passes(result, recipient):
+                return Say(replies.STORE_TEMPFAIL)
+        elif decided_at_data(transaction.sender, result.verdict):
+            transaction.decide_at_data.append(recipient)
+        else:
+            refusal = self._judged(result, recipient)
+            if refusal is not None:
+                return refusal
+        if transaction.backend_failed:
+            return Say(UNAVAILABLE.as_smtp())
+        if transaction.sender_refused is not None:
+            return Say(transaction.sender_refused.as_smtp())
+        return RelayRcpt(recipient, mail_first=not transaction.mail_sent)
+
+    def _store_passes(self, fault: StoreFault, recipient: str) -> bool:
+        """A recipient the store could not decide: whether it goes on unscreened."""
+        if fault is StoreFault.BUSY:  # its key is hammered through several gateways
+            self.notes.append(StoreTrouble(Event.STORE_BUSY, recipient, OnError.TEMPFAIL))
+            return False
+        on_error = self.rules.on_error
+        self.notes.append(StoreTrouble(Event.STORE_ERROR, recipient, on_error))
+        if on_error is not OnError.PASS:
+            return False
+        assert self.assessment is not None
+        assert self.transaction is not None
+        self.transaction.keys.add(self.assessment.client_key)
+        return True
+
+    def _judged(self, decision: RcptDecision, recipient: str) -> Say | None:
+        """Note a decision and act on it: the refusal, or None when it passes."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        verdict = decision.verdict
+        self.notes.append(Decided(verdict, transaction.sender, recipient, decision))
+        if verdict.action is Action.PENALTY:
+            return self._drop(str(verdict.reply))
+        if verdict.action is not Action.PASS:
+            return Say(str(verdict.reply))
+        if verdict.reason is Reason.FAMILIAR:
+            # Its last_seen is refreshed by an accepted delivery. Other passes hold no
+            # familiar record (a promotion has just written a fresh one).
+            assert self.assessment is not None
+            transaction.keys.add(decision.key or self.assessment.client_key)
+        return None
+
+    def mail_relayed(self, reply: BackendReply) -> Say | None:
+        """The backend's answer to MAIL: None goes on to RCPT; a refusal is mirrored (and
+        given again to every later RCPT of the transaction)."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        transaction.mail_sent = True
+        if reply.accepted:
+            return None
+        transaction.sender_refused = reply
+        return Say(reply.as_smtp())
+
+    def rcpt_relayed(self, recipient: str, reply: BackendReply) -> Say:
+        """The backend's answer to RCPT, mirrored; an accepted recipient joins."""
+        if reply.accepted:
+            assert self.transaction is not None
+            self.transaction.recipients.append(recipient)
+            self._move(Happening.RCPT)
+        return Say(reply.as_smtp())
+
+    def backend_failed(self, reply: BackendReply, detail: str) -> Say:
+        """No usable reply from the backend during MAIL or RCPT."""
+        assert self.transaction is not None
+        self.transaction.backend_failed = True
+        self.notes.append(BackendTrouble(detail))
+        return Say(reply.as_smtp())
+
+    # -- DATA -----------------------------------------------------------------------------
+    def data(self) -> Say | Decide | None:
+        """DATA: the refusal it gets before its 354, a null-sender recipient to decide
+        first, or None: say 354 and read the message."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        if transaction.data_refusal is not None:  # DATA again: the same answer
+            return Say(transaction.data_refusal)
+        if transaction.decide_at_data:  # every recipient's key is recorded
+            return Decide(transaction.decide_at_data[0], dry_run=False)
+        refusal = transaction.refusal_at_data
+        if refusal is not None:
+            transaction.data_refusal = refusal
+            return Say(refusal)
+        if transaction.backend_failed:
+            return Say(UNAVAILABLE.as_smtp())
+        self._move(Happening.DATA)
+        return None
+
+    def data_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | None:
+        """A postponed decision, taken at DATA; then `data()` again. A store that could
+        not decide gets 451 now, and the next DATA asks again."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        if isinstance(result, StoreFault):
+            if not self._store_passes(result, recipient):
+                return Say(replies.STORE_TEMPFAIL)
+            transaction.decide_at_data.remove(recipient)
+            return None
+        transaction.decide_at_data.remove(recipient)
+        reply = self._judged(result, recipient)
+        if reply is not None and transaction.refusal_at_data is None:
+            verdict = result.verdict
+            deferred = verdict.action is Action.DEFER  # 451 at DATA, not 450
+            transaction.refusal_at_data = str(verdict.at_data().reply) if deferred else reply.reply
+        if self.phase is Phase.DROPPED:  # the penalty box: the session ends with this reply
+            return Say(transaction.refusal_at_data or "", Then.CLOSE)
+        return None
+
+    def message(self, content: bytes, now: float) -> Say | Deliver:
+        """The message as received (dot-stuffing undone): refused, or what goes on."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        transaction.received = len(content)
+        screened = screen_content(content, self.rules.bare_newline)
+        if screened.refusal is not None:
+            self.notes.append(Relayed(RelayResult.REJECTED, screened.refusal, transaction, None))
+            return Say(screened.refusal)
+        for what in screened.repaired:
+            self.notes.append(Repaired(what))
+        content = screened.content
+        if self.rules.add_received:
+            assessment = self.assessment
+            recipients = transaction.recipients
+            header = received_header(
+                helo=self.helo,
+                ptr=assessment.ptr if assessment is not None else None,
+                address=self.address_text,
+                protocol=protocol_name(self.esmtp, self.tls is not None, transaction.utf8),
+                tls=self.tls,
+                hostname=self.rules.hostname,
+                transaction_id=transaction.id,
+                recipient=recipients[0] if len(recipients) == 1 else None,
+                when=now,
+            )
+            content = header + content
+        return Deliver(content)
+
+    def delivered(
+        self, reply: BackendReply, seconds: float | None, failure: str | None = None
+    ) -> Say:
+        """The backend's reply to the end of data (`failure`: there was none usable)."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
+        if failure is not None:
+            self.notes.append(BackendTrouble(failure))
+            result = RelayResult.BACKEND_ERROR
+        elif reply.accepted:
+            result = RelayResult.DELIVERED
+        else:
+            result = RelayResult.TEMPFAIL if reply.code < 500 else RelayResult.REJECTED
+        said = reply.as_smtp()
+        self.notes.append(Relayed(result, said, transaction, seconds))
+        if result is RelayResult.DELIVERED:
+            return Say(said, refresh=frozenset(transaction.keys))
+        return Say(said)
+
+    def end_of_data(self) -> None:
+        """DATA is over (answered, or the message was too big): the transaction ends."""
+        self.transaction = None
+        self._move(Happening.END)
+
+    def internal_error(self) -> Say:
+        """A bug met mid-command: the transaction cannot be trusted any more."""
+        if self.transaction is not None:
+            self.transaction.backend_failed = True
+        if self.phase is Phase.DATA:  # aiosmtpd leaves the transaction as it was
+            self._move(Happening.FAIL)
+        return Say(replies.INTERNAL_ERROR)
+
+    # -- the end --------------------------------------------------------------------------
+    def quit(self) -> Say:
+        self._move(Happening.CLOSE)
+        return Say(replies.BYE, Then.CLOSE)
+
+    def ended(self) -> bool:
+        """The connection is gone. True once, if the limits must release the client."""
+        counted, self.counted = self.counted, False
+        self.phase = Phase.CLOSED
+        return counted

@@ -1,0 +1,467 @@
+"""The session core's rules, phase by phase, without a socket (h11's test_state style).
+
+Facts go in as values (a Screening, an RDNS, an RcptDecision, a BackendReply); what the
+session says and asks for comes out. The adapter's wiring is tests/test_smtp_server.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.assembly import build_policy
+from gateway.policy.decision import RcptDecision, Verdict
+from gateway.policy.facts import RDNS, RDNSStatus
+from gateway.policy.net import client_address
+from gateway.policy.replies import Reply
+from gateway.policy.vocabulary import Action, Event, Limit, OnError, Reason, RelayResult
+from gateway.relay.reply import BackendReply
+from gateway.smtp.session import (
+    GREET,
+    TRANSITIONS,
+    BackendTrouble,
+    Decide,
+    Decided,
+    Deliver,
+    Happening,
+    LimitReached,
+    LookUp,
+    Phase,
+    Relayed,
+    RelayRcpt,
+    Repaired,
+    Say,
+    Session,
+    SessionError,
+    SessionRules,
+    StoreFault,
+    StoreTrouble,
+    Then,
+)
+from tests.conftest import make_settings
+
+CLIENT = "192.0.2.9"
+NOW = 1_800_000_000.0
+OK = BackendReply(250, "2.1.5 Ok")
+QUEUED = BackendReply(250, "2.0.0 Ok: queued as ABC")
+DEFER = Verdict(Action.DEFER, Reason.S25R_RULE1, Reply(450, "4.7.1", "Try again later"))
+PASS = Verdict(Action.PASS, Reason.CLEAN)
+FAMILIAR = Verdict(Action.PASS, Reason.FAMILIAR)
+PENALTY = Verdict(Action.PENALTY, Reason.IMPATIENT, Reply(421, "4.7.0", "Too many retries"))
+CONFIRMED = RDNS(RDNSStatus.CONFIRMED, ("mail.example.org",), ("mail.example.org",))
+
+
+def policy(**sections):
+    return build_policy(make_settings(sections))
+
+
+def connected(rules: SessionRules | None = None, **sections) -> Session:
+    """A session admitted by the limits, its connect facts not yet in."""
+    session = Session(policy(**sections), rules or SessionRules(hostname="gw.test"), "3f2a9c01")
+    session.arrive(client_address(CLIENT))
+    assert session.admission(None) is None
+    return session
+
+
+def greeted(rules: SessionRules | None = None, **sections) -> Session:
+    """A session past the greeting with its reverse DNS known, EHLO done."""
+    session = connected(rules, **sections)
+    screening = session.policy.screen(client_address(CLIENT))
+    assert session.connect_facts(screening, None) == LookUp(wait=False)
+    assert session.rdns_known(CONFIRMED) is GREET
+    session.hello("mail.example.org", esmtp=True)
+    return session
+
+
+def in_transaction(sender: str = "a@sender.example", **kwargs) -> Session:
+    session = greeted(**kwargs)
+    assert session.mail(sender, ["SIZE=1000"], False) == Say("250 2.1.0 Ok")
+    return session
+
+
+def accepted(session: Session, recipient: str = "bob@example.com") -> None:
+    """One recipient through the policy and the backend."""
+    ask = session.rcpt(recipient)
+    assert isinstance(ask, Decide)
+    relay = session.rcpt_decided(recipient, RcptDecision(PASS, CLIENT))
+    assert isinstance(relay, RelayRcpt)
+    if relay.mail_first:
+        assert session.mail_relayed(OK) is None
+    assert session.rcpt_relayed(recipient, OK) == Say("250 2.1.5 Ok")
+
+
+# -- the transition table -------------------------------------------------------------
+@pytest.mark.parametrize("phase", list(Phase), ids=str)
+def test_every_phase_can_end(phase: Phase) -> None:
+    """A 421 or a hang-up can come at any moment; nothing is left open after CLOSED."""
+    assert TRANSITIONS[phase][Happening.CLOSE] is Phase.CLOSED
+    assert Happening.DROP in TRANSITIONS[phase]
+
+
+def test_a_late_answer_after_the_session_ended_changes_nothing() -> None:
+    session = in_transaction()
+    relay = session.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT))
+    assert isinstance(relay, RelayRcpt)
+    session.timed_out()  # the 421 goes out while the backend is still answering
+    session.mail_relayed(OK)
+    session.rcpt_relayed("bob@example.com", OK)
+    assert session.phase is Phase.DROPPED
+    session.quit()
+    session.hello("late.example", esmtp=True)
+    assert session.phase is Phase.CLOSED
+
+
+def test_no_transaction_before_hello() -> None:
+    session = connected()
+    with pytest.raises(SessionError):
+        session.mail("a@sender.example", [], False)
+
+
+def test_data_only_after_an_accepted_recipient() -> None:
+    session = in_transaction()
+    with pytest.raises(SessionError):
+        session.end_of_data()
+
+
+# -- the connect stage ----------------------------------------------------------------
+def test_a_limit_refuses_before_the_greeting_and_counts_nothing() -> None:
+    session = Session(policy(), SessionRules(hostname="gw.test"))
+    session.arrive(client_address(CLIENT))
+    say = session.admission(Limit.CLIENT_CONNECTIONS)
+    assert say == Say(
+        "421 4.7.0 gw.test Error: too many connections from your address, try again later",
+        Then.CLOSE,
+    )
+    assert session.phase is Phase.DROPPED
+    assert session.notes == [LimitReached(Limit.CLIENT_CONNECTIONS)]
+    assert session.ended() is False  # never admitted: nothing to release
+
+
+def test_an_admitted_client_is_released_exactly_once() -> None:
+    session = connected()
+    assert session.ended() is True
+    assert session.ended() is False
+
+
+def test_trusted_clients_are_exempt_from_the_per_client_limit() -> None:
+    session = Session(policy(), SessionRules())
+    assert session.arrive(client_address("127.0.0.1")) is True
+    assert session.arrive(client_address(CLIENT)) is False
+
+
+def test_deny_by_address_refuses_the_session() -> None:
+    session = connected(lists={"deny_files": []})
+    screening = session.policy.screen(client_address(CLIENT))
+    verdict = Verdict(Action.REJECT, Reason.DENYLIST, Reply(554, "5.7.1", "Access denied"))
+    say = session.connect_facts(screening, verdict)
+    assert say == Say("554 5.7.1 Access denied", Then.REFUSE)
+    assert session.phase is Phase.REFUSED
+    assert session.notes == [Decided(verdict)]
+
+
+def test_the_penalty_box_drops_before_the_greeting() -> None:
+    session = connected()
+    screening = session.policy.screen(client_address(CLIENT))
+    say = session.connect_facts(screening, PENALTY)
+    assert say == Say("421 4.7.0 Too many retries", Then.CLOSE)
+    assert session.phase is Phase.DROPPED
+
+
+def test_trusted_is_assessed_without_dns() -> None:
+    session = Session(policy(), SessionRules())
+    session.arrive(client_address("127.0.0.1"))
+    session.admission(None)
+    screening = session.policy.screen(client_address("127.0.0.1"))
+    assert session.connect_facts(screening, screening.verdict) is GREET
+    assert session.assessment is not None and session.assessment.verdict.reason is Reason.TRUSTED
+
+
+def test_a_stranger_is_greeted_while_its_reverse_dns_is_looked_up() -> None:
+    session = connected()
+    screening = session.policy.screen(client_address(CLIENT))
+    assert session.connect_facts(screening, None) == LookUp(wait=False)
+    assert session.greet_before_rdns() is GREET
+    assert session.assessment is None
+    assert session.rdns_known(CONFIRMED) is None  # after the greeting: nothing to say
+    assert session.assessment is not None and session.assessment.ptr == "mail.example.org"
+
+
+def test_a_deny_entry_naming_ptrs_makes_the_greeting_wait(tmp_path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("dyn.example.net\n")
+    session = connected(lists={"deny_files": [str(deny)]})
+    screening = session.policy.screen(client_address(CLIENT))
+    assert session.connect_facts(screening, None) == LookUp(wait=True)
+    named = RDNS(RDNSStatus.CONFIRMED, ("p1.dyn.example.net",), ("p1.dyn.example.net",))
+    say = session.rdns_known(named)
+    assert isinstance(say, Say) and say.reply.startswith("554 5.7.1") and say.then is Then.REFUSE
+    assert session.phase is Phase.REFUSED
+
+
+def test_a_store_outage_at_connect_still_applies_the_address_lists() -> None:
+    session = Session(policy(), SessionRules())
+    session.arrive(client_address("127.0.0.1"))
+    session.admission(None)
+    assert session.store_down_at_connect(NOW) is GREET  # trusted
+    stranger = connected()
+    assert stranger.store_down_at_connect(NOW) == LookUp(wait=False)
+
+
+# -- RCPT -----------------------------------------------------------------------------
+def test_too_many_recipients() -> None:
+    session = in_transaction(rules=SessionRules(max_recipients=1))
+    accepted(session)
+    assert session.rcpt("carol@example.com") == Say("452 4.5.3 Error: too many recipients")
+
+
+def test_recipient_syntax_is_checked_before_the_policy() -> None:
+    session = in_transaction()
+    say = session.rcpt("not an address")
+    assert isinstance(say, Say) and say.reply.startswith("501 ")
+
+
+@pytest.mark.parametrize(("sender", "dry_run"), [("a@sender.example", False), ("<>", True)])
+def test_the_null_sender_is_asked_about_without_recording(sender: str, dry_run: bool) -> None:
+    session = in_transaction(sender)
+    assert session.rcpt("bob@example.com") == Decide("bob@example.com", dry_run)
+
+
+def test_a_deferral_at_rcpt_is_said_and_noted() -> None:
+    session = in_transaction()
+    decision = RcptDecision(DEFER, CLIENT)
+    assert session.rcpt_decided("bob@example.com", decision) == Say("450 4.7.1 Try again later")
+    assert session.notes == [Decided(DEFER, "a@sender.example", "bob@example.com", decision)]
+    assert session.phase is Phase.MAIL
+
+
+def test_the_penalty_box_at_rcpt_ends_the_session() -> None:
+    session = in_transaction()
+    say = session.rcpt_decided("bob@example.com", RcptDecision(PENALTY, CLIENT))
+    assert say == Say("421 4.7.0 Too many retries", Then.CLOSE)
+    assert session.phase is Phase.DROPPED
+
+
+def test_mail_goes_to_the_backend_once_per_transaction() -> None:
+    session = in_transaction()
+    accepted(session)
+    assert session.phase is Phase.RCPT
+    relay = session.rcpt_decided("carol@example.com", RcptDecision(PASS, CLIENT))
+    assert relay == RelayRcpt("carol@example.com", mail_first=False)
+
+
+def test_a_backend_refusing_mail_is_mirrored_to_every_recipient() -> None:
+    session = in_transaction()
+    refused = BackendReply(550, "5.1.8 Bad sender")
+    assert session.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT)) == RelayRcpt(
+        "bob@example.com", mail_first=True
+    )
+    assert session.mail_relayed(refused) == Say("550 5.1.8 Bad sender")
+    again = session.rcpt_decided("carol@example.com", RcptDecision(PASS, CLIENT))
+    assert again == Say("550 5.1.8 Bad sender")
+
+
+def test_a_backend_refusing_a_recipient_keeps_it_out() -> None:
+    session = in_transaction()
+    session.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT))
+    session.mail_relayed(OK)
+    assert session.rcpt_relayed("bob@example.com", BackendReply(550, "5.1.1 No such user")) == (
+        Say("550 5.1.1 No such user")
+    )
+    assert session.transaction.recipients == [] and session.phase is Phase.MAIL
+
+
+def test_a_failed_backend_fails_the_rest_of_the_transaction() -> None:
+    session = in_transaction()
+    accepted(session)
+    unavailable = BackendReply(451, "4.4.1 Delivery temporarily unavailable, try again later")
+    say = session.backend_failed(unavailable, "connection refused")
+    assert say.reply.startswith("451 4.4.1")
+    assert session.notes[-1] == BackendTrouble("connection refused")
+    again = session.rcpt_decided("carol@example.com", RcptDecision(PASS, CLIENT))
+    assert isinstance(again, Say) and again.reply.startswith("451 4.4.1")
+    data = session.data()
+    assert isinstance(data, Say) and data.reply.startswith("451 4.4.1")
+
+
+@pytest.mark.parametrize(
+    ("on_error", "passes"), [(OnError.TEMPFAIL, False), (OnError.PASS, True)], ids=str
+)
+def test_a_store_outage_at_rcpt_follows_on_error(on_error: OnError, passes: bool) -> None:
+    session = in_transaction(rules=SessionRules(on_error=on_error))
+    out = session.rcpt_decided("bob@example.com", StoreFault.DOWN)
+    assert session.notes == [StoreTrouble(Event.STORE_ERROR, "bob@example.com", on_error)]
+    if passes:
+        assert out == RelayRcpt("bob@example.com", mail_first=True)
+        assert session.transaction.keys == {session.assessment.client_key}
+    else:
+        assert out == Say("451 4.3.0 Temporary local problem, try again later")
+
+
+def test_a_busy_store_key_is_a_tempfail_even_when_outages_pass() -> None:
+    session = in_transaction(rules=SessionRules(on_error=OnError.PASS))
+    out = session.rcpt_decided("bob@example.com", StoreFault.BUSY)
+    assert out == Say("451 4.3.0 Temporary local problem, try again later")
+    assert session.notes[0].event is Event.STORE_BUSY
+
+
+# -- DATA -----------------------------------------------------------------------------
+def test_the_null_sender_is_mirrored_at_rcpt_and_deferred_at_data() -> None:
+    session = in_transaction("<>")
+    relay = session.rcpt_decided("bob@example.com", RcptDecision(DEFER, CLIENT))
+    assert relay == RelayRcpt("bob@example.com", mail_first=True)
+    assert session.notes == []  # a callback leaves nothing behind
+    session.mail_relayed(OK)
+    session.rcpt_relayed("bob@example.com", OK)
+    assert session.data() == Decide("bob@example.com", dry_run=False)
+    assert session.data_decided("bob@example.com", RcptDecision(DEFER, CLIENT)) is None
+    assert session.data() == Say("451 4.7.1 Try again later")
+    assert session.data() == Say("451 4.7.1 Try again later")  # said again, not decided again
+    assert [type(note) for note in session.notes] == [Decided]
+
+
+def test_a_store_outage_at_data_asks_again_at_the_next_data() -> None:
+    session = in_transaction("<>")
+    session.rcpt_decided("bob@example.com", RcptDecision(DEFER, CLIENT))
+    session.mail_relayed(OK)
+    session.rcpt_relayed("bob@example.com", OK)
+    ask = session.data()
+    assert session.data_decided(ask.recipient, StoreFault.DOWN) == Say(
+        "451 4.3.0 Temporary local problem, try again later"
+    )
+    assert session.data() == ask
+
+
+def test_the_penalty_box_at_data_ends_the_session() -> None:
+    session = in_transaction("<>")
+    session.rcpt_decided("bob@example.com", RcptDecision(PENALTY, CLIENT))
+    session.mail_relayed(OK)
+    session.rcpt_relayed("bob@example.com", OK)
+    session.data()
+    say = session.data_decided("bob@example.com", RcptDecision(PENALTY, CLIENT))
+    assert say == Say("421 4.7.0 Too many retries", Then.CLOSE)
+
+
+def test_data_opens_when_nothing_stands_in_the_way() -> None:
+    session = in_transaction()
+    accepted(session)
+    assert session.data() is None
+    assert session.phase is Phase.DATA
+
+
+def test_the_message_gets_a_received_header() -> None:
+    session = in_transaction()
+    accepted(session)
+    session.data()
+    out = session.message(b"Subject: hi\r\n\r\nbody\r\n", NOW)
+    assert isinstance(out, Deliver)
+    header = out.content.split(b"\r\n\t", 1)[0]
+    assert header.startswith(b"Received: from mail.example.org (mail.example.org [192.0.2.9])")
+    assert session.transaction.id.encode() in out.content
+    assert b"for <bob@example.com>" in out.content
+    assert out.content.endswith(b"Subject: hi\r\n\r\nbody\r\n")
+
+
+def test_smuggling_is_refused_in_reject_mode() -> None:
+    session = in_transaction()
+    accepted(session)
+    session.data()
+    out = session.message(b"a\n.\nMAIL FROM:<x@y>\r\n", NOW)
+    assert isinstance(out, Say) and out.reply.startswith("550 5.5.2")
+    note = session.notes[-1]
+    assert isinstance(note, Relayed) and note.result is RelayResult.REJECTED
+
+
+def test_smuggling_is_repaired_in_normalize_mode() -> None:
+    session = in_transaction(rules=SessionRules(bare_newline="normalize", add_received=False))
+    accepted(session)
+    session.data()
+    out = session.message(b"a\n.\nb\x00\r\n", NOW)
+    assert out == Deliver(b"a\r\n.\r\nb\r\n")
+    assert session.notes[-2:] == [Repaired("nul"), Repaired("bare_newline")]
+
+
+@pytest.mark.parametrize(
+    ("reply", "failure", "result"),
+    [
+        (QUEUED, None, RelayResult.DELIVERED),
+        (BackendReply(452, "4.2.2 Mailbox full"), None, RelayResult.TEMPFAIL),
+        (BackendReply(554, "5.7.1 Spam"), None, RelayResult.REJECTED),
+        (BackendReply(451, "4.4.1 unavailable"), "timed out", RelayResult.BACKEND_ERROR),
+    ],
+    ids=str,
+)
+def test_the_end_of_data_is_the_backends_reply(reply, failure, result) -> None:
+    session = in_transaction()
+    accepted(session)
+    session.data()
+    session.message(b"x\r\n", NOW)
+    say = session.delivered(reply, 0.01, failure)
+    assert say.reply == reply.as_smtp()
+    relayed = session.notes[-1]
+    assert isinstance(relayed, Relayed) and relayed.result is result
+    assert (BackendTrouble(failure) in session.notes) is (failure is not None)
+    session.end_of_data()
+    assert session.phase is Phase.HELLO and session.transaction is None
+
+
+def test_familiar_keys_are_refreshed_only_by_an_accepted_delivery() -> None:
+    for reply, refreshed in ((QUEUED, {"fam-key"}), (BackendReply(452, "4.2.2 full"), set())):
+        session = in_transaction()
+        session.rcpt_decided("bob@example.com", RcptDecision(FAMILIAR, "fam-key"))
+        session.mail_relayed(OK)
+        session.rcpt_relayed("bob@example.com", OK)
+        session.data()
+        session.message(b"x\r\n", NOW)
+        assert session.delivered(reply, 0.01).refresh == refreshed
+
+
+# -- limits and errors ----------------------------------------------------------------
+def test_junk_commands_end_the_session_and_mail_restarts_the_count() -> None:
+    session = greeted()
+    assert session.idle_command(2) is None
+    assert session.idle_command(2) is None
+    session.mail("a@sender.example", [], False)
+    assert session.idle_command(2) is None
+    assert session.idle_command(2) is None
+    say = session.idle_command(2)
+    assert say == Say("421 4.7.0 gw.test Error: too many commands that do nothing", Then.CLOSE)
+    assert session.notes[-1] == LimitReached(Limit.JUNK_COMMANDS)
+
+
+def test_a_timeout_says_421_and_drops() -> None:
+    session = greeted()
+    assert session.timed_out() == Say("421 4.4.2 gw.test Error: timeout exceeded", Then.CLOSE)
+    assert session.phase is Phase.DROPPED
+    assert session.notes[-1] == LimitReached(Limit.COMMAND_TIMEOUT)
+
+
+def test_an_internal_error_fails_the_transaction() -> None:
+    session = in_transaction()
+    accepted(session)
+    assert session.internal_error().reply.startswith("451 4.3.0")
+    data = session.data()
+    assert isinstance(data, Say) and data.reply.startswith("451 4.4.1")
+
+
+def test_an_internal_error_mid_data_leaves_data_refused_not_reopened() -> None:
+    """aiosmtpd skips its post-DATA reset when the DATA hook raises: the next DATA must
+    meet the failed transaction (451), not a second 354 to a backend that was aborted."""
+    session = in_transaction()
+    accepted(session)
+    assert session.data() is None
+    session.internal_error()
+    assert session.phase is Phase.RCPT
+    data = session.data()
+    assert isinstance(data, Say) and data.reply.startswith("451 4.4.1")
+
+
+def test_rset_helo_and_starttls_end_the_transaction() -> None:
+    for end in ("reset", "hello", "tls"):
+        session = in_transaction()
+        if end == "reset":
+            session.reset()
+        elif end == "hello":
+            session.hello("again.example", esmtp=False)
+        else:
+            session.tls_started("using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384")
+        assert session.transaction is None
+    assert session.phase is Phase.GREETED  # after STARTTLS, EHLO again
