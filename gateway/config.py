@@ -308,8 +308,10 @@ class ListenSettings:
 
 @dataclass(frozen=True, slots=True)
 class TLSSettings:
+    mode: str = _setting("auto", choice("auto", "off"))
     cert: Path | None = _setting("", path())
     key: Path | None = _setting("", path())
+    self_signed_dir: Path | None = _setting("/var/lib/onajimi", path(must_exist=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +452,7 @@ class Settings:
 
     @property
     def tls_enabled(self) -> bool:
-        return self.tls.cert is not None
+        return self.tls.mode != "off"
 
 
 def _build_section(cls: type, raw: Mapping[str, Any], section: str, ctx: Context, source: str):
@@ -476,7 +478,10 @@ def _build_section(cls: type, raw: Mapping[str, Any], section: str, ctx: Context
 def _check_together(settings: Settings) -> None:
     source = settings.source
     if (settings.tls.cert is None) != (settings.tls.key is None):
-        raise ConfigError(f"{source}: tls.cert and tls.key: set both to offer STARTTLS, or neither")
+        raise ConfigError(f"{source}: tls.cert and tls.key: set both, or neither (self-signed)")
+    tls = settings.tls
+    if tls.mode != "off" and tls.cert is None and tls.self_signed_dir is None:
+        raise ConfigError(f"{source}: tls.self_signed_dir: needed without tls.cert")
     p = settings.policy
     if p.retry_window <= p.min_retry_delay:
         raise ConfigError(

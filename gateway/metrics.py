@@ -8,6 +8,7 @@
     onajimi_data_normalized_total{what="nul|bare_newline"}  counter
     onajimi_limit_refusals_total{limit=...}                counter (connections, client_connections,
                                                                     junk_commands, command_timeout)
+    onajimi_tls_sessions_total{version="TLSv1.2|TLSv1.3"}  counter (STARTTLS handshakes)
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
     onajimi_dns_seconds                                    histogram (uncached lookups)
     onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from gateway.policy.vocabulary import Action, Limit, Reason, RelayResult, Retry
 from gateway.relay.content import REPAIRS
+from gateway.tls import VERSIONS as TLS_VERSIONS
 
 # The (action, reason) pairs that can occur; only these series exist.
 DECISIONS = {
@@ -90,6 +92,12 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.tls_sessions = Counter(
+            "onajimi_tls_sessions",
+            "STARTTLS handshakes completed, by TLS version",
+            ["version"],
+            registry=r,
+        )
         self.dns_seconds = Histogram(
             "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
         )
@@ -127,6 +135,8 @@ class Metrics:
             self.normalized.labels(what)
         for limit in Limit:
             self.limit_refusals.labels(limit.value)
+        for version in TLS_VERSIONS:
+            self.tls_sessions.labels(version)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 

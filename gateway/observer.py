@@ -26,6 +26,7 @@ from gateway.policy.vocabulary import Event, Limit, OnError
 from gateway.smtp.session import (
     BackendTrouble,
     Decided,
+    Encrypted,
     LimitReached,
     Note,
     Relayed,
@@ -74,6 +75,8 @@ class Observer:
             self.event(Event.BACKEND_FAILED, session, logging.WARNING, detail=note.detail)
         elif isinstance(note, Repaired):
             self.metrics.normalized.labels(note.what).inc()
+        elif isinstance(note, Encrypted):
+            self.metrics.tls_sessions.labels(note.version).inc()
 
     def decision(self, session: Session, note: Decided) -> None:
         verdict, decision = note.verdict, note.decision
@@ -122,6 +125,7 @@ class Observer:
                 + ("..." if len(recipients) > 5 else ""),
                 "rcpts": len(recipients),
                 "size": transaction.received,
+                "tls": session.tls_version,
                 "result": note.result.value,
                 "reply": note.reply.replace("\r\n", " / "),
                 "seconds": "" if note.seconds is None else f"{note.seconds:.3f}",

@@ -54,6 +54,7 @@ from gateway.smtp.session import SessionRules
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.store.guard import GuardedStore
+from gateway.tls import Certificate, certificate_for, server_context
 
 log = logging.getLogger("onajimi")
 
@@ -63,18 +64,20 @@ PROBE_EVERY = 300.0
 COUNT_EVERY = 30.0
 HEARTBEAT_EVERY = 10.0
 STORE_CHECK_EVERY = 5.0
+CERTIFICATE_CHECK_EVERY = 10.0
 HEARTBEAT_PREFIX = "heartbeat:"
 
 
-def tls_context_for(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls.cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(str(settings.tls.cert), str(settings.tls.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{settings.source}: tls.cert / tls.key: cannot load: {exc}") from None
-    return context
+def tls_for(settings: Settings) -> tuple[ssl.SSLContext | None, Certificate | None]:
+    """The STARTTLS context and the files behind it; (None, None) with tls.mode = "off"."""
+    tls = settings.tls
+    if tls.mode == "off":
+        return None, None
+    assert tls.self_signed_dir is not None or tls.cert is not None  # config checks it
+    certificate = certificate_for(
+        tls.cert, tls.key, settings.listen.hostname, tls.self_signed_dir, settings.source
+    )
+    return server_context(certificate.cert, certificate.key, settings.source), certificate
 
 
 class Gateway:
@@ -117,7 +120,7 @@ class Gateway:
     def _apply(self, settings: Settings) -> None:
         """Everything derived from settings (at start and at reload); raises ConfigError."""
         static = build_policy(settings)
-        tls_context = tls_context_for(settings)
+        tls_context, certificate = tls_for(settings)
         proxy_trusted: NetSet[str] | None = None
         if settings.listen.proxy_protocol:
             proxy_trusted = NetSet()
@@ -127,6 +130,7 @@ class Gateway:
         self._static_policy = static
         self.policy = static.with_dynamic(*self._dynamic)
         self.tls_context = tls_context
+        self.certificate = certificate
         self.proxy_trusted = proxy_trusted
         self.backend_config = BackendConfig.from_settings(settings)
         self.limits.reconfigure(settings.limits)
@@ -193,6 +197,7 @@ class Gateway:
             loop.create_task(self._every(PROBE_EVERY, self._probe)),
             loop.create_task(self._every(HEARTBEAT_EVERY, self._heartbeat)),
             loop.create_task(self._every(STORE_CHECK_EVERY, self._check_store)),
+            loop.create_task(self._every(CERTIFICATE_CHECK_EVERY, self._check_certificate)),
         ]
         if self.worker is None:  # a supervisor does these for its workers
             await self._start_endpoint()
@@ -239,6 +244,22 @@ class Gateway:
         if problem is not None and problem != self._store_problem:
             log.error("%s", problem)
         self._store_problem = problem
+
+    async def _check_certificate(self) -> None:
+        """certbot (or any ACME client) renewed the files: new sessions get them, sessions
+        already encrypted keep what they have. Files that do not load yet (half written)
+        keep the old context, and are tried again at the next check."""
+        certificate = self.certificate
+        if certificate is None or certificate.self_signed or not certificate.changed():
+            return
+        try:
+            context, certificate = tls_for(self.settings)
+        except ConfigError as exc:
+            log.error("tls: the certificate files changed but do not load: %s", exc)
+            return
+        self.tls_context, self.certificate = context, certificate
+        self.services = self._services()
+        log.info("tls: %s changed: new sessions get it", certificate.cert)
 
     async def _count_records(self) -> None:
         self.metrics.store_counts(await self.store.counts())

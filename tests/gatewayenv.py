@@ -58,10 +58,12 @@ def write_gateway_config(
     relay: str = "",
     metrics: str = "",
     listen: str = "",
+    tls: str = 'mode = "off"',
 ) -> Path:
     """A gateway.toml for `onajimi run` in a test or the benchmark. `listen`, `policy`,
     `backend_extra` and `relay` add lines to those tables, `metrics` is metrics.listen
-    (empty: off), `extra` adds whole tables."""
+    (empty: off), `tls` fills the [tls] table (STARTTLS off unless a test wants it),
+    `extra` adds whole tables."""
     path.write_text(
         f"""
 [listen]
@@ -89,6 +91,8 @@ timeout = 1
 url = "{store}"
 [metrics]
 listen = "{metrics}"
+[tls]
+{tls}
 {extra}
 """
     )
@@ -136,6 +140,7 @@ def env_settings(
         },
         overrides or {},
     )
+    raw.setdefault("tls", {"mode": "off"})  # tests that want STARTTLS say so
     return settings_from_mapping(raw, "e2e.toml", base_dir)
 
 

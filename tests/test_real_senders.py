@@ -106,6 +106,7 @@ class Scenario:
     policy: dict
     gateways: int = 1
     sender_settings: dict[str, str] = field(default_factory=dict)
+    tls: dict = field(default_factory=lambda: {"mode": "off"})
 
 
 async def start_gateways(scenario: Scenario, dns: DnsServer, backend, store: str, port: int):
@@ -121,7 +122,7 @@ async def start_gateways(scenario: Scenario, dns: DnsServer, backend, store: str
                 "store": {"url": store},
                 "metrics": {"listen": ""},
             },
-            {"policy": scenario.policy},
+            {"policy": scenario.policy, "tls": scenario.tls},
         )
         gateway = Gateway(settings_from_mapping(raw, "senders.toml", CONF))
         await gateway.start()
@@ -240,6 +241,22 @@ async def test_a_real_server_misjudged_by_s25r(dns53, backend, caplog, tmp_path)
     scenario = Scenario("S25R suspect name, 10, defer=suspect", "127.0.0.21", 10, {})
     row = await run_scenario(scenario, dns53, backend, f"sqlite://{tmp_path}/state.db", caplog)
     assert row["delivered"] == 10
+
+
+async def test_a_sender_that_requires_tls(dns53, backend, caplog, tmp_path) -> None:
+    """`smtp_tls_security_level = encrypt`: no STARTTLS, no delivery. With no certificate
+    configured the gateway offers its self-signed one, which such a sender accepts."""
+    scenario = Scenario(
+        "sender requires TLS, self-signed, defer=all",
+        "127.0.0.24",
+        5,
+        {"defer": "all"},
+        sender_settings={"smtp_tls_security_level": "encrypt"},
+        tls={"self_signed_dir": str(tmp_path / "tls")},
+    )
+    await run_scenario(scenario, dns53, backend, "memory:", caplog)
+    received = [raw for raw in backend.messages() if b"sender-requires-TLS" in raw]
+    assert received and all(b"with ESMTPS id" in raw for raw in received)
 
 
 async def test_two_mx_hosts_sharing_one_redis(dns53, backend, caplog, redis_url) -> None:

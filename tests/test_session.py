@@ -462,6 +462,6 @@ def test_rset_helo_and_starttls_end_the_transaction() -> None:
         elif end == "hello":
             session.hello("again.example", esmtp=False)
         else:
-            session.tls_started("using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384")
+            session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")
         assert session.transaction is None
     assert session.phase is Phase.GREETED  # after STARTTLS, EHLO again

@@ -22,7 +22,7 @@ def run(args: Any) -> int:
         ("config", f"{s.source}: OK"),
         ("listen", ", ".join(str(a) for a in s.listen.addresses) + f" as {s.listen.hostname}"),
         ("proxy", "PROXY protocol required" if s.listen.proxy_protocol else "off"),
-        ("tls", "STARTTLS offered" if s.tls_enabled else "off"),
+        ("tls", _tls(s)),
         (
             "backend",
             f"{s.backend.host}:{s.backend.port} (tls {s.backend.tls}, "
@@ -50,3 +50,12 @@ def run(args: Any) -> int:
     ]
     print_table(rows)
     return 0
+
+
+def _tls(s) -> str:
+    if not s.tls_enabled:
+        return "off (tls.mode)"
+    if s.tls.cert is not None:
+        return f"STARTTLS offered with {display_path(s.tls.cert)}"
+    where = s.tls.self_signed_dir
+    return f"STARTTLS offered, self-signed for {s.listen.hostname} (kept in {where})"

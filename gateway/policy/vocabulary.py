@@ -82,3 +82,4 @@ class Event(StrEnum):
     STORE_BUSY = "store_busy"  # one key contended through several gateways: 451 for it
     STORE_ERROR = "store_error"  # the store was needed and is down: store.on_error decides
     BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1
+    TLS_FAILED = "tls_failed"  # a STARTTLS handshake failed: the connection closes

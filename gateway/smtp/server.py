@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, login_always_fail, syntax
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, login_always_fail, syntax
 
 from gateway.errors import StoreBusy, StoreError
 from gateway.policy import replies
@@ -41,6 +41,7 @@ from gateway.policy.decision import Assessment, RcptDecision
 from gateway.policy.facts import RDNSStatus
 from gateway.policy.keys import place_key
 from gateway.policy.net import client_address
+from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage
@@ -531,6 +532,15 @@ class GatewaySMTP(EarlyStage):
             if self.transport is not None:
                 self.transport.close()
             return replies.CONNECTION_LOST
+        if isinstance(error, TLSSetupException):
+            # A client that could not agree on TLS (too old, a scanner, a probe): its
+            # problem, not ours; the connection is of no use any more.
+            self.services.observer.event(
+                Event.TLS_FAILED, core, detail=str(error.__cause__ or error)
+            )
+            if self.transport is not None:
+                self.transport.close()
+            return replies.CONNECTION_LOST
         log.error("session %s: internal error", core.id, exc_info=error)
         if self.backend is not None:
             self.backend.abort()  # the transaction cannot be trusted any more
@@ -554,13 +564,12 @@ class Hooks:
 
     def handle_STARTTLS(self, server: GatewaySMTP, session, envelope) -> bool:
         ssl_object = (session.ssl or {}).get("ssl_object")
+        version, cipher = "TLS", "?"
         if ssl_object is not None:
-            cipher = ssl_object.cipher()
-            server.core.tls_started(
-                f"using {ssl_object.version()} with cipher {cipher[0] if cipher else '?'}"
-            )
-        else:
-            server.core.tls_started("using TLS")
+            version = ssl_object.version() or version
+            cipher = (ssl_object.cipher() or (cipher,))[0]
+        server.core.tls_started(version, cipher)
+        server.services.observer.noted(server.core)
         return True
 
     async def handle_HELO(self, server: GatewaySMTP, session, envelope, hostname: str) -> str:

@@ -215,6 +215,12 @@ class BackendTrouble:
 
 
 @value
+class Encrypted:
+    version: str  # "TLSv1.3"
+    cipher: str
+
+
+@value
 class Repaired:
     what: str  # among relay.content.REPAIRS
 
@@ -227,7 +233,7 @@ class Relayed:
     seconds: float | None  # the backend's DATA round trip; None: never asked
 
 
-Note = Decided | LimitReached | StoreTrouble | BackendTrouble | Repaired | Relayed
+Note = Decided | LimitReached | StoreTrouble | BackendTrouble | Repaired | Relayed | Encrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +300,7 @@ class Session:
         "rules",
         "screening",
         "tls",
+        "tls_version",
         "transaction",
         "transactions",
     )
@@ -314,6 +321,7 @@ class Session:
         self.helo = ""
         self.esmtp = False
         self.tls: str | None = None  # "using TLSv1.3 with cipher ..." once STARTTLS is done
+        self.tls_version = ""  # "TLSv1.3/TLS_AES_256_GCM_SHA384" for the relay line
         self.decided: dict[str, RcptDecision] = {}
         self.transactions = 0
         self.transaction: Transaction | None = None
@@ -396,8 +404,11 @@ class Session:
         self.transaction = None
         self._move(Happening.HELLO)
 
-    def tls_started(self, description: str) -> None:
-        self.tls = description
+    def tls_started(self, version: str, cipher: str) -> None:
+        """STARTTLS is done: a new EHLO is due (RFC 3207), and nothing said before counts."""
+        self.tls = f"using {version} with cipher {cipher}"
+        self.tls_version = f"{version}/{cipher}"
+        self.notes.append(Encrypted(version, cipher))
         self.transaction = None
         self._move(Happening.TLS)
 

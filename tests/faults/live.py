@@ -95,6 +95,7 @@ async def live_gateway(
     extra: str = "",
     store: str | None = None,
     listen: str = "",
+    tls: str = 'mode = "off"',
 ) -> AsyncIterator[LiveGateway]:
     """`onajimi run` against a fake backend and the test DNS, until the block ends."""
     dns = DnsServer().start()
@@ -117,6 +118,7 @@ async def live_gateway(
         metrics=f"127.0.0.1:{metrics_port}",
         extra=extra,
         listen=listen,
+        tls=tls,
     )
     process = await start(config)
     live = LiveGateway(process, port, metrics_port, config, backend, dns)
