@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -96,22 +97,48 @@ def test_unreadable_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "reason", "reply"),
+    ("name", "reason", "rule", "reply"),
     [
-        ("p1234-ip45.dyn.example.jp", "s25r_rule1", "450 4.7.1 "),
-        ("host12345.example.com", "s25r_rule2", "450 4.7.1 "),
-        ("dhcp5.example.com", "s25r_rule6", "450 4.7.1 "),
-        ("pool-ab.dyn.optonline.net", "s25r_blacklist", "450 4.7.1 "),
-        ("mail.example.org", "clean", "250"),
-        ("mail-ot1-f41.google.com", "allowlist", "250"),
+        ("p1234-ip45.dyn.example.jp", "s25r_rule1", 1, "450 4.7.1 "),
+        ("host12345.example.com", "s25r_rule2", 2, "450 4.7.1 "),
+        ("mail.12345.example.co.jp", "s25r_rule3", 3, "450 4.7.1 "),
+        ("ip1.10-20-30.example.net", "s25r_rule4", 4, "450 4.7.1 "),
+        ("host1.pool2.dyn.example.net", "s25r_rule5", 5, "450 4.7.1 "),
+        ("dhcp5.example.com", "s25r_rule6", 6, "450 4.7.1 "),
+        ("pool-ab.dyn.optonline.net", "s25r_blacklist", None, "450 4.7.1 "),
+        ("mail.example.org", "clean", None, None),
+        ("mail-ot1-f41.google.com", "allowlist", None, None),
     ],
 )
-def test_explain_s25r_cases(conf: Path, name: str, reason: str, reply: str) -> None:
+def test_explain_json_for_every_s25r_case(conf: Path, name, reason, rule, reply) -> None:
     result = run("explain", "203.0.113.9", "--name", name, "--json", "-c", str(conf))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["decision"]["reason"] == reason
-    assert data["decision"]["reply"].startswith(reply)
+    decision = data["decision"]
+    assert decision["reason"] == reason and decision["stage"] == "rcpt"
+    assert decision["reply"] is None if reply is None else decision["reply"].startswith(reply)
+    assert data["fcrdns"] == {
+        "status": "confirmed",
+        "given": True,
+        "ptr": [name],
+        "confirmed": [name],
+        "detail": "given with --name",
+    }
+    if reason == "allowlist":  # the allow list is read before S25R: the line, not a rule
+        listed = decision["list"]
+        assert listed["list"] == "allow" and re.fullmatch(r".*allow\.txt:\d+", listed["source"])
+        assert "google.com" in listed["entry"] and data["s25r"] is None
+        return
+    s25r = data["s25r"]
+    assert s25r["suspect"] is (reason != "clean") and s25r["rule"] == rule
+    assert s25r["reason"] == (None if reason == "clean" else reason)
+    if rule is not None:
+        assert s25r["pattern"].startswith("^") and s25r["source"] is None
+    if reason == "s25r_blacklist":
+        assert re.fullmatch(r".*s25r-blacklist\.txt:\d+", s25r["source"]) and s25r["entry"]
+    if reply is not None:
+        assert data["record"] == {"kind": "none"}
+        assert data["this_attempt"]["kind"] == "first" and data["this_attempt"]["counted"] is False
 
 
 def test_explain_never_changes_state(conf: Path) -> None:
@@ -143,8 +170,16 @@ def test_explain_with_real_dns_and_text_output(conf: Path, dns_server) -> None:
     tempfail = json.loads(run("explain", "192.0.2.66", "--json", "-c", str(conf)).stdout)
     assert tempfail["decision"]["reason"] == "dns_tempfail"
     assert tempfail["decision"]["reply"].startswith("451 4.4.3")
+    assert tempfail["fcrdns"]["status"] == "tempfail" and tempfail["fcrdns"]["given"] is False
     no_ptr = json.loads(run("explain", "192.0.2.10", "--json", "-c", str(conf)).stdout)
     assert no_ptr["decision"]["reason"] == "s25r_rule0"
+    assert no_ptr["fcrdns"]["status"] == "none" and no_ptr["s25r"]["rule"] == 0
+    found = json.loads(run("explain", "192.0.2.9", "--json", "-c", str(conf)).stdout)
+    assert found["fcrdns"]["status"] == "confirmed" and found["fcrdns"]["given"] is False
+    dns_server.add_ptr("192.0.2.11", "mail.elsewhere.example")  # resolves to nothing
+    mismatch = json.loads(run("explain", "192.0.2.11", "--json", "-c", str(conf)).stdout)
+    assert mismatch["fcrdns"]["status"] == "mismatch"
+    assert mismatch["fcrdns"]["ptr"] == ["mail.elsewhere.example"]
 
 
 def test_explain_relay_and_null_sender(conf: Path) -> None:
@@ -175,7 +210,9 @@ def test_explain_relay_and_null_sender(conf: Path) -> None:
             str(conf),
         ).stdout
     )
-    assert null["stage"].startswith("DATA") and null["decision"]["reply"].startswith("451 4.7.1")
+    assert null["decision"]["stage"] == "data"
+    assert null["decision"]["reply"].startswith("451 4.7.1")
+    assert null["sender"] == {"address": "", "assumed": False}
 
 
 def test_explain_bad_address(conf: Path) -> None:
@@ -193,7 +230,12 @@ def test_allow_deny_add_list_remove_and_explain_sees_them(conf: Path) -> None:
     assert [e["entry"] for e in entries] == ["198.51.100.0/24"]
     assert entries[0]["comment"] == "hammering" and entries[0]["expires"] > entries[0]["added"]
     data = json.loads(run("explain", "198.51.100.7", "--json", "-c", str(conf)).stdout)
-    assert data["decision"]["reason"] == "denylist" and data["stage"].startswith("connect")
+    assert data["decision"]["reason"] == "denylist" and data["decision"]["stage"] == "connect"
+    assert data["decision"]["list"] == {
+        "list": "deny",
+        "source": "dynamic deny",  # from the store (onajimi deny add), not a file
+        "entry": "198.51.100.0/24",
+    }
     partner = json.loads(
         run(
             "explain", "192.0.2.1", "--name", "mx.partner.example", "--json", "-c", str(conf)
@@ -262,6 +304,15 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
     assert retry.returncode == 0, retry.stderr
     assert "early retries counted 2 of 5" in retry.stdout
     assert "this attempt  early_retry (counts: early retries 3 of 5)" in retry.stdout
+    assert "this attempt  new_message (not counted); --size N" in run(*base).stdout
     other = json.loads(run(*base, "--json").stdout)
-    assert other["this_attempt"].startswith("new_message (not counted); --size N")
+    assert other["this_attempt"] == {
+        "kind": "new_message",
+        "counted": False,
+        "early": 2,
+        "impatient_retries": 5,
+    }
     assert other["decision"]["reason"] == "s25r_rule1"
+    record = other["record"]
+    assert record["kind"] == "pending" and record["attempts"] == 7 and record["early"] == 2
+    assert record["first_seen"] == pytest.approx(now - 60) and record["messages"] == 1

@@ -6,6 +6,7 @@ the store but never writing it, and prints each fact that went into the verdict.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from gateway.assembly import build_policy, dynamic_list
@@ -15,11 +16,12 @@ from gateway.decider import Decider
 from gateway.errors import UserError
 from gateway.policy.decision import Policy, Verdict, decided_at_data
 from gateway.policy.deferral import Kind, Step
-from gateway.policy.facts import RDNS
-from gateway.policy.lists import Role
+from gateway.policy.facts import RDNS, RDNSStatus
+from gateway.policy.lists import ListEntry, Role
 from gateway.policy.net import client_address
 from gateway.policy.recipients import recipient_syntax
 from gateway.policy.records import Penalty, Pending, Record
+from gateway.policy.s25r import RULES, S25RResult
 from gateway.policy.vocabulary import Action
 from gateway.resolver.resolver import Resolver
 from gateway.store.base import Store
@@ -47,6 +49,69 @@ def _verdict(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+# -- explain --json: the same facts, typed -------------------------------------------------
+def _typed_verdict(verdict: Verdict, stage: str) -> dict[str, Any]:
+    """The decision: what a client would get, and the list line behind it if any."""
+    return {
+        "stage": stage,
+        "action": verdict.action.value,
+        "reason": verdict.reason.value,
+        "reply": str(verdict.reply) if verdict.reply else None,
+        "detail": verdict.detail,
+        "list": _typed_entry(verdict.entry, verdict.reason.value),
+    }
+
+
+def _typed_entry(entry: ListEntry | None, reason: str) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    kind = {"denylist": "deny", "allowlist": "allow", "s25r_blacklist": "s25r_blacklist"}
+    return {"list": kind.get(reason, reason), "source": entry.source, "entry": entry.text}
+
+
+def _typed_fcrdns(rdns: RDNS, given: bool) -> dict[str, Any]:
+    """confirmed (a PTR name resolves back), mismatch (PTR names, none resolving back),
+    none (no PTR name), tempfail (DNS did not answer: not a verdict)."""
+    if rdns.status is RDNSStatus.CONFIRMED:
+        status = "confirmed"
+    elif rdns.status is RDNSStatus.TEMPFAIL:
+        status = "tempfail"
+    else:
+        status = "mismatch" if rdns.ptr_names else "none"
+    return {
+        "status": status,
+        "given": given,
+        "ptr": list(rdns.ptr_names),
+        "confirmed": list(rdns.confirmed),
+        "detail": rdns.detail,
+    }
+
+
+def _typed_s25r(result: S25RResult) -> dict[str, Any]:
+    pattern = RULES.get(result.rule) if result.rule is not None else None
+    entry = result.entry
+    return {
+        "suspect": result.suspect,
+        "reason": result.reason.value if result.reason is not None else None,
+        "rule": result.rule,
+        "pattern": pattern.pattern if pattern is not None else None,
+        "source": entry.source if entry is not None else None,
+        "entry": entry.text if entry is not None else None,
+        "name": result.name,
+    }
+
+
+def _typed_record(record: Record | None, kind: str) -> dict[str, Any]:
+    """The store's record under the deferral key, times as epoch seconds."""
+    if record is None:
+        return {"kind": kind or "none"}
+    out: dict[str, Any] = {"kind": type(record).__name__.lower()}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        out[f.name] = len(value) if f.name == "messages" else value
+    return out
+
+
 def _record(record: Record | None, impatient_retries: int) -> str:
     """A pending record with the counts that matter: attempts, and counted early retries."""
     if not isinstance(record, Pending):
@@ -66,7 +131,10 @@ def _attempt(step: Step, impatient_retries: int) -> str:
     return f"{step.kind.value} ({counted}{limit})"
 
 
-async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any]:
+async def _explain(
+    settings: Settings, args: Any, store: Store
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the text rows, the typed facts for --json): the same walk, two renderings."""
     address = _address(args.ip)
     policy = await _policy_with_dynamic(build_policy(settings), store)
     resolver = None if args.name else Resolver.from_settings(settings.dns)
@@ -78,53 +146,90 @@ async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any
         "sender": f"<{sender}>" + ("" if args.sender is not None else " (assumed)"),
         "recipient": f"<{recipient}>" + ("" if args.rcpt else " (assumed)"),
     }
+    typed: dict[str, Any] = {
+        "client": str(address),
+        "sender": {"address": sender, "assumed": args.sender is None},
+        "recipient": {"address": recipient, "assumed": not args.rcpt},
+        "helo": args.helo or None,
+        "size": args.size,
+    }
     if args.helo:
         out["helo"] = args.helo
     try:
         connect = await decider.at_connect(address)
         screening = connect.screening
         out["address_key"] = screening.address_key
+        typed["address_key"] = screening.address_key
+        typed["penalty"] = None
         if isinstance(connect.penalty, Penalty):
             out["penalty"] = f"until {timestamp(connect.penalty.expires)}"
+            typed["penalty"] = _typed_record(connect.penalty, "penalty")
         if connect.verdict is not None and connect.verdict.action is not Action.PASS:
             out["stage"] = "connect (before the greeting)"
             out["decision"] = _verdict(connect.verdict)
-            return out
+            typed["decision"] = _typed_verdict(connect.verdict, "connect")
+            return out, typed
 
         rdns = RDNS.assumed(args.name) if args.name else None
         assessment = await decider.assess(screening, rdns)
+        typed["fcrdns"] = typed["s25r"] = None
         if assessment.rdns is not None:
             r = assessment.rdns
             out["ptr"] = ", ".join(r.ptr_names) or "none"
             out["fcrdns"] = f"{r.status.value} ({r.detail})" if r.detail else r.status.value
+            typed["fcrdns"] = _typed_fcrdns(r, given=bool(args.name))
         if assessment.s25r is not None:
             out["s25r"] = assessment.s25r.describe()
+            typed["s25r"] = _typed_s25r(assessment.s25r)
         out["client_key"] = assessment.client_key
+        typed["client_key"] = assessment.client_key
 
         syntax = recipient_syntax(recipient)
         if syntax is not None:
             out["stage"] = "RCPT"
             out["decision"] = {"action": "reject", "reason": "syntax", "reply": str(syntax)}
-            return out
+            # Not a policy Reason: the SMTP session refuses the address before the policy.
+            typed["decision"] = {
+                "stage": "rcpt",
+                "action": "reject",
+                "reason": None,
+                "reply": str(syntax),
+                "detail": "recipient syntax",
+                "list": None,
+            }
+            return out, typed
         decision = await decider.at_rcpt(
             assessment, sender, recipient, dry_run=True, size=args.size
         )
+        typed["deferral_key"] = decision.key or None
+        typed["record"] = typed["this_attempt"] = None
         if decision.key:
             out["deferral_key"] = decision.key
             limit = settings.policy.impatient_retries
             out["record"] = _record(decision.record, limit) or decision.record_kind or "none"
+            typed["record"] = _typed_record(decision.record, decision.record_kind)
         if decision.step is not None and decision.step.kind is not None:
             out["this_attempt"] = _attempt(decision.step, settings.policy.impatient_retries)
+            step = decision.step
+            typed["this_attempt"] = {
+                "kind": step.kind.value,
+                "counted": step.kind.counted,
+                "early": step.early,
+                "impatient_retries": settings.policy.impatient_retries,
+            }
             if args.size is None and decision.step.kind is Kind.NEW_MESSAGE:
                 # Real MTAs declare SIZE, and it is part of what makes a message the same.
                 out["this_attempt"] += "; --size N judges a real MTA's message"
         verdict = decision.verdict
         out["stage"] = "RCPT"
+        stage = "rcpt"
         if decided_at_data(sender, verdict):
             out["stage"] = "DATA (null sender: RCPT passes; the decision waits for DATA)"
             verdict = verdict.at_data()
+            stage = "data"
         out["decision"] = _verdict(verdict)
-        return out
+        typed["decision"] = _typed_verdict(verdict, stage)
+        return out, typed
     finally:
         if resolver is not None:
             resolver.close()
@@ -132,9 +237,11 @@ async def _explain(settings: Settings, args: Any, store: Store) -> dict[str, Any
 
 def run(args: Any) -> int:
     settings = settings_from(args)
-    result = with_store(settings, lambda store: _explain(settings, args, store), read_only=True)
+    result, typed = with_store(
+        settings, lambda store: _explain(settings, args, store), read_only=True
+    )
     if args.json:
-        print_json(result)
+        print_json(typed)
         return 0
     decision = result.pop("decision")
     rows = [(key.replace("_", " "), str(value)) for key, value in result.items()]

@@ -56,6 +56,7 @@ class Verdict:
     reason: Reason
     reply: Reply | None = None
     detail: str = ""  # the list line, rule or record behind it, for logs and explain
+    entry: ListEntry | None = None  # the allow or deny line behind it (explain --json)
 
     def at_data(self) -> Verdict:
         """The same deferral given at DATA (451), for the null sender (SPEC section 3)."""
@@ -81,7 +82,7 @@ DNS_TEMPFAIL = Verdict(Action.DEFER, Reason.DNS_TEMPFAIL, replies.DNS_TEMPFAIL)
 
 def _listed(action: Action, reason: Reason, entry: ListEntry) -> Verdict:
     reply = replies.denied(entry.reply) if action is Action.REJECT else None
-    return Verdict(action, reason, reply, detail=str(entry))
+    return Verdict(action, reason, reply, detail=str(entry), entry=entry)
 
 
 @value
