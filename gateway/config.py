@@ -407,6 +407,13 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PregreetSettings:
+    greet_wait: float = _setting(0, seconds())
+    action: str = _setting("drop", choice("ignore", "defer", "drop"))
+    ttl: float = _setting(86400, seconds(positive=True))
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     workers: int = _setting(1, integer(1, 64))
 
@@ -422,6 +429,7 @@ SECTIONS: dict[str, type] = {
     "dns": DNSSettings,
     "store": StoreSettings,
     "limits": LimitsSettings,
+    "pregreet": PregreetSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
     "server": ServerSettings,
@@ -442,6 +450,7 @@ class Settings:
     dns: DNSSettings
     store: StoreSettings
     limits: LimitsSettings
+    pregreet: PregreetSettings
     metrics: MetricsSettings
     log: LogSettings
     server: ServerSettings

@@ -28,7 +28,7 @@ from gateway.policy.decision import (
 )
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar, Penalty, Space, store_key
+from gateway.policy.records import Familiar, Penalty, Pregreet, Space, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.resolver import Resolver
@@ -41,6 +41,7 @@ class Connect:
     verdict: Verdict | None  # None: nothing decided before DNS (the usual case)
     penalty: Penalty | None = None
     snapshot: Snapshot | None = None  # the deferral record under the address key, read along
+    pregreeted: bool = False  # talked before the greeting recently (a live Pregreet record)
 
 
 def _defer_key(key: str) -> str:
@@ -64,7 +65,8 @@ class Decider:
     def policy(self) -> Policy:
         return self._policy()
 
-    async def at_connect(self, address: IPAddress) -> Connect:
+    async def at_connect(self, address: IPAddress, pregreet: bool = False) -> Connect:
+        """`pregreet`: the pregreet test is on, so its record is read along."""
         policy = self._policy()
         screening = policy.screen(address)
         early = screening.verdict
@@ -72,12 +74,21 @@ class Decider:
             return Connect(screening, early)
         # The penalty record, and (for the RCPT stage, in the same round trip) the deferral
         # record under the address key, which is the client key unless rDNS lumping applies.
-        penalty_read, deferral_read = await self.store.read_many(
-            [store_key(Space.PENALTY, screening.address_key), _defer_key(screening.address_key)]
-        )
-        penalty = penalty_read.record if isinstance(penalty_read.record, Penalty) else None
+        key = screening.address_key
+        keys = [store_key(Space.PENALTY, key), _defer_key(key)]
+        if pregreet:
+            keys.append(store_key(Space.PREGREET, key))
+        reads = await self.store.read_many(keys)
+        penalty = reads[0].record if isinstance(reads[0].record, Penalty) else None
         verdict = policy.before_greeting(screening, penalty, self.clock())
-        return Connect(screening, verdict, penalty, deferral_read)
+        pregreeted = pregreet and isinstance(reads[2].record, Pregreet)
+        return Connect(screening, verdict, penalty, reads[1], pregreeted)
+
+    async def pregreeted(self, screening: Screening, ttl: float) -> None:
+        """Remember a pregreeter for `ttl` seconds (pregreet.ttl), under its address key."""
+        now = self.clock()
+        key = store_key(Space.PREGREET, screening.address_key)
+        await self.store.put(key, Pregreet(now, now + ttl))
 
     async def lookup(self, address: IPAddress) -> RDNS:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"

@@ -31,7 +31,14 @@ from gateway.tls import VERSIONS as TLS_VERSIONS
 
 # The (action, reason) pairs that can occur; only these series exist.
 DECISIONS = {
-    Action.PASS: (Reason.TRUSTED, Reason.ALLOWLIST, Reason.FAMILIAR, Reason.PROMOTED, Reason.CLEAN),
+    Action.PASS: (
+        Reason.TRUSTED,
+        Reason.ALLOWLIST,
+        Reason.FAMILIAR,
+        Reason.PROMOTED,
+        Reason.CLEAN,
+        Reason.PREGREET,  # pregreet.action = "ignore": noted, let through
+    ),
     Action.DEFER: (
         *(Reason.s25r_rule(n) for n in range(7)),
         Reason.S25R_BLACKLIST,
@@ -39,8 +46,9 @@ DECISIONS = {
         Reason.GREYLIST,
         Reason.EARLY_RETRY,
         Reason.DNS_TEMPFAIL,
+        Reason.PREGREET,
     ),
-    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED),
+    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED, Reason.PREGREET),
     Action.PENALTY: (Reason.IMPATIENT,),
 }
 RECORD_KINDS = ("pending", "familiar", "penalty")

@@ -151,6 +151,8 @@ class Gateway:
                 on_error=OnError(settings.store.on_error),
                 bare_newline=settings.relay.bare_newline,
                 add_received=settings.relay.add_received,
+                greet_wait=settings.pregreet.greet_wait,
+                pregreet_action=settings.pregreet.action,
             ),
             decider=self.decider,
             limits=self.limits,
@@ -162,6 +164,7 @@ class Gateway:
             proxy_trusted=self.proxy_trusted,
             max_message_size=settings.limits.max_message_size,
             clock=self.clock,
+            pregreet_ttl=settings.pregreet.ttl,
         )
 
     # -- lifecycle ----------------------------------------------------------------------

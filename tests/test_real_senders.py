@@ -107,6 +107,7 @@ class Scenario:
     gateways: int = 1
     sender_settings: dict[str, str] = field(default_factory=dict)
     tls: dict = field(default_factory=lambda: {"mode": "off"})
+    sections: dict = field(default_factory=dict)  # more gateway settings, by section
 
 
 async def start_gateways(scenario: Scenario, dns: DnsServer, backend, store: str, port: int):
@@ -122,7 +123,7 @@ async def start_gateways(scenario: Scenario, dns: DnsServer, backend, store: str
                 "store": {"url": store},
                 "metrics": {"listen": ""},
             },
-            {"policy": scenario.policy, "tls": scenario.tls},
+            {"policy": scenario.policy, "tls": scenario.tls, **scenario.sections},
         )
         gateway = Gateway(settings_from_mapping(raw, "senders.toml", CONF))
         await gateway.start()
@@ -238,7 +239,14 @@ async def test_a_backlog_one_session_at_a_time(dns53, backend, caplog) -> None:
 
 
 async def test_a_real_server_misjudged_by_s25r(dns53, backend, caplog, tmp_path) -> None:
-    scenario = Scenario("S25R suspect name, 10, defer=suspect", "127.0.0.21", 10, {})
+    # With the pregreet test on: a real MTA waits for the whole greeting.
+    scenario = Scenario(
+        "S25R suspect name, 10, defer=suspect, pregreet",
+        "127.0.0.21",
+        10,
+        {},
+        sections={"pregreet": {"greet_wait": 1, "action": "drop"}},
+    )
     row = await run_scenario(scenario, dns53, backend, f"sqlite://{tmp_path}/state.db", caplog)
     assert row["delivered"] == 10
 

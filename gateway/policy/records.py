@@ -69,12 +69,22 @@ class Tally:
     expires: float
 
 
-Record = Pending | Familiar | Penalty | Tally
+@value
+class Pregreet:
+    """An address key that talked before the greeting: its next connections skip the wait
+    and meet `pregreet.action` at once, until `expires`."""
+
+    since: float
+    expires: float
+
+
+Record = Pending | Familiar | Penalty | Tally | Pregreet
 
 
 class Space(StrEnum):
     DEFER = "defer"
     PENALTY = "penalty"
+    PREGREET = "pregreet"
 
 
 def store_key(space: Space, key: str) -> str:

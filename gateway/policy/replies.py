@@ -124,5 +124,14 @@ def shutting_down(hostname: str) -> str:
     return f"421 4.3.2 {hostname} shutting down"
 
 
+def pregreet_teaser(hostname: str) -> str:
+    """The first line of a two-line greeting: a client that answers it is a pregreeter."""
+    return f"220-{hostname} ESMTP"
+
+
+def pregreet_refusal(hostname: str) -> str:
+    return f"521 5.5.1 {hostname} Error: talking before the greeting was complete"
+
+
 def proxy_refused(hostname: str, why: str) -> str:
     return f"421 4.3.0 {hostname} Error: {why}"

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     IMPATIENT = "impatient"
     DNS_TEMPFAIL = "dns_tempfail"
     RELAY_DENIED = "relay_denied"
+    PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
 
     @classmethod
     def s25r_rule(cls, number: int) -> "Reason":

@@ -14,6 +14,7 @@ client is known.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ from gateway.errors import StoreError
 from gateway.policy import replies
 from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, client_address
+from gateway.policy.records import Familiar
 from gateway.smtp.proxy import proxied_client
 from gateway.smtp.services import Services
 from gateway.smtp.session import Greet, LookUp, Phase, Say, Session, Then
@@ -62,7 +64,9 @@ class EarlyStage(SMTP):
         if out is None:
             services.sessions.load_changed()
             try:
-                connect = await services.decider.at_connect(address)
+                connect = await services.decider.at_connect(
+                    address, pregreet=core.rules.greet_wait > 0
+                )
             except StoreError:
                 if core.phase is not Phase.CONNECTED:  # timed out meanwhile: said and done
                     return False
@@ -70,8 +74,13 @@ class EarlyStage(SMTP):
             else:
                 if core.phase is not Phase.CONNECTED:
                     return False
-                self.connect_snapshot = connect.snapshot
-                out = core.connect_facts(connect.screening, connect.verdict)
+                self.connect_snapshot = snapshot = connect.snapshot
+                out = core.connect_facts(
+                    connect.screening,
+                    connect.verdict,
+                    pregreeted=connect.pregreeted,
+                    familiar=snapshot is not None and isinstance(snapshot.record, Familiar),
+                )
         if isinstance(out, LookUp):
             rdns = services.decider.cached_rdns(address)
             if rdns is not None:  # a returning host
@@ -90,6 +99,31 @@ class EarlyStage(SMTP):
             services.observer.noted(core)
         if isinstance(out, Say):
             await self._say_before_greeting(out)
+            return False
+        wait = core.tease()
+        return True if not wait else await self._greet_wait(wait)
+
+    async def _greet_wait(self, wait: float) -> bool:
+        """postscreen's pregreet test: the first line of a two-line greeting, then `wait`
+        seconds. An SMTP client must wait for the final `220`; a bot that talks first has
+        shown itself. StreamReader has no peek: whether anything arrived is read off its
+        buffer, which aiosmtpd's command loop then reads as usual."""
+        core = self.core
+        await self.push(replies.pregreet_teaser(core.rules.hostname))
+        await asyncio.sleep(wait)
+        if self._reader.at_eof() or core.phase is not Phase.GREETED:
+            return False  # gone during the wait (or timed out): nothing more to say
+        talked = bool(self._reader._buffer)
+        say = core.greet_wait_over(talked)
+        if talked:
+            screening = core.screening
+            assert screening is not None
+            with contextlib.suppress(StoreError):  # not remembered: waits again next time
+                await self.services.decider.pregreeted(screening, self.services.pregreet_ttl)
+        if core.notes:
+            self.services.observer.noted(core)
+        if say is not None:
+            await self.push(say.reply)
             return False
         return True
 

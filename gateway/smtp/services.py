@@ -87,3 +87,4 @@ class Services:
     proxy_trusted: NetSet[str] | None  # None: no PROXY protocol on the listeners
     max_message_size: int
     clock: Callable[[], float]
+    pregreet_ttl: float = 86400.0  # pregreet.ttl: how long a pregreeter is remembered

@@ -245,6 +245,8 @@ class SessionRules:
     on_error: OnError = OnError.TEMPFAIL  # store.on_error
     bare_newline: str = "reject"  # relay.bare_newline: reject | normalize
     add_received: bool = True  # relay.add_received
+    greet_wait: float = 0.0  # pregreet.greet_wait: 0 = no pregreet test
+    pregreet_action: str = "drop"  # pregreet.action: ignore | defer | drop
 
 
 @dataclass(slots=True)
@@ -289,6 +291,7 @@ class Session:
         "counted",
         "decided",
         "esmtp",
+        "familiar",
         "helo",
         "id",
         "junk",
@@ -297,6 +300,7 @@ class Session:
         "phase",
         "place",
         "policy",
+        "pregreeter",
         "rules",
         "screening",
         "tls",
@@ -326,6 +330,8 @@ class Session:
         self.transactions = 0
         self.transaction: Transaction | None = None
         self.junk = 0  # commands without progress since the last MAIL
+        self.pregreeter = False  # talked before the greeting (now, or within pregreet.ttl)
+        self.familiar = False  # its address key's record is familiar (no pregreet wait)
 
     def _move(self, happening: Happening) -> None:
         target = TRANSITIONS[self.phase].get(happening)
@@ -353,14 +359,27 @@ class Session:
         self.counted = True
         return None
 
-    def connect_facts(self, screening: Screening, verdict: Verdict | None) -> Say | Greet | LookUp:
-        """The store's answer before the greeting (decider.at_connect)."""
+    def connect_facts(
+        self,
+        screening: Screening,
+        verdict: Verdict | None,
+        *,
+        pregreeted: bool = False,
+        familiar: bool = False,
+    ) -> Say | Greet | LookUp:
+        """The store's answer before the greeting (decider.at_connect): `pregreeted`, it
+        talked before a greeting within pregreet.ttl; `familiar`, its address key is."""
         self.screening = screening
+        self.familiar = familiar
         if verdict is not None and verdict.action is Action.REJECT:
             return self._refuse(verdict)
         if verdict is not None and verdict.action is Action.PENALTY:
             self.notes.append(Decided(verdict))
             return self._drop(str(verdict.reply))
+        if pregreeted and verdict is None:  # remembered: no wait, the action at once
+            say = self._pregreeted(remembered=True)
+            if say is not None:
+                return say
         if verdict is not None:  # trusted or allow-listed by address: no DNS needed
             self.assessment = self.policy.assess(screening, None)
             return self._greet()
@@ -388,6 +407,42 @@ class Session:
         if verdict is not None and verdict.reason is Reason.DENYLIST:
             return self._refuse(verdict)
         return self._greet()
+
+    # -- the pregreet test (postscreen's): a teaser line, then a wait ---------------------
+    def tease(self) -> float:
+        """Seconds to wait between the teaser `220-` line and the final `220` (0: greet at
+        once). Clients that need no screening, and remembered pregreeters, are not made
+        to wait."""
+        screening = self.screening
+        if (
+            self.rules.greet_wait <= 0
+            or self.pregreeter
+            or self.familiar
+            or screening is None
+            or screening.verdict is not None  # trusted or allow-listed by address
+        ):
+            return 0.0
+        return self.rules.greet_wait
+
+    def greet_wait_over(self, talked: bool) -> Say | None:
+        """The wait is over; `talked`: the client sent something before the final 220."""
+        if not talked:
+            return None
+        return self._pregreeted(remembered=False)
+
+    def _pregreeted(self, remembered: bool) -> Say | None:
+        self.pregreeter = True
+        action = self.rules.pregreet_action
+        when = "within pregreet.ttl" if remembered else "now"
+        if action == "drop":
+            reply = replies.pregreet_refusal(self.rules.hostname)
+            verdict = Verdict(Action.REJECT, Reason.PREGREET, detail=f"talked early ({when})")
+            self.notes.append(Decided(verdict))
+            return self._drop(reply)
+        if action == "ignore" and not remembered:
+            detail = "talked early; pregreet.action = ignore"
+            self.notes.append(Decided(Verdict(Action.PASS, Reason.PREGREET, detail=detail)))
+        return None  # defer: each recipient gets 450 (rcpt); ignore: goes on
 
     def _greet(self) -> Greet:
         self._move(Happening.GREET)
@@ -448,6 +503,16 @@ class Session:
         bad_syntax = recipient_syntax(recipient)
         if bad_syntax is not None:
             return Say(str(bad_syntax))
+        if self.pregreeter and self.rules.pregreet_action == "defer":
+            # Relay attempts still get their 5xx first; everything else waits.
+            verdict = self.policy.relay_check(recipient) or Verdict(
+                Action.DEFER,
+                Reason.PREGREET,
+                self.policy.rules.wording.defer(Reason.PREGREET.value),
+                detail="talked before the greeting",
+            )
+            self.notes.append(Decided(verdict, transaction.sender, recipient))
+            return Say(str(verdict.reply))
         return Decide(recipient, dry_run=is_null_sender(transaction.sender))
 
     def rcpt_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | RelayRcpt:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
-from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
+from gateway.policy.records import Familiar, Penalty, Pending, Pregreet, Record, Tally
 
 KINDS: dict[type, str] = {
     Pending: "pending",
     Familiar: "familiar",
     Penalty: "penalty",
     Tally: "tally",
+    Pregreet: "pregreet",
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
