@@ -76,19 +76,18 @@ class Decider:
         # record under the address key, which is the client key unless rDNS lumping applies.
         key = screening.address_key
         keys = [store_key(Space.PENALTY, key), _defer_key(key)]
-        if pregreet:
-            keys.append(store_key(Space.PREGREET, key))
+        if pregreet:  # by exact address, as postscreen: never a whole /64 for one bot
+            keys.append(store_key(Space.PREGREET, screening.address_text))
         reads = await self.store.read_many(keys)
         penalty = reads[0].record if isinstance(reads[0].record, Penalty) else None
         verdict = policy.before_greeting(screening, penalty, self.clock())
         pregreeted = pregreet and isinstance(reads[2].record, Pregreet)
         return Connect(screening, verdict, penalty, reads[1], pregreeted)
 
-    async def pregreeted(self, screening: Screening, ttl: float) -> None:
-        """Remember a pregreeter for `ttl` seconds (pregreet.ttl), under its address key."""
+    async def pregreeted(self, address: str, ttl: float) -> None:
+        """Remember a pregreeter for `ttl` seconds (pregreet.ttl), by its exact address."""
         now = self.clock()
-        key = store_key(Space.PREGREET, screening.address_key)
-        await self.store.put(key, Pregreet(now, now + ttl))
+        await self.store.put(store_key(Space.PREGREET, address), Pregreet(now, now + ttl))
 
     async def lookup(self, address: IPAddress) -> RDNS:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"

@@ -54,7 +54,7 @@ from gateway.smtp.session import SessionRules
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.store.guard import GuardedStore
-from gateway.tls import Certificate, certificate_for, server_context
+from gateway.tls import Certificate, SelfSignedError, certificate_for, server_context
 
 log = logging.getLogger("onajimi")
 
@@ -74,9 +74,15 @@ def tls_for(settings: Settings) -> tuple[ssl.SSLContext | None, Certificate | No
     if tls.mode == "off":
         return None, None
     assert tls.self_signed_dir is not None or tls.cert is not None  # config checks it
-    certificate = certificate_for(
-        tls.cert, tls.key, settings.listen.hostname, tls.self_signed_dir, settings.source
-    )
+    try:
+        certificate = certificate_for(
+            tls.cert, tls.key, settings.listen.hostname, tls.self_signed_dir, settings.source
+        )
+    except SelfSignedError as exc:
+        # Mail keeps flowing as before STARTTLS was on by default (an upgrade must not
+        # stop a gateway); a certificate the operator configured is a hard error instead.
+        log.error("%s; STARTTLS is not offered", exc)
+        return None, None
     return server_context(certificate.cert, certificate.key, settings.source), certificate
 
 
@@ -111,6 +117,7 @@ class Gateway:
         self.policy: Policy  # current: static lists + dynamic entries
         self._dynamic_generation: int | None = None
         self._store_problem: str | None = None
+        self._tls_problem: tuple | None = None  # the files' stamp that failed to load
         self._dynamic_expiry = math.inf
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task] = []
@@ -258,8 +265,11 @@ class Gateway:
         try:
             context, certificate = tls_for(self.settings)
         except ConfigError as exc:
-            log.error("tls: the certificate files changed but do not load: %s", exc)
+            if self._tls_problem != certificate.stamp:  # said once, until they load
+                log.error("tls: the certificate files changed but do not load: %s", exc)
+                self._tls_problem = certificate.stamp
             return
+        self._tls_problem = None
         self.tls_context, self.certificate = context, certificate
         self.services = self._services()
         log.info("tls: %s changed: new sessions get it", certificate.cert)

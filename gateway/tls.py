@@ -14,10 +14,14 @@ encrypted keep theirs, new ones get the new one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import logging
 import os
 import ssl
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +46,10 @@ INTERMEDIATE_CIPHERS = ":".join(
 SELF_SIGNED_DAYS = 3650  # as long as Debian's snakeoil: nothing checks it
 RENEW_BEFORE_DAYS = 30
 VERSIONS = ("TLSv1.2", "TLSv1.3")  # what a session can negotiate (a metric label)
+
+
+class SelfSignedError(ConfigError):
+    """No self-signed certificate could be made (the directory, the name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +105,29 @@ def certificate_for(
 
 def self_signed(hostname: str, directory: Path, source: str) -> Certificate:
     """The self-signed certificate for `hostname` in `directory`, made when missing, for
-    another name, or close to expiry."""
+    another name, unusable, or close to expiry.
+
+    Worker processes start together and each comes here: a lock on the directory makes
+    one of them make the pair while the others wait for it and then use it."""
     cert = directory / f"selfsigned-{hostname}.pem"
     key = directory / f"selfsigned-{hostname}.key"
-    if not _usable(cert, key, hostname):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            _make(cert, key, hostname)
-        except OSError as exc:
-            raise ConfigError(
-                f"{source}: tls.self_signed_dir: cannot write a certificate in {directory}: "
-                f'{exc.strerror} (set tls.cert and tls.key, or tls.mode = "off")'
-            ) from None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with _locked(directory):
+            made = not _usable(cert, key, hostname)
+            if made:
+                _make(cert, key, hostname)
+            stamp = _stamp(cert, key)
+    except OSError as exc:
+        raise SelfSignedError(
+            f"{source}: tls.self_signed_dir: cannot write a certificate in {directory}: "
+            f'{exc.strerror} (set tls.cert and tls.key, or tls.mode = "off")'
+        ) from None
+    except ValueError as exc:  # a name no certificate can carry
+        raise SelfSignedError(
+            f"{source}: listen.hostname: {hostname!r} cannot name a certificate: {exc}"
+        ) from None
+    if made:
         log.warning(
             "tls: no tls.cert configured: made a self-signed certificate for %s in %s "
             "(senders encrypt with it; set tls.cert and tls.key to a real one, e.g. "
@@ -116,21 +135,44 @@ def self_signed(hostname: str, directory: Path, source: str) -> Certificate:
             hostname,
             cert,
         )
-    return Certificate(cert, key, True, _stamp(cert, key))
+    return Certificate(cert, key, True, stamp)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    fd = os.open(directory / ".selfsigned.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _a_label(hostname: str) -> str:
+    """The name as a certificate carries it (IDNA A-label); ValueError if it cannot."""
+    try:
+        return hostname.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(str(exc) or "not a valid DNS name") from None
 
 
 def _usable(cert: Path, key: Path, hostname: str) -> bool:
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
 
     try:
         loaded = x509.load_pem_x509_certificate(cert.read_bytes())
-        key.stat()
-    except (OSError, ValueError):
+        sans = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    names = [a.value for a in loaded.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names = sans.value.get_values_for_type(x509.DNSName)
     left = loaded.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
-    return names == [hostname] and left > datetime.timedelta(days=RENEW_BEFORE_DAYS)
+    if names != [_a_label(hostname)] or left <= datetime.timedelta(days=RENEW_BEFORE_DAYS):
+        return False
+    try:  # the key is the certificate's: a pair half replaced is made anew
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError):
+        return False
+    return True
 
 
 def _make(cert: Path, key: Path, hostname: str) -> None:
@@ -140,8 +182,11 @@ def _make(cert: Path, key: Path, hostname: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
+    label = _a_label(hostname)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    # A common name holds 64 characters at most; clients read the alternative name.
+    common = [x509.NameAttribute(NameOID.COMMON_NAME, label)] if len(label) <= 64 else []
+    name = x509.Name(common)
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -151,7 +196,7 @@ def _make(cert: Path, key: Path, hostname: str) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(label)]), critical=False)
         .sign(private, hashes.SHA256())
     )
     key_bytes = private.private_bytes(
@@ -165,8 +210,13 @@ def _make(cert: Path, key: Path, hostname: str) -> None:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Whole or not at all: a crash mid-write must not leave half a key to load."""
-    partial = path.with_name(path.name + ".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(partial, path)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise

@@ -14,7 +14,8 @@ from gateway.assembly import build_policy
 from gateway.policy.net import client_address
 from gateway.smtp.session import GREET, LookUp, Say, Session, SessionRules, Then
 from tests.conftest import make_settings
-from tests.smtpclient import Client
+from tests.gatewayenv import start_env
+from tests.smtpclient import Client, proxy_v1
 
 WAIT = 0.3
 
@@ -122,3 +123,22 @@ def test_silence_during_the_wait_is_a_pass() -> None:
     session, _ = _session("drop")
     assert session.greet_before_rdns() is GREET
     assert session.greet_wait_over(False) is None and not session.pregreeter
+
+
+async def test_the_wait_is_not_counted_against_a_proxy_header_timeout(monkeypatch) -> None:
+    """Behind a load balancer the connect stage runs inside the PROXY hook, under the
+    header's short timeout: a patient client must still get its greeting."""
+    monkeypatch.setattr("gateway.smtp.server.PROXY_HEADER_TIMEOUT", 0.2)
+    env = await start_env(
+        {
+            "listen": {"proxy_protocol": True, "proxy_trusted": ["127.0.0.0/8"]},
+            "pregreet": {"greet_wait": 0.5, "action": "drop"},
+        }
+    )
+    try:
+        client = await Client.connect(env.port, source="127.0.0.2", proxy=proxy_v1("192.0.2.25"))
+        assert client.greeting.code == 220 and len(client.greeting.lines) == 2
+        assert (await client.ehlo()).code == 250
+        await client.close()
+    finally:
+        await env.close()

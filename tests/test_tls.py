@@ -47,6 +47,38 @@ def test_a_self_signed_certificate_is_made_once_and_kept(tmp_path) -> None:
     assert context.minimum_version is ssl.TLSVersion.TLSv1_2
 
 
+def _make_in(directory: str) -> str:
+    """One worker's start-up: the self-signed pair for gw.test (its serial number)."""
+    from cryptography import x509
+
+    cert = self_signed("gw.test", Path(directory), "t.toml")
+    return str(x509.load_pem_x509_certificate(cert.cert.read_bytes()).serial_number)
+
+
+def test_workers_starting_together_make_one_pair(tmp_path) -> None:
+    """server.workers > 1: every worker builds its context at once; one pair comes out."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        serials = pool.map(_make_in, [str(tmp_path)] * 4)
+    assert len(set(serials)) == 1
+    cert = tmp_path / "selfsigned-gw.test.pem"
+    server_context(cert, tmp_path / "selfsigned-gw.test.key", "t.toml")  # a matching pair
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "selfsigned-gw.test.key",
+        "selfsigned-gw.test.pem",
+    ]
+
+
+@pytest.mark.parametrize(
+    "hostname", ["a" * 60 + ".mx.example.org", "mx.bücher.example"], ids=["long", "idn"]
+)
+def test_any_valid_hostname_can_be_self_signed(tmp_path, hostname: str) -> None:
+    made = self_signed(hostname, tmp_path, "t.toml")
+    server_context(made.cert, made.key, "t.toml")
+    assert self_signed(hostname, tmp_path, "t.toml").stamp == made.stamp  # kept
+
+
 def test_configured_files_win_and_bad_ones_are_one_line(tmp_path) -> None:
     cert, key = make_certificate(tmp_path, "mx.example.org")
     chosen = certificate_for(Path(cert), Path(key), "mx.example.org", tmp_path / "x", "t.toml")
@@ -60,6 +92,18 @@ def test_an_unwritable_directory_says_what_to_do(tmp_path) -> None:
     blocked.write_text("not a directory")
     with pytest.raises(ConfigError, match=r"tls.self_signed_dir: cannot write a certificate"):
         self_signed("mx.example.org", blocked / "tls", "t.toml")
+
+
+async def test_a_gateway_that_cannot_self_sign_still_takes_mail(tmp_path) -> None:
+    """An upgrade on a host where the directory cannot be written: one error line, no
+    STARTTLS, mail flows as before."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    async with live_gateway(tmp_path, tls=f'self_signed_dir = "{blocked / "tls"}"') as live:
+        client = await live.client()
+        assert "STARTTLS" not in (await client.ehlo()).lines
+        await client.close()
+        assert any("STARTTLS is not offered" in x for x in live.lines)
 
 
 # -- a running gateway ------------------------------------------------------------------

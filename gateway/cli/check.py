@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from gateway.assembly import build_policy, display_path
@@ -58,4 +59,7 @@ def _tls(s) -> str:
     if s.tls.cert is not None:
         return f"STARTTLS offered with {display_path(s.tls.cert)}"
     where = s.tls.self_signed_dir
+    existing = next((p for p in (where, *where.parents) if p.exists()), where)
+    if not os.access(existing, os.W_OK):  # check makes no file: it only looks
+        return f"self-signed, but {where} cannot be written: STARTTLS will be off"
     return f"STARTTLS offered, self-signed for {s.listen.hostname} (kept in {where})"

@@ -71,8 +71,9 @@ class Tally:
 
 @value
 class Pregreet:
-    """An address key that talked before the greeting: its next connections skip the wait
-    and meet `pregreet.action` at once, until `expires`."""
+    """An address (exact, not its key: one bot must not condemn a /64) that talked before
+    the greeting: its next connections skip the wait and meet `pregreet.action` at once,
+    until `expires`."""
 
     since: float
     expires: float

@@ -110,6 +110,10 @@ class EarlyStage(SMTP):
         buffer, which aiosmtpd's command loop then reads as usual."""
         core = self.core
         await self.push(replies.pregreet_teaser(core.rules.hostname))
+        # The wait is ours, not the client's: no command (nor PROXY header) timeout in it.
+        self._set_deadline(
+            max(self._deadline, self.loop.time() + wait + self.services.limits.command_timeout)
+        )
         await asyncio.sleep(wait)
         if self._reader.at_eof() or core.phase is not Phase.GREETED:
             return False  # gone during the wait (or timed out): nothing more to say
@@ -119,7 +123,9 @@ class EarlyStage(SMTP):
             screening = core.screening
             assert screening is not None
             with contextlib.suppress(StoreError):  # not remembered: waits again next time
-                await self.services.decider.pregreeted(screening, self.services.pregreet_ttl)
+                await self.services.decider.pregreeted(
+                    screening.address_text, self.services.pregreet_ttl
+                )
         if core.notes:
             self.services.observer.noted(core)
         if say is not None:

@@ -503,7 +503,8 @@ class Session:
         bad_syntax = recipient_syntax(recipient)
         if bad_syntax is not None:
             return Say(str(bad_syntax))
-        if self.pregreeter and self.rules.pregreet_action == "defer":
+        null_sender = is_null_sender(transaction.sender)
+        if self.pregreeter and self.rules.pregreet_action == "defer" and not null_sender:
             # Relay attempts still get their 5xx first; everything else waits.
             verdict = self.policy.relay_check(recipient) or Verdict(
                 Action.DEFER,
@@ -513,7 +514,7 @@ class Session:
             )
             self.notes.append(Decided(verdict, transaction.sender, recipient))
             return Say(str(verdict.reply))
-        return Decide(recipient, dry_run=is_null_sender(transaction.sender))
+        return Decide(recipient, dry_run=null_sender)
 
     def rcpt_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | RelayRcpt:
         """The policy's decision for a recipient: refuse it, or relay it to the backend.
