@@ -279,6 +279,34 @@ def _hammer(url: str, count: int, start) -> None:
     asyncio.run(run())
 
 
+def _open_and_close(url: str, start) -> None:
+    async def run() -> None:
+        store = open_store(url)
+        start.wait()
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_open(tmp_path) -> None:
+    """Two gateways, or a gateway and the CLI, creating the database at the same moment:
+    SQLite refuses the switch to WAL at once ("database is locked", no busy handler),
+    and the store waits out busy_timeout itself."""
+    ctx = multiprocessing.get_context("spawn")
+    for trial in range(3):
+        (tmp_path / f"t{trial}").mkdir()
+        url = f"sqlite://{tmp_path / f't{trial}' / 'state.db'}"
+        start = ctx.Event()
+        workers = [ctx.Process(target=_open_and_close, args=(url, start)) for _ in range(6)]
+        for w in workers:
+            w.start()
+        start.set()
+        for w in workers:
+            w.join(60)
+        assert [w.exitcode for w in workers] == [0] * 6
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_two_processes_hammering_one_key_lose_no_update(kind, tmp_path, request) -> None:
     url = request.getfixturevalue("redis_url") if kind == "redis" else _url("sqlite", tmp_path)

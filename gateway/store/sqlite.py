@@ -87,10 +87,30 @@ class _Worker(threading.Thread):
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         if not self.readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(SCHEMA)
+            self._set_up(conn)
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema, retried while another process does the same.
+
+        Switching a new database to WAL needs its exclusive lock, and SQLite answers
+        "database is locked" at once, without its busy handler, when another connection
+        is opening it at the same moment (two gateways, a gateway and the CLI, a test's
+        processes): so the wait busy_timeout promises is done here."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def run(self) -> None:
         try:
