@@ -65,8 +65,9 @@ def _typed_verdict(verdict: Verdict, stage: str) -> dict[str, Any]:
 def _typed_entry(entry: ListEntry | None, reason: str) -> dict[str, Any] | None:
     if entry is None:
         return None
-    kind = {"denylist": "deny", "allowlist": "allow", "s25r_blacklist": "s25r_blacklist"}
-    return {"list": kind.get(reason, reason), "source": entry.source, "entry": entry.text}
+    # Only allow and deny verdicts carry their line (a blacklist line is in `s25r`).
+    kind = {"denylist": "deny", "allowlist": "allow"}
+    return {"list": kind[reason], "source": entry.source, "entry": entry.text}
 
 
 def _typed_fcrdns(rdns: RDNS, given: bool) -> dict[str, Any]:
