@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/gateway.toml
 # Debian packages the test suite drives for real (installed by `make test` when missing).
-DEBIAN_PACKAGES := openssl postfix nftables redis-server
+DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules
 
 .PHONY: run test quick lint format bench check clean debian-packages
 

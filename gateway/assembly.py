@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
-from gateway.policy import deferral
+from gateway.policy import auth, deferral
 from gateway.policy.decision import DeferMode, KeyMode, Policy
 from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
@@ -70,6 +70,11 @@ def build_policy(settings: Settings) -> Policy:
         ipv4_prefix=settings.policy.ipv4_prefix,
         ipv6_prefix=settings.policy.ipv6_prefix,
         lump_by_rdns=settings.policy.lump_by_rdns,
+        auth_rules=auth.Rules(
+            max_failures=settings.auth.max_failures,
+            failure_window=settings.auth.failure_window,
+            penalty_ttl=settings.auth.penalty_ttl,
+        ),
     )
 
 

@@ -414,6 +414,14 @@ class PregreetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    mode: str = _setting("auto", choice("auto", "off"))
+    max_failures: int = _setting(5, integer(0))
+    failure_window: float = _setting(3600, seconds(positive=True))
+    penalty_ttl: float = _setting(3600, seconds())
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     workers: int = _setting(1, integer(1, 64))
 
@@ -430,6 +438,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "limits": LimitsSettings,
     "pregreet": PregreetSettings,
+    "auth": AuthSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
     "server": ServerSettings,
@@ -451,6 +460,7 @@ class Settings:
     store: StoreSettings
     limits: LimitsSettings
     pregreet: PregreetSettings
+    auth: AuthSettings
     metrics: MetricsSettings
     log: LogSettings
     server: ServerSettings

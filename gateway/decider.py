@@ -8,6 +8,7 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
     at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
                                         has already checked the address syntax)
     delivered(keys)                     the backend accepted: refresh the familiar records
+    auth_failed(screening)              a failed SMTP AUTH: count it, the penalty box at the limit
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.policy import deferral
+from gateway.policy import auth, deferral
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -28,7 +29,7 @@ from gateway.policy.decision import (
 )
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar, Penalty, Pregreet, Space, store_key
+from gateway.policy.records import AuthFailures, Familiar, Penalty, Pregreet, Space, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.resolver import Resolver
@@ -88,6 +89,27 @@ class Decider:
         """Remember a pregreeter for `ttl` seconds (pregreet.ttl), by its exact address."""
         now = self.clock()
         await self.store.put(store_key(Space.PREGREET, address), Pregreet(now, now + ttl))
+
+    async def auth_failed(self, screening: Screening) -> Verdict | None:
+        """Count a failed SMTP authentication under the client's address key; the penalty
+        verdict once there are auth.max_failures of them (the box is written as well)."""
+        now = self.clock()
+        policy = self._policy()
+        rules = policy.auth_rules
+
+        def count(record) -> Outcome[auth.Failed]:
+            live = record if isinstance(record, AuthFailures) else None
+            counted = auth.failed(live, now, rules, screening.address_text)
+            return Outcome(counted, True, counted.record)
+
+        key = screening.address_key
+        counted = await self.store.update(store_key(Space.AUTH, key), count)
+        if counted.penalty is None:
+            return None
+        await self.store.put(store_key(Space.PENALTY, key), counted.penalty)
+        verdict = policy.before_greeting(screening, counted.penalty, now)
+        # Trusted networks are never in the penalty box (SPEC section 2): no verdict then.
+        return verdict if verdict is not None and verdict.action is Action.PENALTY else None
 
     async def lookup(self, address: IPAddress) -> RDNS:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"

@@ -9,6 +9,8 @@
     onajimi_limit_refusals_total{limit=...}                counter (connections, client_connections,
                                                                     junk_commands, command_timeout)
     onajimi_tls_sessions_total{version="TLSv1.2|TLSv1.3"}  counter (STARTTLS handshakes)
+    onajimi_auth_total{result="ok|failed|aborted|tempfail|backend_error"}
+                                                           counter (AUTH exchanges relayed)
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
     onajimi_dns_seconds                                    histogram (uncached lookups)
     onajimi_store_records{kind="pending|familiar|penalty"} gauge (most recent across workers)
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.policy.vocabulary import Action, Limit, Reason, RelayResult, Retry
+from gateway.policy.vocabulary import Action, AuthResult, Limit, Reason, RelayResult, Retry
 from gateway.relay.content import REPAIRS
 from gateway.tls import VERSIONS as TLS_VERSIONS
 
@@ -38,6 +40,7 @@ DECISIONS = {
         Reason.PROMOTED,
         Reason.CLEAN,
         Reason.PREGREET,  # pregreet.action = "ignore": noted, let through
+        Reason.AUTHENTICATED,
     ),
     Action.DEFER: (
         *(Reason.s25r_rule(n) for n in range(7)),
@@ -48,8 +51,8 @@ DECISIONS = {
         Reason.DNS_TEMPFAIL,
         Reason.PREGREET,
     ),
-    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED, Reason.PREGREET),
-    Action.PENALTY: (Reason.IMPATIENT,),
+    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED, Reason.PREGREET, Reason.AUTH_FAILURES),
+    Action.PENALTY: (Reason.IMPATIENT, Reason.AUTH_FAILURES),
 }
 RECORD_KINDS = ("pending", "familiar", "penalty")
 _DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -106,6 +109,12 @@ class Metrics:
             ["version"],
             registry=r,
         )
+        self.auth = Counter(
+            "onajimi_auth",
+            "AUTH exchanges relayed to the backend, by how they ended",
+            ["result"],
+            registry=r,
+        )
         self.dns_seconds = Histogram(
             "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
         )
@@ -145,6 +154,8 @@ class Metrics:
             self.limit_refusals.labels(limit.value)
         for version in TLS_VERSIONS:
             self.tls_sessions.labels(version)
+        for result in AuthResult:
+            self.auth.labels(result.value)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 

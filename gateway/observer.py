@@ -10,6 +10,8 @@ the metrics it counts, and the names of the settings behind them.
     limit     a Limit refused or ended a session: onajimi_limit_refusals_total
     store_busy / store_error   a recipient the store could not decide (store.on_error)
     backend_failed             the backend gave no usable reply (a warning)
+    auth      one per AUTH exchange: mechanism and how it ended, never what was sent:
+              onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
 
 It must not decide anything: it only writes down.
 """
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from gateway import logs
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
-from gateway.policy.vocabulary import Event, Limit, OnError
+from gateway.policy.vocabulary import AuthResult, Event, Limit, OnError
 from gateway.smtp.session import (
+    AuthEnded,
     BackendTrouble,
     Decided,
     Encrypted,
@@ -77,6 +80,22 @@ class Observer:
             self.metrics.normalized.labels(note.what).inc()
         elif isinstance(note, Encrypted):
             self.metrics.tls_sessions.labels(note.version).inc()
+        elif isinstance(note, AuthEnded):
+            self.auth(session, note)
+
+    def auth(self, session: Session, note: AuthEnded) -> None:
+        self.metrics.auth.labels(note.result.value).inc()
+        failed = note.result is AuthResult.FAILED
+        self.event(
+            Event.AUTH,
+            session,
+            logging.WARNING if failed else logging.INFO,
+            ptr=session.assessment.ptr if session.assessment is not None else "",
+            mechanism=note.mechanism,
+            result=note.result.value,
+            code=note.code,
+            failures=session.auth_failures,
+        )
 
     def decision(self, session: Session, note: Decided) -> None:
         verdict, decision = note.verdict, note.decision

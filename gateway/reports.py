@@ -165,7 +165,7 @@ def candidates(
                     key,
                     record.client or key,
                     record.ptr,
-                    "impatient",
+                    record.reason,  # impatient, or auth_failures
                     record.since,
                     record.since,
                     record.attempts,

@@ -160,6 +160,7 @@ class Gateway:
                 add_received=settings.relay.add_received,
                 greet_wait=settings.pregreet.greet_wait,
                 pregreet_action=settings.pregreet.action,
+                auth_limit=settings.auth.max_failures,
             ),
             decider=self.decider,
             limits=self.limits,
@@ -172,6 +173,7 @@ class Gateway:
             max_message_size=settings.limits.max_message_size,
             clock=self.clock,
             pregreet_ttl=settings.pregreet.ttl,
+            auth=settings.auth.mode == "auto",
         )
 
     # -- lifecycle ----------------------------------------------------------------------

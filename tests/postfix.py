@@ -33,6 +33,13 @@ from pathlib import Path
 MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for an instance's smtpd."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def available() -> str | None:
     """None when a private Postfix can run here, else why not."""
     if shutil.which("postfix") is None or not MASTER_CF.exists():
@@ -160,8 +167,11 @@ class PostfixInstance(PrivatePostfix):
             "virtual_mailbox_maps": "static:inbox/",
             "smtpd_recipient_restrictions": (
                 "check_recipient_access inline:{ { nobody@example.com = REJECT No such user } },"
-                " permit_mynetworks, reject_unauth_destination"
+                " permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
             ),
+            # Mail for elsewhere.test is "outside": accepted only for the authenticated
+            # (or mynetworks), then discarded, so nothing waits on DNS.
+            "transport_maps": "inline:{ elsewhere.test=discard: }",
         }
 
     def messages(self) -> list[bytes]:
@@ -177,6 +187,47 @@ class PostfixInstance(PrivatePostfix):
                 return files
             time.sleep(0.1)
         raise AssertionError(f"{count} message(s) not delivered; log:\n{self.log.read_text()}")
+
+
+class SaslPostfix(PostfixInstance):
+    """The backend with SMTP AUTH (Cyrus SASL, a sasldb of its own): `users` may log in
+    with PLAIN or LOGIN on its plain port, as a backend on a private network would."""
+
+    realm = "backend.test"
+
+    def __init__(self, port: int, users: dict[str, str], extra: dict[str, str] | None = None):
+        super().__init__(port, extra)
+        self.users = users
+        # Debian's Postfix reads `<config_directory>/sasl/smtpd.conf` (it ignores
+        # cyrus_sasl_config_path); the sasldb lives beside it.
+        self.sasl = self.conf / "sasl"
+
+    def settings(self) -> dict[str, str]:
+        return {
+            **super().settings(),
+            "smtpd_sasl_auth_enable": "yes",
+            "smtpd_sasl_type": "cyrus",
+            "smtpd_sasl_path": "smtpd",
+            "smtpd_sasl_local_domain": self.realm,
+            "smtpd_sasl_security_options": "noanonymous",
+        }
+
+    def prepare(self) -> None:
+        self.sasl.mkdir()
+        database = self.root / "sasldb2"  # postfix's to read; nothing under conf may be
+        (self.sasl / "smtpd.conf").write_text(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
+            f"mech_list: PLAIN LOGIN\nsasldb_path: {database}\n"
+        )
+        for user, password in self.users.items():
+            subprocess.run(
+                ["saslpasswd2", "-f", str(database), "-c", "-p", "-u", self.realm, user],
+                input=password.encode(),
+                check=True,
+                capture_output=True,
+            )
+        postfix = pwd.getpwnam("postfix")
+        os.chown(database, postfix.pw_uid, postfix.pw_gid)
 
 
 @dataclass

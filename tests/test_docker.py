@@ -104,3 +104,29 @@ async def test_every_dashboard_metric_exists_in_the_gateway() -> None:
     )
     mounts = compose()["services"]["grafana"]["volumes"]
     assert any(m.split(":")[1] == provisioning["providers"][0]["options"]["path"] for m in mounts)
+
+
+def test_the_certificate_has_a_volume_the_gateway_can_write() -> None:
+    settings = load_settings(DOCKER / "gateway.toml")
+    directory = str(settings.tls.self_signed_dir)
+    mounts = compose()["services"]["gateway"]["volumes"]
+    assert any(m.split(":")[1] == directory and m.split(":")[0] == "certs" for m in mounts)
+    assert "certs" in compose()["volumes"]
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert f"install -d -o onajimi -g onajimi -m 700 {directory}" in dockerfile
+
+
+def test_the_postfix_backend_offers_sasl_with_a_test_user() -> None:
+    main = (DOCKER / "postfix" / "main.cf").read_text()
+    assert re.search(r"^smtpd_sasl_auth_enable\s*=\s*yes$", main, re.M)
+    restrictions = re.search(r"^smtpd_recipient_restrictions\s*=\s*(.+)$", main, re.M).group(1)
+    assert restrictions.index("permit_sasl_authenticated") < restrictions.index(
+        "reject_unauth_destination"
+    )
+    sasl = (DOCKER / "postfix" / "smtpd.conf").read_text()
+    assert "auxprop_plugin: sasldb" in sasl and "sasldb_path: /etc/sasldb2" in sasl
+    environment = compose()["services"]["postfix"]["environment"]
+    assert environment["SASL_USER"] == "test@example.com" and environment["SASL_PASSWORD"]
+    start = (DOCKER / "postfix" / "start.sh").read_text()
+    assert "saslpasswd2 -p" in start and start.rstrip().endswith("exec postfix start-fg")
+    assert load_settings(DOCKER / "gateway.toml").auth.mode == "auto"

@@ -4,22 +4,15 @@ and Postfix's own refusals mirrored to the client."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from tests.backend import FakeBackend
 from tests.gatewayenv import start_env
-from tests.postfix import PostfixInstance, available
+from tests.postfix import PostfixInstance, available, free_port
 from tests.tls import make_certificate
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

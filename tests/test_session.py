@@ -9,16 +9,27 @@ from __future__ import annotations
 import pytest
 
 from gateway.assembly import build_policy
+from gateway.policy import replies
 from gateway.policy.decision import RcptDecision, Verdict
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.net import client_address
 from gateway.policy.replies import Reply
-from gateway.policy.vocabulary import Action, Event, Limit, OnError, Reason, RelayResult
+from gateway.policy.vocabulary import (
+    Action,
+    AuthResult,
+    Event,
+    Limit,
+    OnError,
+    Reason,
+    RelayResult,
+)
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import (
     GREET,
     TRANSITIONS,
+    AuthEnded,
     BackendTrouble,
+    CountAuthFailure,
     Decide,
     Decided,
     Deliver,
@@ -26,6 +37,7 @@ from gateway.smtp.session import (
     LimitReached,
     LookUp,
     Phase,
+    RelayAuth,
     Relayed,
     RelayRcpt,
     Repaired,
@@ -465,3 +477,92 @@ def test_rset_helo_and_starttls_end_the_transaction() -> None:
             session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")
         assert session.transaction is None
     assert session.phase is Phase.GREETED  # after STARTTLS, EHLO again
+
+
+# -- AUTH -----------------------------------------------------------------------------
+MECHANISMS = ("PLAIN", "LOGIN")
+AUTH_OK = BackendReply(235, "2.7.0 Authentication successful")
+AUTH_REFUSED = BackendReply(535, "5.7.8 Error: authentication failed: authentication failure")
+
+
+def encrypted(rules: SessionRules | None = None) -> Session:
+    session = greeted(rules)
+    session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    session.hello("laptop.example", esmtp=True)
+    return session
+
+
+def test_auth_is_relayed_only_over_tls_after_ehlo_outside_a_transaction() -> None:
+    plain = greeted()
+    assert plain.auth("PLAIN", ()) == Say(replies.NO_AUTH)  # the backend offers none
+    assert plain.auth("PLAIN", MECHANISMS) == Say(replies.AUTH_NEEDS_TLS)
+    session = greeted()
+    session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    assert session.auth("PLAIN", MECHANISMS) == Say(replies.AUTH_NEEDS_EHLO)
+    session.hello("laptop.example", esmtp=False)  # HELO: no extensions
+    assert session.auth("PLAIN", MECHANISMS) == Say(replies.AUTH_NEEDS_EHLO)
+    session.hello("laptop.example", esmtp=True)
+    assert session.auth("CRAM-MD5", MECHANISMS) == Say(replies.AUTH_MECHANISM)
+    session.mail("a@example.com", [], False)
+    assert session.auth("PLAIN", MECHANISMS) == Say(replies.AUTH_IN_TRANSACTION)
+    session.reset()
+    assert session.auth("PLAIN", MECHANISMS) == RelayAuth("PLAIN")
+
+
+def test_an_authenticated_session_goes_to_the_backend_unscreened() -> None:
+    session = encrypted()
+    assert session.auth_answered("PLAIN", AUTH_OK) == Say("235 2.7.0 Authentication successful")
+    assert session.auth("LOGIN", MECHANISMS) == Say(replies.AUTH_AGAIN)
+    session.mail("<>", [], False)  # even the null sender is not decided at DATA
+    out = session.rcpt("bob@elsewhere.example")  # no relay check: the backend's call
+    assert out == RelayRcpt("bob@elsewhere.example", mail_first=True)
+    decided = [n for n in session.notes if isinstance(n, Decided)]
+    assert [d.verdict.reason for d in decided] == [Reason.AUTHENTICATED]
+    assert session.mail_relayed(OK) is None
+    refused = BackendReply(554, "5.7.1 <bob@elsewhere.example>: Relay access denied")
+    assert session.rcpt_relayed("bob@elsewhere.example", refused).reply.startswith("554")
+
+
+def test_a_refused_login_is_counted_and_mirrored() -> None:
+    session = encrypted()
+    out = session.auth_answered("PLAIN", AUTH_REFUSED)
+    assert out == CountAuthFailure(AUTH_REFUSED)
+    assert session.auth_failure_counted(AUTH_REFUSED, None).reply.startswith("535 5.7.8")
+    assert session.phase is Phase.HELLO and session.authenticated is None
+    ended = [n for n in session.notes if isinstance(n, AuthEnded)]
+    assert ended == [AuthEnded("PLAIN", AuthResult.FAILED, 535)]
+
+
+def test_a_cancel_or_a_tempfail_is_not_a_failed_guess() -> None:
+    session = encrypted()
+    cancelled = BackendReply(501, "5.7.0 Authentication aborted")
+    assert session.auth_answered("LOGIN", cancelled) == Say(cancelled.as_smtp())
+    tempfail = BackendReply(454, "4.7.0 Temporary authentication failure")
+    assert session.auth_answered("LOGIN", tempfail) == Say(tempfail.as_smtp())
+    assert session.auth_failures == 0
+
+
+def test_the_penalty_box_ends_the_session_with_its_reply() -> None:
+    session = encrypted()
+    penalty = Verdict(
+        Action.PENALTY, Reason.AUTH_FAILURES, Reply(421, "4.7.0", "Too many failed authentications")
+    )
+    session.auth_answered("PLAIN", AUTH_REFUSED)
+    out = session.auth_failure_counted(AUTH_REFUSED, penalty)
+    assert out == Say("421 4.7.0 Too many failed authentications", Then.CLOSE)
+    assert session.phase is Phase.DROPPED
+
+
+def test_the_session_limit_holds_without_the_store() -> None:
+    session = encrypted(SessionRules(hostname="gw.test", auth_limit=2))
+    for _ in range(2):
+        session.auth_answered("PLAIN", AUTH_REFUSED)
+        out = session.auth_failure_counted(AUTH_REFUSED, None)  # the store could not count
+    assert out == Say(replies.too_many_auth_failures("gw.test"), Then.CLOSE)
+
+
+def test_starttls_forgets_an_authentication() -> None:
+    session = encrypted()
+    session.auth_answered("PLAIN", AUTH_OK)
+    session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")  # RFC 3207: start over
+    assert session.authenticated is None

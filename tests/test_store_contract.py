@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
-from gateway.policy.records import Familiar, Penalty, Pending, Tally
+from gateway.policy.records import AuthFailures, Familiar, Penalty, Pending, Tally
 from gateway.store import open_store
 from gateway.store.base import DynamicEntry, Outcome, Store
 from gateway.store.codec import decode, encode
@@ -56,7 +56,9 @@ def bump(record) -> Outcome[int]:
         ),
         Familiar(1.0, 2.0, 3.0),
         Penalty(1.0, 2.0, 6, "2001:db8::/64", ""),
+        Penalty(1.0, 2.0, 5, "192.0.2.9", "", "auth_failures"),
         Tally(2, 1.5, 9.0),
+        AuthFailures(1.0, 4, 3601.0),
     ],
 )
 def test_codec_round_trip(record) -> None:
@@ -72,6 +74,8 @@ def test_a_record_written_before_messages_were_remembered_still_reads() -> None:
     # ...and one written by a later version, with a field this one does not know.
     newer = decode('["familiar",1.0,2.0,3.0,"a field from the future"]')
     assert newer == Familiar(1.0, 2.0, 3.0)
+    # A penalty from before there were several reasons for one was for impatience.
+    assert decode('["penalty",1.0,2.0,6,"192.0.2.9",""]').reason == "impatient"
 
 
 async def test_a_pending_record_keeps_its_messages(store: Store, clock: FakeClock) -> None:

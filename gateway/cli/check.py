@@ -29,6 +29,7 @@ def run(args: Any) -> int:
             f"{s.backend.host}:{s.backend.port} (tls {s.backend.tls}, "
             f"forward_client {s.backend.forward_client}, helo {s.backend_helo})",
         ),
+        ("auth", _auth(s)),
         ("relay", "accept " + ", ".join(s.relay.accept_domains)),
         (
             "policy",
@@ -51,6 +52,20 @@ def run(args: Any) -> int:
     ]
     print_table(rows)
     return 0
+
+
+def _auth(s) -> str:
+    if s.auth.mode == "off":
+        return "off (auth.mode): AUTH gets 502"
+    if not s.tls_enabled:
+        return "off: AUTH is only offered after STARTTLS, and tls.mode is off"
+    box = (
+        f"{s.auth.max_failures} failures in {s.auth.failure_window:g}s: penalty box "
+        f"{s.auth.penalty_ttl:g}s"
+        if s.auth.max_failures
+        else "failures never penalised (auth.max_failures = 0)"
+    )
+    return f"the backend's mechanisms, relayed after STARTTLS when it offers AUTH; {box}"
 
 
 def _tls(s) -> str:

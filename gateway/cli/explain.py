@@ -20,7 +20,7 @@ from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import ListEntry, Role
 from gateway.policy.net import client_address
 from gateway.policy.recipients import recipient_syntax
-from gateway.policy.records import Penalty, Pending, Record
+from gateway.policy.records import AuthFailures, Penalty, Pending, Record, Space, store_key
 from gateway.policy.s25r import RULES, S25RResult
 from gateway.policy.vocabulary import Action
 from gateway.resolver.resolver import Resolver
@@ -125,6 +125,14 @@ def _record(record: Record | None, impatient_retries: int) -> str:
     )
 
 
+def _auth_failures(record: AuthFailures, max_failures: int) -> str:
+    limit = f" of {max_failures}" if max_failures else ""
+    return (
+        f"{record.failures}{limit} failed AUTH since {timestamp(record.first)}, "
+        f"counted until {timestamp(record.expires)}"
+    )
+
+
 def _attempt(step: Step, impatient_retries: int) -> str:
     """How an attempt now would be judged (deferral.Kind), and where that leaves the key."""
     counted = f"counts: early retries {step.early}" if step.kind.counted else "not counted"
@@ -163,8 +171,14 @@ async def _explain(
         typed["address_key"] = screening.address_key
         typed["penalty"] = None
         if isinstance(connect.penalty, Penalty):
-            out["penalty"] = f"until {timestamp(connect.penalty.expires)}"
-            typed["penalty"] = _typed_record(connect.penalty, "penalty")
+            penalty = connect.penalty
+            out["penalty"] = f"until {timestamp(penalty.expires)} ({penalty.reason})"
+            typed["penalty"] = _typed_record(penalty, "penalty")
+        failures = await store.get(store_key(Space.AUTH, screening.address_key))
+        typed["auth_failures"] = None
+        if isinstance(failures, AuthFailures):
+            out["auth_failures"] = _auth_failures(failures, settings.auth.max_failures)
+            typed["auth_failures"] = _typed_record(failures, "auth_failures")
         if connect.verdict is not None and connect.verdict.action is not Action.PASS:
             out["stage"] = "connect (before the greeting)"
             out["decision"] = _verdict(connect.verdict)

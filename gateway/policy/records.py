@@ -7,6 +7,8 @@ Key namespaces (see `store_key`):
     defer:<client key>            Pending | Familiar (client mode), Tally | Familiar (triplet mode)
     defer:<client>/<sender>/<rcpt> Pending | Familiar (triplet mode)
     penalty:<address key>         Penalty
+    pregreet:<address>            Pregreet
+    auth:<address key>            AuthFailures
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Penalty:
     attempts: int
     client: str = ""
     ptr: str = ""
+    reason: str = "impatient"  # the Reason that put it there: impatient | auth_failures
 
 
 @value
@@ -79,13 +82,23 @@ class Pregreet:
     expires: float
 
 
-Record = Pending | Familiar | Penalty | Tally | Pregreet
+@value
+class AuthFailures:
+    """Failed SMTP authentications of an address key since `first` (policy/auth.py)."""
+
+    first: float
+    failures: int
+    expires: float  # first + auth.failure_window
+
+
+Record = Pending | Familiar | Penalty | Tally | Pregreet | AuthFailures
 
 
 class Space(StrEnum):
     DEFER = "defer"
     PENALTY = "penalty"
     PREGREET = "pregreet"
+    AUTH = "auth"
 
 
 def store_key(space: Space, key: str) -> str:

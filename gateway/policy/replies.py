@@ -55,9 +55,16 @@ class Wording:
         text = f"{text}; retry in {human_duration(wait)} at the earliest"
         return Reply(450, "4.7.1", self._with_help(text))
 
-    def penalty(self, remaining: float) -> Reply:
-        text = f"Too many retries before the delay; come back in {human_duration(remaining)}"
+    def penalty(self, remaining: float, reason: str = "impatient") -> Reply:
+        why = _PENALISED_FOR.get(reason, _PENALISED_FOR["impatient"])
+        text = f"{why}; come back in {human_duration(remaining)}"
         return Reply(421, "4.7.0", self._with_help(text))
+
+
+_PENALISED_FOR = {
+    "impatient": "Too many retries before the delay",
+    "auth_failures": "Too many failed authentications",
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -89,6 +96,12 @@ CANNOT_VRFY = "252 2.5.0 Cannot VRFY user, but will accept message and attempt d
 HELO_SYNTAX = "501 Syntax: HELO hostname"
 EHLO_SYNTAX = "501 Syntax: EHLO hostname"
 NO_AUTH = "502 5.5.1 Error: AUTH not available on this port"
+AUTH_NEEDS_TLS = "530 5.7.0 Must issue a STARTTLS command first"
+AUTH_NEEDS_EHLO = "503 5.5.1 Error: send EHLO first"
+AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
+AUTH_AGAIN = "503 5.5.1 Error: already authenticated"
+AUTH_MECHANISM = "504 5.5.4 Unrecognized authentication type"
+AUTH_SYNTAX = "501 5.5.2 Error: invalid SASL response (not base64)"
 NO_EXPN = "502 5.5.1 Error: EXPN not available"
 SAY_QUIT = "503 5.5.1 Error: access denied, say QUIT"  # after a 554 greeting
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
@@ -127,6 +140,10 @@ def shutting_down(hostname: str) -> str:
 def pregreet_teaser(hostname: str) -> str:
     """The first line of a two-line greeting: a client that answers it is a pregreeter."""
     return f"220-{hostname} ESMTP"
+
+
+def too_many_auth_failures(hostname: str) -> str:
+    return f"421 4.7.0 {hostname} Error: too many failed authentications"
 
 
 def pregreet_refusal(hostname: str) -> str:

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     DNS_TEMPFAIL = "dns_tempfail"
     RELAY_DENIED = "relay_denied"
     PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
+    AUTHENTICATED = "authenticated"  # SMTP AUTH succeeded at the backend: it decides
+    AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])
 
     @classmethod
     def s25r_rule(cls, number: int) -> "Reason":
@@ -56,6 +58,16 @@ class RelayResult(StrEnum):
     DELIVERED = "delivered"  # the backend said 250 to the end of data
     REJECTED = "rejected"  # a 5xx: the backend's, or the gateway's content check
     TEMPFAIL = "tempfail"  # the backend's own 4xx
+    BACKEND_ERROR = "backend_error"  # no usable reply from the backend: 451 4.4.1
+
+
+class AuthResult(StrEnum):
+    """How an AUTH exchange ended (`onajimi_auth_total{result}`, the auth line's `result=`)."""
+
+    OK = "ok"  # the backend said 235: the session is authenticated
+    FAILED = "failed"  # the backend refused the credentials (535 and the like): counted
+    ABORTED = "aborted"  # the client cancelled (`*`) or sent what is not base64 (501)
+    TEMPFAIL = "tempfail"  # the backend's own 4xx (its SASL service is down, say)
     BACKEND_ERROR = "backend_error"  # no usable reply from the backend: 451 4.4.1
 
 
@@ -84,3 +96,4 @@ class Event(StrEnum):
     STORE_ERROR = "store_error"  # the store was needed and is down: store.on_error decides
     BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1
     TLS_FAILED = "tls_failed"  # a STARTTLS handshake failed: the connection closes
+    AUTH = "auth"  # an AUTH exchange ended (the line says how; never what was sent)

@@ -103,12 +103,25 @@ class Capabilities:
 
     def __init__(self) -> None:
         self.extensions: dict[str, str] = {}
+        self.auth_mechanisms: tuple[str, ...] = ()
 
     def offers(self, keyword: str) -> bool:
         return keyword.lower() in self.extensions
 
     def learn(self, extensions: dict[str, str]) -> None:
         self.extensions = {k.lower(): v for k, v in extensions.items()}
+        self.auth_mechanisms = relayable_mechanisms(self.extensions.get("auth", ""))
+
+
+def relayable_mechanisms(advertised: str) -> tuple[str, ...]:
+    """The SASL mechanisms of the backend's AUTH keyword that survive being relayed.
+
+    Every mechanism runs end to end between the client and the backend, the gateway
+    passing lines, except channel-bound ones (`SCRAM-SHA-256-PLUS`): they bind to the
+    TLS channel, and the client's channel ends at the gateway, not at the backend.
+    """
+    names = dict.fromkeys(name.upper() for name in advertised.split())
+    return tuple(name for name in names if not name.endswith("-PLUS"))
 
 
 def _helo_token(helo: str) -> str | None:
@@ -135,6 +148,9 @@ class BackendSession:
         self.capabilities = capabilities
         self._smtp: aiosmtplib.SMTP | None = None
         self.in_transaction = False
+        # The backend said 235 on this connection: its authorisation is the connection's,
+        # so a lost connection is never silently replaced by an unauthenticated one.
+        self.authenticated = False
 
     @property
     def connected(self) -> bool:
@@ -204,6 +220,8 @@ class BackendSession:
 
     async def _connection(self) -> aiosmtplib.SMTP:
         if self._smtp is None or not self._smtp.is_connected:
+            if self.authenticated:
+                raise BackendError("backend: the authenticated connection was lost")
             self.in_transaction = False
             try:
                 self._smtp = await self._guard(self._open(), "connect")
@@ -250,6 +268,31 @@ class BackendSession:
                 f"backend {what}: no valid reply: {response.code} {response.message!r}"
             )
         return BackendReply(response.code, response.message)
+
+    # -- AUTH ---------------------------------------------------------------------------
+    async def authenticate(self, mechanism: str, initial: bytes | None) -> BackendReply:
+        """AUTH at the backend, on its own connection for this client (connect, EHLO,
+        XCLIENT, EHLO first): a 334 challenge, or the final reply."""
+        smtp = await self._connection()
+        command = [b"AUTH", mechanism.encode("ascii")]
+        if initial is not None:
+            command.append(initial)
+        return self._auth_step(await self._guard(smtp.execute_command(*command), "AUTH"))
+
+    async def auth_response(self, line: bytes) -> BackendReply:
+        """The client's answer to a challenge (base64, or `*` to cancel), passed on."""
+        smtp = self._smtp
+        if smtp is None or not smtp.is_connected:
+            raise BackendError("backend AUTH: the connection was lost")
+        return self._auth_step(await self._guard(smtp.execute_command(line), "AUTH"))
+
+    def _auth_step(self, response) -> BackendReply:
+        if response.code == 334:  # a challenge: the exchange goes on
+            return BackendReply(334, response.message)
+        reply = self._mirrored(response, "AUTH")
+        if reply.accepted:
+            self.authenticated = True
+        return reply
 
     # -- transactions -------------------------------------------------------------------
     async def begin(self, sender: str, options: Iterable[str], utf8: bool) -> BackendReply:

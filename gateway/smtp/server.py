@@ -13,8 +13,12 @@ What it changes in aiosmtpd 1.4.6, and why:
   and recipients are held once; aiosmtpd reads it for its own order checks.
 * `command_size_limits` is an instance dict: aiosmtpd's class-level one is cleared by
   every new connection, shrinking other sessions' MAIL allowance.
-* EHLO lists PIPELINING and ENHANCEDSTATUSCODES, never AUTH; replies aiosmtpd writes
-  itself get enhanced status codes added (RFC 2034 requires them once advertised).
+* EHLO lists PIPELINING and ENHANCEDSTATUSCODES; replies aiosmtpd writes itself get
+  enhanced status codes added (RFC 2034 requires them once advertised).
+* AUTH is the backend's: after STARTTLS, EHLO offers the backend's mechanisms, and the
+  exchange is relayed line by line to the backend (aiosmtpd's own AUTH, which checks
+  credentials itself, is not used). MAIL accepts an `AUTH=` parameter (RFC 4954
+  requires it once AUTH is offered) and drops it: the backend knows who logged in.
 * the command timeout says `421` before closing (aiosmtpd closes silently).
 * any exception becomes `451 4.3.0` (aiosmtpd's default is a permanent 500 that leaks
   the exception text), with the traceback in the log.
@@ -46,7 +50,18 @@ from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage
 from gateway.smtp.services import Services
-from gateway.smtp.session import Decide, Deliver, Phase, RelayRcpt, Say, Session, StoreFault, Then
+from gateway.smtp.session import (
+    CountAuthFailure,
+    Decide,
+    Deliver,
+    Phase,
+    RelayAuth,
+    RelayRcpt,
+    Say,
+    Session,
+    StoreFault,
+    Then,
+)
 from gateway.store.base import Snapshot
 
 log = logging.getLogger("onajimi.smtp")
@@ -75,6 +90,10 @@ _ENHANCED = {
     555: "5.5.4",
 }
 _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# What a client may send in an AUTH exchange: base64 (`=`: an empty initial response,
+# RFC 4954), or `*` to cancel. Anything else never reaches the backend.
+_SASL_RESPONSE = re.compile(r"[A-Za-z0-9+/]*={0,2}|\*")
+_SASL_LINE_LIMIT = 12288  # octets, RFC 4954 section 4 (the AUTH line as well)
 
 
 def with_enhanced_code(reply: str) -> str:
@@ -146,6 +165,7 @@ class GatewaySMTP(EarlyStage):
         self._plain_replies = False  # True while answering HELO/EHLO (no enhanced codes)
         # An instance dict: aiosmtpd clears the shared class-level one on every connection.
         self.command_size_limits = collections.defaultdict(_default_command_size)
+        self.command_size_limits["AUTH"] = _SASL_LINE_LIMIT
         self.__ident__ = "ESMTP"
         self.loop = loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
@@ -176,7 +196,7 @@ class GatewaySMTP(EarlyStage):
         self._auth_callback = login_always_fail
         self._authenticator = None
         self._auth_required = False
-        self._auth_methods = {}  # no AUTH on port 25: smtp_AUTH answers 502
+        self._auth_methods = {}  # aiosmtpd's own AUTH is unused: smtp_AUTH relays it
         self._handle_hooks = HOOKS.table
         self._ehlo_hook_ver = "new"
         self._smtp_methods = _SMTPCommands(self)
@@ -454,8 +474,10 @@ class GatewaySMTP(EarlyStage):
             return
         self._set_rset_state()
         self.session.extended_smtp = True
-        # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it.
-        self.command_size_limits["MAIL"] += 26 + (10 if self.enable_SMTPUTF8 else 0)
+        # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it (and
+        # 500 for AUTH=, RFC 4954 section 5); set, not added, so EHLO again adds nothing.
+        room = 26 + (10 if self.enable_SMTPUTF8 else 0) + (500 if self._auth_offer() else 0)
+        self.command_size_limits["MAIL"] = SMTP.command_size_limit + room
         lines = await self._call_handler_hook("EHLO", hostname, [])
         await self.push("\r\n".join(lines))
 
@@ -483,7 +505,33 @@ class GatewaySMTP(EarlyStage):
             lines.append("SMTPUTF8")
         if self.tls_context is not None and self._tls_protocol is None:
             lines.append("STARTTLS")
+        mechanisms = self._auth_offer()
+        if mechanisms:
+            lines.append(f"AUTH {' '.join(mechanisms)}")
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    def _auth_mechanisms(self) -> tuple[str, ...]:
+        """What AUTH may relay (auth.mode auto, the backend offers it, TLS is possible)."""
+        if not self.services.auth or self.tls_context is None:
+            return ()
+        return self.services.capabilities.auth_mechanisms
+
+    def _auth_offer(self) -> tuple[str, ...]:
+        """What EHLO offers now: nothing until STARTTLS is done."""
+        return self._auth_mechanisms() if self.core.tls is not None else ()
+
+    @property
+    def auth_offered(self) -> bool:
+        """HELP lists AUTH when EHLO does."""
+        return bool(self._auth_offer())
+
+    def _getparams(self, params):
+        """aiosmtpd's, with MAIL's `AUTH=` accepted and left out (see the module
+        docstring). Only MAIL's parameters are parsed in the HELLO phase."""
+        result = super()._getparams(params)
+        if result is not None and self.core.phase is Phase.HELLO:
+            result.pop("AUTH", None)
+        return result
 
     async def _junk(self) -> bool:
         """One more command that makes no progress; True when it is one too many (the
@@ -499,8 +547,72 @@ class GatewaySMTP(EarlyStage):
     smtp_HELP = _counted_as_junk(SMTP.smtp_HELP, "HELP [command]")
     smtp_VRFY = _counted_as_junk(SMTP.smtp_VRFY, "VRFY <address>")
 
+    @syntax("AUTH <mechanism> [initial-response]", when="auth_offered")
     async def smtp_AUTH(self, arg: str) -> None:
-        await self.push(replies.NO_AUTH)
+        """AUTH relayed to the backend; nothing the client sends is logged or kept."""
+        mechanism, _, initial = arg.partition(" ")
+        out = self.core.auth(mechanism.upper(), self._auth_mechanisms())
+        if isinstance(out, RelayAuth):
+            out = await self._authenticate(out, initial)
+            if isinstance(out, CountAuthFailure):
+                out = await self._auth_failure_counted(out)
+        await self.push(self.said(out))
+
+    async def _authenticate(self, ask: RelayAuth, initial: str) -> Say | CountAuthFailure:
+        """The exchange: each 334 challenge of the backend to the client, each answer of
+        the client to the backend, until the backend's final reply."""
+        core = self.core
+        if initial and _SASL_RESPONSE.fullmatch(initial) is None:
+            core.auth_aborted(ask.mechanism)
+            return Say(replies.AUTH_SYNTAX)
+        backend = self.backend or self._open_backend()
+        try:
+            reply = await backend.authenticate(
+                ask.mechanism, initial.encode("ascii") if initial else None
+            )
+            while reply.code == 334:
+                self._still_on()
+                answer = await self._sasl_answer(reply.text)
+                if answer is None:  # not base64: cancel at the backend, say why here
+                    await backend.auth_response(b"*")
+                    self._still_on()
+                    core.auth_aborted(ask.mechanism)
+                    return Say(replies.AUTH_SYNTAX)
+                reply = await backend.auth_response(answer)
+        except BackendError as exc:
+            self._still_on()
+            return core.auth_answered(ask.mechanism, exc.reply, str(exc))
+        self._still_on()
+        return core.auth_answered(ask.mechanism, reply)
+
+    async def _sasl_answer(self, challenge: str) -> bytes | None:
+        """Say a challenge, read the client's answer: base64 or `*`, else None."""
+        await self.push(f"334 {challenge}")  # as it came (334 gets no enhanced code)
+        self._reset_timeout()
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than the reader's limit: what is left is discarded
+            return None
+        if not line:
+            raise ConnectionResetError("the client hung up during AUTH")
+        self._reset_timeout()
+        line = line.rstrip(b"\r\n")
+        if len(line) > _SASL_LINE_LIMIT or _SASL_RESPONSE.fullmatch(line.decode("latin-1")) is None:
+            return None
+        return line
+
+    async def _auth_failure_counted(self, ask: CountAuthFailure) -> Say:
+        """A refused authentication, counted in the store (the penalty box at the limit).
+        The store down: the session's own limit still applies."""
+        core = self.core
+        verdict = None
+        if core.screening is not None:
+            try:
+                verdict = await self.services.decider.auth_failed(core.screening)
+            except StoreError as exc:
+                log.warning("session %s: failed AUTH not counted: %s", core.id, exc)
+            self._still_on()
+        return core.auth_failure_counted(ask.reply, verdict)
 
     async def smtp_EXPN(self, arg: str) -> None:
         if not await self._junk():

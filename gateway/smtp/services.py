@@ -88,3 +88,4 @@ class Services:
     max_message_size: int
     clock: Callable[[], float]
     pregreet_ttl: float = 86400.0  # pregreet.ttl: how long a pregreeter is remembered
+    auth: bool = False  # auth.mode = "auto": relay AUTH when the backend offers it

@@ -41,6 +41,17 @@ Flags and what they may never do:
     .keys                   familiar keys refreshed only when the backend said 250 to DATA
     decided                 one decision per deferral key per session: three recipients
                             of one message are one attempt
+    authenticated           set once the backend said 235 to AUTH (never on a plain
+                            connection: AUTH needs STARTTLS first); from then on every
+                            recipient goes to the backend unscreened, and it decides,
+                            relaying included (Postfix's permit_sasl_authenticated)
+    auth_failures           refused AUTH exchanges in this session: auth.max_failures of
+                            them end it, even with the store (and its count) down
+
+AUTH's exchange itself (334 challenges and the client's answers) passes between the
+client and the backend through the adapter without the core: the core decides whether
+it may start (`auth`), and learns how it ended (`auth_answered`). What the client sent
+is never handed to the core, noted or kept.
 """
 
 from __future__ import annotations
@@ -62,7 +73,15 @@ from gateway.policy.keys import is_null_sender
 from gateway.policy.net import IPAddress, address_text
 from gateway.policy.recipients import recipient_syntax
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Event, Limit, OnError, Reason, RelayResult
+from gateway.policy.vocabulary import (
+    Action,
+    AuthResult,
+    Event,
+    Limit,
+    OnError,
+    Reason,
+    RelayResult,
+)
 from gateway.relay.content import screen_content
 from gateway.relay.received import protocol_name, received_header
 from gateway.relay.reply import UNAVAILABLE, BackendReply
@@ -188,6 +207,21 @@ class Deliver:
     content: bytes
 
 
+@value
+class RelayAuth:
+    """Relay an AUTH exchange with this mechanism to the backend (opened on demand)."""
+
+    mechanism: str
+
+
+@value
+class CountAuthFailure:
+    """Count a refused authentication in the store (decider.auth_failed), then
+    `auth_failure_counted`; `reply` is the backend's refusal."""
+
+    reply: BackendReply
+
+
 # -- what happened, for the observer ----------------------------------------------------
 @value
 class Decided:
@@ -221,6 +255,13 @@ class Encrypted:
 
 
 @value
+class AuthEnded:
+    mechanism: str
+    result: AuthResult
+    code: int  # the reply's code (the text is the backend's; what was sent is never here)
+
+
+@value
 class Repaired:
     what: str  # among relay.content.REPAIRS
 
@@ -233,7 +274,16 @@ class Relayed:
     seconds: float | None  # the backend's DATA round trip; None: never asked
 
 
-Note = Decided | LimitReached | StoreTrouble | BackendTrouble | Repaired | Relayed | Encrypted
+Note = (
+    Decided
+    | LimitReached
+    | StoreTrouble
+    | BackendTrouble
+    | Repaired
+    | Relayed
+    | Encrypted
+    | AuthEnded
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +297,7 @@ class SessionRules:
     add_received: bool = True  # relay.add_received
     greet_wait: float = 0.0  # pregreet.greet_wait: 0 = no pregreet test
     pregreet_action: str = "drop"  # pregreet.action: ignore | defer | drop
+    auth_limit: int = 5  # auth.max_failures: refused AUTHs that end a session (0: never)
 
 
 @dataclass(slots=True)
@@ -270,6 +321,8 @@ class Transaction:
 
 
 _SENDER_OK = Say(replies.SENDER_OK)
+# A 5xx to AUTH that is about the exchange, not the credentials: not a failed guess.
+_AUTH_SYNTAX_CODES = frozenset({500, 501, 502, 503, 504})
 
 
 def declared_size(options: list[str]) -> int | None:
@@ -288,6 +341,8 @@ class Session:
         "address",
         "address_text",
         "assessment",
+        "auth_failures",
+        "authenticated",
         "counted",
         "decided",
         "esmtp",
@@ -332,6 +387,8 @@ class Session:
         self.junk = 0  # commands without progress since the last MAIL
         self.pregreeter = False  # talked before the greeting (now, or within pregreet.ttl)
         self.familiar = False  # its address key's record is familiar (no pregreet wait)
+        self.authenticated: str | None = None  # the SASL mechanism the backend said 235 to
+        self.auth_failures = 0
 
     def _move(self, happening: Happening) -> None:
         target = TRANSITIONS[self.phase].get(happening)
@@ -465,6 +522,7 @@ class Session:
         self.tls_version = f"{version}/{cipher}"
         self.notes.append(Encrypted(version, cipher))
         self.transaction = None
+        self.authenticated = None  # RFC 3207: nothing from before the handshake counts
         self._move(Happening.TLS)
 
     def reset(self) -> None:
@@ -494,7 +552,7 @@ class Session:
         self._move(Happening.MAIL)
         return _SENDER_OK
 
-    def rcpt(self, recipient: str) -> Say | Decide:
+    def rcpt(self, recipient: str) -> Say | Decide | RelayRcpt:
         """RCPT: max recipients (452), syntax (501), then the policy."""
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
@@ -503,6 +561,12 @@ class Session:
         bad_syntax = recipient_syntax(recipient)
         if bad_syntax is not None:
             return Say(str(bad_syntax))
+        if self.authenticated is not None:  # the backend decides (permit_sasl_authenticated)
+            verdict = Verdict(
+                Action.PASS, Reason.AUTHENTICATED, detail=f"SMTP AUTH {self.authenticated}"
+            )
+            self.notes.append(Decided(verdict, transaction.sender, recipient))
+            return self._to_backend(recipient)
         null_sender = is_null_sender(transaction.sender)
         if self.pregreeter and self.rules.pregreet_action == "defer" and not null_sender:
             # Relay attempts still get their 5xx first; everything else waits.
@@ -533,6 +597,13 @@ class Session:
             refusal = self._judged(result, recipient)
             if refusal is not None:
                 return refusal
+        return self._to_backend(recipient)
+
+    def _to_backend(self, recipient: str) -> Say | RelayRcpt:
+        """A recipient the policy let through: to the backend, unless it already failed
+        or refused the sender in this transaction."""
+        transaction = self.transaction
+        assert transaction is not None  # aiosmtpd checks MAIL came first
         if transaction.backend_failed:
             return Say(UNAVAILABLE.as_smtp())
         if transaction.sender_refused is not None:
@@ -594,6 +665,63 @@ class Session:
         assert self.transaction is not None
         self.transaction.backend_failed = True
         self.notes.append(BackendTrouble(detail))
+        return Say(reply.as_smtp())
+
+    # -- AUTH -----------------------------------------------------------------------------
+    def auth(self, mechanism: str, offered: tuple[str, ...]) -> Say | RelayAuth:
+        """AUTH: refused here, or relayed to the backend. `offered`: the backend's
+        mechanisms that may be relayed (empty: no AUTH here: auth.mode is off, the
+        backend offers none, or there is no TLS to offer it under)."""
+        if not offered:
+            return Say(replies.NO_AUTH)
+        if self.tls is None:  # never credentials in clear (nor an offer of AUTH)
+            return Say(replies.AUTH_NEEDS_TLS)
+        if self.authenticated is not None:  # RFC 4954 section 4
+            return Say(replies.AUTH_AGAIN)
+        if self.phase is Phase.GREETED or not self.esmtp:
+            return Say(replies.AUTH_NEEDS_EHLO)
+        if self.phase is not Phase.HELLO:
+            return Say(replies.AUTH_IN_TRANSACTION)
+        if mechanism not in offered:
+            return Say(replies.AUTH_MECHANISM)
+        return RelayAuth(mechanism)
+
+    def auth_answered(
+        self, mechanism: str, reply: BackendReply, failure: str | None = None
+    ) -> Say | CountAuthFailure:
+        """The backend's final reply to an AUTH exchange (`failure`: there was none
+        usable), mirrored; a refusal of the credentials is counted first."""
+        if failure is not None:
+            self.notes.append(BackendTrouble(failure))
+            result = AuthResult.BACKEND_ERROR
+        elif reply.accepted:
+            self.authenticated = mechanism
+            result = AuthResult.OK
+        elif reply.code >= 500 and reply.code not in _AUTH_SYNTAX_CODES:
+            self.auth_failures += 1
+            self.notes.append(AuthEnded(mechanism, AuthResult.FAILED, reply.code))
+            return CountAuthFailure(reply)
+        else:
+            result = AuthResult.TEMPFAIL if reply.code < 500 else AuthResult.ABORTED
+        self.notes.append(AuthEnded(mechanism, result, reply.code))
+        return Say(reply.as_smtp())
+
+    def auth_aborted(self, mechanism: str) -> None:
+        """The client cancelled, or answered a challenge with what is not base64; the
+        adapter has cancelled the exchange at the backend and replies itself."""
+        self.notes.append(AuthEnded(mechanism, AuthResult.ABORTED, 501))
+
+    def auth_failure_counted(self, reply: BackendReply, verdict: Verdict | None) -> Say:
+        """The store counted a refused authentication: `verdict` is the penalty box when
+        that was one too many (None: not yet, or the store is down)."""
+        if verdict is not None:
+            self.notes.append(Decided(verdict))
+            return self._drop(str(verdict.reply))
+        limit = self.rules.auth_limit
+        if limit and self.auth_failures >= limit:
+            detail = f"{self.auth_failures} failed authentications in one session"
+            self.notes.append(Decided(Verdict(Action.REJECT, Reason.AUTH_FAILURES, detail=detail)))
+            return self._drop(replies.too_many_auth_failures(self.rules.hostname))
         return Say(reply.as_smtp())
 
     # -- DATA -----------------------------------------------------------------------------

@@ -11,7 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
-from gateway.policy.records import Familiar, Penalty, Pending, Pregreet, Record, Tally
+from gateway.policy.records import (
+    AuthFailures,
+    Familiar,
+    Penalty,
+    Pending,
+    Pregreet,
+    Record,
+    Tally,
+)
 
 KINDS: dict[type, str] = {
     Pending: "pending",
@@ -19,6 +27,7 @@ KINDS: dict[type, str] = {
     Penalty: "penalty",
     Tally: "tally",
     Pregreet: "pregreet",
+    AuthFailures: "auth_failures",
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
