@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
-from gateway.policy import auth, deferral
+from gateway.policy import deferral, strikes
 from gateway.policy.decision import DeferMode, KeyMode, Policy
 from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
@@ -52,6 +52,20 @@ def rules_from(settings: Settings) -> deferral.Rules:
     )
 
 
+def strike_rules_from(settings: Settings) -> strikes.Rules:
+    a, ban = settings.auth, settings.autoban
+
+    def limit(count: int) -> strikes.Limit:
+        return strikes.Limit(count, ban.window, ban.penalty_ttl)
+
+    return strikes.Rules(
+        auth=strikes.Limit(a.max_failures, a.failure_window, a.penalty_ttl),
+        relay=limit(ban.relay_limit),
+        probe=limit(ban.probe_limit),
+        loiter=limit(ban.loiter_limit),
+    )
+
+
 def build_policy(settings: Settings) -> Policy:
     """Raises ConfigError (naming file and line) when a list file is bad."""
     trusted: NetSet[str] = NetSet()
@@ -70,11 +84,7 @@ def build_policy(settings: Settings) -> Policy:
         ipv4_prefix=settings.policy.ipv4_prefix,
         ipv6_prefix=settings.policy.ipv6_prefix,
         lump_by_rdns=settings.policy.lump_by_rdns,
-        auth_rules=auth.Rules(
-            max_failures=settings.auth.max_failures,
-            failure_window=settings.auth.failure_window,
-            penalty_ttl=settings.auth.penalty_ttl,
-        ),
+        strike_rules=strike_rules_from(settings),
     )
 
 

@@ -422,6 +422,15 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AutobanSettings:
+    relay_limit: int = _setting(5, integer(0))
+    probe_limit: int = _setting(30, integer(0))
+    loiter_limit: int = _setting(10, integer(0))
+    window: float = _setting(3600, seconds(positive=True))
+    penalty_ttl: float = _setting(3600, seconds())
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     workers: int = _setting(1, integer(1, 64))
 
@@ -439,6 +448,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSettings,
     "pregreet": PregreetSettings,
     "auth": AuthSettings,
+    "autoban": AutobanSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
     "server": ServerSettings,
@@ -461,6 +471,7 @@ class Settings:
     limits: LimitsSettings
     pregreet: PregreetSettings
     auth: AuthSettings
+    autoban: AutobanSettings
     metrics: MetricsSettings
     log: LogSettings
     server: ServerSettings

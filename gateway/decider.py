@@ -8,7 +8,8 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
     at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
                                         has already checked the address syntax)
     delivered(keys)                     the backend accepted: refresh the familiar records
-    auth_failed(screening)              a failed SMTP AUTH: count it, the penalty box at the limit
+    struck(screening, kind)             a strike (failed AUTH, relay attempt, ...): count it,
+                                        the penalty box at its limit
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.policy import auth, deferral
+from gateway.policy import deferral, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -29,7 +30,7 @@ from gateway.policy.decision import (
 )
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import AuthFailures, Familiar, Penalty, Pregreet, Space, store_key
+from gateway.policy.records import Familiar, Penalty, Pregreet, Space, Strikes, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.resolver import Resolver
@@ -43,6 +44,15 @@ class Connect:
     penalty: Penalty | None = None
     snapshot: Snapshot | None = None  # the deferral record under the address key, read along
     pregreeted: bool = False  # talked before the greeting recently (a live Pregreet record)
+
+
+@value
+class Struck:
+    """A strike counted: how many of its kind are live now, and the penalty box's
+    verdict when that was one too many."""
+
+    count: int
+    verdict: Verdict | None
 
 
 def _defer_key(key: str) -> str:
@@ -90,26 +100,27 @@ class Decider:
         now = self.clock()
         await self.store.put(store_key(Space.PREGREET, address), Pregreet(now, now + ttl))
 
-    async def auth_failed(self, screening: Screening) -> Verdict | None:
-        """Count a failed SMTP authentication under the client's address key; the penalty
-        verdict once there are auth.max_failures of them (the box is written as well)."""
-        now = self.clock()
+    async def struck(self, screening: Screening, kind: Reason) -> Struck:
+        """Count a strike of `kind` (policy/strikes.py) under the client's address key;
+        at the kind's limit the penalty box is written too, and its verdict returned."""
         policy = self._policy()
-        rules = policy.auth_rules
+        limit = policy.strike_rules.of(kind)
+        trusted = screening.verdict is not None and screening.verdict.reason is Reason.TRUSTED
+        if not limit.limit or trusted:  # trusted networks: never in the box, nor its exports
+            return Struck(0, None)
+        now = self.clock()
 
-        def count(record) -> Outcome[auth.Failed]:
-            live = record if isinstance(record, AuthFailures) else None
-            counted = auth.failed(live, now, rules, screening.address_text)
+        def count(record) -> Outcome[strikes.Counted]:
+            live = record if isinstance(record, Strikes) else None
+            counted = strikes.struck(live, now, limit, kind, screening.address_text)
             return Outcome(counted, True, counted.record)
 
         key = screening.address_key
-        counted = await self.store.update(store_key(Space.AUTH, key), count)
+        counted = await self.store.update(store_key(Space.STRIKES, f"{key}/{kind.value}"), count)
         if counted.penalty is None:
-            return None
+            return Struck(counted.record.count, None)
         await self.store.put(store_key(Space.PENALTY, key), counted.penalty)
-        verdict = policy.before_greeting(screening, counted.penalty, now)
-        # Trusted networks are never in the penalty box (SPEC section 2): no verdict then.
-        return verdict if verdict is not None and verdict.action is Action.PENALTY else None
+        return Struck(counted.record.count, policy.before_greeting(screening, counted.penalty, now))
 
     async def lookup(self, address: IPAddress) -> RDNS:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"

@@ -52,7 +52,13 @@ DECISIONS = {
         Reason.PREGREET,
     ),
     Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED, Reason.PREGREET, Reason.AUTH_FAILURES),
-    Action.PENALTY: (Reason.IMPATIENT, Reason.AUTH_FAILURES),
+    Action.PENALTY: (
+        Reason.IMPATIENT,
+        Reason.AUTH_FAILURES,
+        Reason.AUTOBAN_RELAY,
+        Reason.AUTOBAN_PROBE,
+        Reason.AUTOBAN_LOITER,
+    ),
 }
 RECORD_KINDS = ("pending", "familiar", "penalty")
 _DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -12,6 +12,7 @@ the metrics it counts, and the names of the settings behind them.
     backend_failed             the backend gave no usable reply (a warning)
     auth      one per AUTH exchange: mechanism and how it ended, never what was sent:
               onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
+    strike    a strike counted against the client (policy/strikes.py): its kind and count
 
 It must not decide anything: it only writes down.
 """
@@ -36,6 +37,7 @@ from gateway.smtp.session import (
     Repaired,
     Session,
     StoreTrouble,
+    Struck,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +84,8 @@ class Observer:
             self.metrics.tls_sessions.labels(note.version).inc()
         elif isinstance(note, AuthEnded):
             self.auth(session, note)
+        elif isinstance(note, Struck):
+            self.event(Event.STRIKE, session, kind=note.kind.value, count=note.count)
 
     def auth(self, session: Session, note: AuthEnded) -> None:
         self.metrics.auth.labels(note.result.value).inc()

@@ -7,7 +7,7 @@ gateway ever let a smuggling vector through, this backend would record a second 
 
     backend = FakeBackend()
     await backend.start()
-    backend.replies["RCPT"] = "550 5.1.1 <x@example.com>: User unknown"
+    backend.refuse["x@example.com"] = "550 5.1.1 <x@example.com>: User unknown"
     backend.faults["DATA_END"] = "drop"
 """
 

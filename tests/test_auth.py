@@ -15,7 +15,7 @@ import logging
 import pytest
 
 from gateway.errors import StoreError
-from gateway.policy.records import AuthFailures, Penalty, Space, store_key
+from gateway.policy.records import Penalty, Space, Strikes, store_key
 from tests.backend import FakeBackend
 from tests.gatewayenv import start_env
 from tests.postfix import SaslPostfix, available, free_port
@@ -46,13 +46,15 @@ def certificate(tmp_path_factory):
     return make_certificate(tmp_path_factory.mktemp("cert"), "gw.test")
 
 
-async def gateway_for(postfix, certificate, **auth):
+async def gateway_for(postfix, certificate, limits: dict | None = None, **auth):
     backend = FakeBackend()  # only its port is used: Postfix listens there
     backend.port = postfix.port
     cert, key = certificate
-    overrides = {"tls": {"mode": "auto", "cert": cert, "key": key}}
+    overrides: dict = {"tls": {"mode": "auto", "cert": cert, "key": key}}
     if auth:
         overrides["auth"] = auth
+    if limits:
+        overrides["limits"] = limits
     return await start_env(overrides, backend=backend)
 
 
@@ -94,9 +96,10 @@ async def test_a_suspect_laptop_logs_in_and_relays_outside_through_the_backend(
 
     log = postfix.log_text()
     # The backend saw the real client (XCLIENT) and who logged in, and relayed outside.
+    (message,) = await asyncio.to_thread(postfix.delivered, 1)  # carol's copy
+    assert b"with ESMTPSA id" in message  # RFC 3848: TLS, and authenticated
     assert "client=p1234-ip45.dyn.example.jp[127.0.0.3], sasl_method=PLAIN" in log
     assert f"sasl_username={USER}@backend.test" in log
-    await asyncio.to_thread(postfix.delivered, 1)  # carol's copy, in the Maildir
     decisions = [r.getMessage() for r in caplog.records if r.name == "onajimi.decision"]
     assert len(decisions) == 2 and all("reason=authenticated" in d for d in decisions)
     assert sample(env, "onajimi_auth_total", result="ok") == 1
@@ -134,6 +137,47 @@ async def test_without_auth_relaying_is_refused_by_the_gateway_first(env) -> Non
     refused = await client.cmd("RCPT TO:<bob@elsewhere.test>")
     assert refused.code == 554 and "Relay access denied" in refused.text
     await client.close()
+
+
+async def test_auth_after_a_relayed_transaction_was_reset(env, postfix) -> None:
+    """The backend is still in the transaction the client's RSET ended: reset it first."""
+    client = await encrypted(env, "127.0.0.2")
+    await client.ehlo()
+    await client.cmd("MAIL FROM:<alice@example.com>")
+    assert (await client.cmd("RCPT TO:<carol@example.com>")).code == 250  # at the backend
+    await client.cmd("RSET")
+    assert (await client.cmd(f"AUTH PLAIN {PLAIN}")).code == 235
+    await client.close()
+
+
+async def test_bare_auth_and_a_second_starttls_are_refused_plainly(env, caplog) -> None:
+    caplog.set_level(logging.ERROR)
+    client = await env.client(SUSPECT)
+    await client.ehlo()
+    assert (await client.cmd("AUTH")).code == 530  # the STARTTLS rule comes first
+    assert (await client.starttls()).code == 220
+    await client.ehlo()
+    bare = await client.cmd("AUTH")
+    assert bare.code == 501 and "Syntax: AUTH mechanism" in bare.text
+    again = await client.cmd("STARTTLS")  # RFC 3207: once
+    assert again.code == 554 and "TLS already active" in again.text
+    assert (await client.cmd(f"AUTH PLAIN {PLAIN}")).code == 235
+    await client.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no internal error
+
+
+async def test_endless_auth_attempts_are_junk(postfix, certificate) -> None:
+    env = await gateway_for(postfix, certificate, limits={"junk_commands": 3})
+    try:
+        client = await encrypted(env)
+        await client.ehlo()
+        for _ in range(3):
+            assert (await client.cmd("AUTH CRAM-MD5")).code == 504
+        closing = await client.cmd("AUTH CRAM-MD5")
+        assert closing.code == 421 and "too many commands" in closing.text
+    finally:
+        await env.stop()
+        env.dns.stop()
 
 
 async def test_cancelled_or_garbled_exchanges_are_not_failed_guesses(env) -> None:
@@ -179,8 +223,8 @@ async def test_wrong_passwords_land_in_the_penalty_box(postfix, certificate) -> 
         assert sample(env, "onajimi_decisions_total", action="penalty", reason="auth_failures")
 
         env.clock.advance(601)  # the box opens again; the count window is still on
-        record = await env.gateway.store.get(store_key(Space.AUTH, SUSPECT))
-        assert isinstance(record, AuthFailures) and record.failures == 3
+        record = await env.gateway.store.get(store_key(Space.STRIKES, f"{SUSPECT}/auth_failures"))
+        assert isinstance(record, Strikes) and record.count == 3
         back = await env.client(SUSPECT)
         assert back.greeting.code == 220
         await back.close()
@@ -197,7 +241,7 @@ async def test_one_session_cannot_keep_guessing_with_the_store_down(
     update = inner.update
 
     async def down_for_counts(key, change, *args, **kwargs):
-        if key.startswith("auth:"):
+        if key.startswith("strikes:"):
             raise StoreError("memory: down for the test")
         return await update(key, change, *args, **kwargs)
 

@@ -322,7 +322,7 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
     import asyncio
     import time
 
-    from gateway.policy.records import AuthFailures, Penalty
+    from gateway.policy.records import Penalty, Strikes
     from gateway.store import open_store
 
     now = time.time()
@@ -331,7 +331,7 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
         (conf.parent / "state").mkdir()
         store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
         await store.open()
-        await store.put("auth:203.0.113.9", AuthFailures(now - 60, 5, now + 3540))
+        await store.put("strikes:203.0.113.9/auth_failures", Strikes(now - 60, 5, now + 3540))
         await store.put(
             "penalty:203.0.113.9",
             Penalty(now - 1, now + 3599, 5, "203.0.113.9", reason="auth_failures"),
@@ -342,10 +342,11 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
     base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
     text = run(*base)
     assert text.returncode == 0, text.stderr
-    assert "5 of 5 failed AUTH since" in text.stdout
+    assert re.search(r"strikes \(auth failures\) +5 of 5 since", text.stdout)
     assert "(auth_failures)" in text.stdout
     assert "Too many failed authentications; come back in" in text.stdout
     typed = json.loads(run(*base, "--json").stdout)
-    assert typed["auth_failures"]["failures"] == 5
+    assert typed["strikes"]["auth_failures"]["count"] == 5
+    assert typed["strikes"]["auth_failures"]["limit"] == 5
     assert typed["penalty"]["reason"] == "auth_failures"
     assert typed["decision"]["reason"] == "auth_failures"

@@ -397,3 +397,26 @@ async def test_status_sees_a_running_gateway_and_cli_reports_work(tmp_path) -> N
         )
     )
     assert "none running against this store" in status
+
+
+def test_aiosmtpd_command_lines_stay_out_of_the_logs() -> None:
+    """aiosmtpd logs every command line at INFO and masks only lines that begin with
+    AUTH: a client pipelining its SASL answers after a refused AUTH would have them read
+    (and logged) as commands. `onajimi run` keeps aiosmtpd's logger at ERROR."""
+    import logging
+
+    from gateway import logs
+
+    root, aiosmtpd = logging.getLogger(), logging.getLogger("mail.log")
+    saved = (list(root.handlers), root.level, aiosmtpd.level, logs._formatter.style)
+    try:
+        logs.configure("debug", "logfmt")
+        assert aiosmtpd.getEffectiveLevel() == logging.ERROR
+    finally:  # pytest's own handlers and levels, as they were
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        aiosmtpd.setLevel(saved[2])
+        logs._formatter.style = saved[3]

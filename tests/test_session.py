@@ -29,7 +29,6 @@ from gateway.smtp.session import (
     TRANSITIONS,
     AuthEnded,
     BackendTrouble,
-    CountAuthFailure,
     Decide,
     Decided,
     Deliver,
@@ -47,6 +46,7 @@ from gateway.smtp.session import (
     SessionRules,
     StoreFault,
     StoreTrouble,
+    Strike,
     Then,
 )
 from tests.conftest import make_settings
@@ -275,10 +275,32 @@ def test_a_backend_refusing_a_recipient_keeps_it_out() -> None:
     session = in_transaction()
     session.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT))
     session.mail_relayed(OK)
-    assert session.rcpt_relayed("bob@example.com", BackendReply(550, "5.1.1 No such user")) == (
-        Say("550 5.1.1 No such user")
+    unknown = BackendReply(550, "5.1.1 No such user")
+    # An unknown recipient is a strike against the client (policy/strikes.py)...
+    assert session.rcpt_relayed("bob@example.com", unknown) == Strike(
+        Reason.AUTOBAN_PROBE, Say("550 5.1.1 No such user")
     )
     assert session.transaction.recipients == [] and session.phase is Phase.MAIL
+    # ...but not against the null sender (a callback), nor for another refusal.
+    callback = in_transaction("<>")
+    assert callback.rcpt_relayed("bob@example.com", unknown) == Say("550 5.1.1 No such user")
+    full = BackendReply(552, "5.2.2 Mailbox full")
+    assert session.rcpt_relayed("carol@example.com", full) == Say("552 5.2.2 Mailbox full")
+
+
+def test_the_operators_friends_and_users_are_never_struck() -> None:
+    unknown = BackendReply(550, "5.1.1 No such user")
+    friend = in_transaction(policy={"trusted_networks": [f"{CLIENT}/32"]})
+    assert friend.rcpt_relayed("bob@example.com", unknown) == Say("550 5.1.1 No such user")
+    user = encrypted()
+    user.auth_answered("PLAIN", AUTH_OK)
+    user.mail("a@example.com", [], False)
+    assert user.rcpt_relayed("bob@example.com", unknown) == Say("550 5.1.1 No such user")
+    stranger = in_transaction()
+    refused = RcptDecision(Verdict(Action.REJECT, Reason.RELAY_DENIED, Reply(554, "5.7.1", "No")))
+    assert stranger.rcpt_decided("x@elsewhere.example", refused) == Strike(
+        Reason.AUTOBAN_RELAY, Say("554 5.7.1 No")
+    )
 
 
 def test_a_failed_backend_fails_the_rest_of_the_transaction() -> None:
@@ -526,8 +548,8 @@ def test_an_authenticated_session_goes_to_the_backend_unscreened() -> None:
 def test_a_refused_login_is_counted_and_mirrored() -> None:
     session = encrypted()
     out = session.auth_answered("PLAIN", AUTH_REFUSED)
-    assert out == CountAuthFailure(AUTH_REFUSED)
-    assert session.auth_failure_counted(AUTH_REFUSED, None).reply.startswith("535 5.7.8")
+    assert out == Strike(Reason.AUTH_FAILURES, Say(AUTH_REFUSED.as_smtp()))
+    assert session.strike_counted(out, 1, None).reply.startswith("535 5.7.8")
     assert session.phase is Phase.HELLO and session.authenticated is None
     ended = [n for n in session.notes if isinstance(n, AuthEnded)]
     assert ended == [AuthEnded("PLAIN", AuthResult.FAILED, 535)]
@@ -547,8 +569,8 @@ def test_the_penalty_box_ends_the_session_with_its_reply() -> None:
     penalty = Verdict(
         Action.PENALTY, Reason.AUTH_FAILURES, Reply(421, "4.7.0", "Too many failed authentications")
     )
-    session.auth_answered("PLAIN", AUTH_REFUSED)
-    out = session.auth_failure_counted(AUTH_REFUSED, penalty)
+    strike = session.auth_answered("PLAIN", AUTH_REFUSED)
+    out = session.strike_counted(strike, 5, penalty)
     assert out == Say("421 4.7.0 Too many failed authentications", Then.CLOSE)
     assert session.phase is Phase.DROPPED
 
@@ -556,8 +578,8 @@ def test_the_penalty_box_ends_the_session_with_its_reply() -> None:
 def test_the_session_limit_holds_without_the_store() -> None:
     session = encrypted(SessionRules(hostname="gw.test", auth_limit=2))
     for _ in range(2):
-        session.auth_answered("PLAIN", AUTH_REFUSED)
-        out = session.auth_failure_counted(AUTH_REFUSED, None)  # the store could not count
+        strike = session.auth_answered("PLAIN", AUTH_REFUSED)
+        out = session.strike_counted(strike, 0, None)  # the store could not count
     assert out == Say(replies.too_many_auth_failures("gw.test"), Then.CLOSE)
 
 

@@ -317,3 +317,12 @@ async def test_sentinel_url(tmp_path, clock) -> None:
     finally:
         sentinel.stop()
         master.stop()
+
+
+async def test_strikes_add_up_across_two_gateways(two_gateways) -> None:
+    """The auto-ban's count is the shared store's: relay attempts spread over two gateway
+    processes reach autoban.relay_limit (5) all the same, and both then refuse."""
+    ports, _ = two_gateways
+    codes = [await rcpt(ports[n % 2], "127.0.0.3", "x@elsewhere.example") for n in range(5)]
+    assert codes == [554, 554, 554, 554, 421]
+    assert [await rcpt(port, "127.0.0.3") for port in ports] == [421, 421]

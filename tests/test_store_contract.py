@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
-from gateway.policy.records import AuthFailures, Familiar, Penalty, Pending, Tally
+from gateway.policy.records import Familiar, Penalty, Pending, Strikes, Tally
 from gateway.store import open_store
 from gateway.store.base import DynamicEntry, Outcome, Store
 from gateway.store.codec import decode, encode
@@ -58,7 +58,7 @@ def bump(record) -> Outcome[int]:
         Penalty(1.0, 2.0, 6, "2001:db8::/64", ""),
         Penalty(1.0, 2.0, 5, "192.0.2.9", "", "auth_failures"),
         Tally(2, 1.5, 9.0),
-        AuthFailures(1.0, 4, 3601.0),
+        Strikes(1.0, 4, 3601.0),
     ],
 )
 def test_codec_round_trip(record) -> None:

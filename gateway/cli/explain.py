@@ -14,13 +14,14 @@ from gateway.cli.common import print_json, print_table, settings_from, timestamp
 from gateway.config import Settings
 from gateway.decider import Decider
 from gateway.errors import UserError
+from gateway.policy import strikes
 from gateway.policy.decision import Policy, Verdict, decided_at_data
 from gateway.policy.deferral import Kind, Step
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import ListEntry, Role
 from gateway.policy.net import client_address
 from gateway.policy.recipients import recipient_syntax
-from gateway.policy.records import AuthFailures, Penalty, Pending, Record, Space, store_key
+from gateway.policy.records import Penalty, Pending, Record, Space, Strikes, store_key
 from gateway.policy.s25r import RULES, S25RResult
 from gateway.policy.vocabulary import Action
 from gateway.resolver.resolver import Resolver
@@ -125,10 +126,10 @@ def _record(record: Record | None, impatient_retries: int) -> str:
     )
 
 
-def _auth_failures(record: AuthFailures, max_failures: int) -> str:
-    limit = f" of {max_failures}" if max_failures else ""
+def _strikes(record: Strikes, limit: int) -> str:
+    of = f" of {limit}" if limit else ""
     return (
-        f"{record.failures}{limit} failed AUTH since {timestamp(record.first)}, "
+        f"{record.count}{of} since {timestamp(record.first)}, "
         f"counted until {timestamp(record.expires)}"
     )
 
@@ -174,11 +175,14 @@ async def _explain(
             penalty = connect.penalty
             out["penalty"] = f"until {timestamp(penalty.expires)} ({penalty.reason})"
             typed["penalty"] = _typed_record(penalty, "penalty")
-        failures = await store.get(store_key(Space.AUTH, screening.address_key))
-        typed["auth_failures"] = None
-        if isinstance(failures, AuthFailures):
-            out["auth_failures"] = _auth_failures(failures, settings.auth.max_failures)
-            typed["auth_failures"] = _typed_record(failures, "auth_failures")
+        typed["strikes"] = {}
+        for kind in strikes.KINDS:
+            stored = f"{screening.address_key}/{kind.value}"
+            record = await store.get(store_key(Space.STRIKES, stored))
+            if isinstance(record, Strikes):
+                limit = policy.strike_rules.of(kind).limit
+                out[f"strikes ({kind.value})"] = _strikes(record, limit)
+                typed["strikes"][kind.value] = {**_typed_record(record, "strikes"), "limit": limit}
         if connect.verdict is not None and connect.verdict.action is not Action.PASS:
             out["stage"] = "connect (before the greeting)"
             out["decision"] = _verdict(connect.verdict)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from gateway.policy import auth, deferral, replies
+from gateway.policy import deferral, replies, strikes
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.keys import (
     address_key,
@@ -123,7 +123,7 @@ class NameJudgement:
 NAME_MEMO_SIZE = 65536
 # Why an address key can be in the penalty box (a reason this version does not know,
 # written by a newer gateway on a shared store, reads as the oldest one).
-_PENALTY_REASONS = {reason.value: reason for reason in (Reason.IMPATIENT, Reason.AUTH_FAILURES)}
+_PENALTY_REASONS = {reason.value: reason for reason in (Reason.IMPATIENT, *strikes.KINDS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ class Policy:
     lump_by_rdns: bool = True
     dynamic_allow: ClientList = ClientList(Role.ALLOW)
     dynamic_deny: ClientList = ClientList(Role.DENY)
-    auth_rules: auth.Rules = auth.Rules()
+    strike_rules: strikes.Rules = strikes.Rules()
     # Judgements of PTR names against these lists: a pure function of the names, asked
     # again for every connection of a returning host. Private to this policy object, so
     # a reload (which builds a new Policy) can never serve a stale judgement.

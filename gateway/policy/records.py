@@ -8,7 +8,7 @@ Key namespaces (see `store_key`):
     defer:<client>/<sender>/<rcpt> Pending | Familiar (triplet mode)
     penalty:<address key>         Penalty
     pregreet:<address>            Pregreet
-    auth:<address key>            AuthFailures
+    strikes:<address key>/<kind>  Strikes (kind: auth_failures, autoban_relay, ...)
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Penalty:
     attempts: int
     client: str = ""
     ptr: str = ""
-    reason: str = "impatient"  # the Reason that put it there: impatient | auth_failures
+    reason: str = "impatient"  # the Reason that put it there: impatient, or a strike kind
 
 
 @value
@@ -83,22 +83,22 @@ class Pregreet:
 
 
 @value
-class AuthFailures:
-    """Failed SMTP authentications of an address key since `first` (policy/auth.py)."""
+class Strikes:
+    """Strikes of one kind against an address key since `first` (policy/strikes.py)."""
 
     first: float
-    failures: int
-    expires: float  # first + auth.failure_window
+    count: int
+    expires: float  # first + the kind's window
 
 
-Record = Pending | Familiar | Penalty | Tally | Pregreet | AuthFailures
+Record = Pending | Familiar | Penalty | Tally | Pregreet | Strikes
 
 
 class Space(StrEnum):
     DEFER = "defer"
     PENALTY = "penalty"
     PREGREET = "pregreet"
-    AUTH = "auth"
+    STRIKES = "strikes"
 
 
 def store_key(space: Space, key: str) -> str:

@@ -64,6 +64,9 @@ class Wording:
 _PENALISED_FOR = {
     "impatient": "Too many retries before the delay",
     "auth_failures": "Too many failed authentications",
+    "autoban_relay": "Too many relay attempts",
+    "autoban_probe": "Too many unknown recipients",
+    "autoban_loiter": "Too many idle sessions",
 }
 
 
@@ -102,6 +105,8 @@ AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
 AUTH_AGAIN = "503 5.5.1 Error: already authenticated"
 AUTH_MECHANISM = "504 5.5.4 Unrecognized authentication type"
 AUTH_SYNTAX = "501 5.5.2 Error: invalid SASL response (not base64)"
+AUTH_USAGE = "501 5.5.4 Syntax: AUTH mechanism"
+TLS_ALREADY = "554 5.5.1 Error: TLS already active"
 NO_EXPN = "502 5.5.1 Error: EXPN not available"
 SAY_QUIT = "503 5.5.1 Error: access denied, say QUIT"  # after a 554 greeting
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"

@@ -37,6 +37,9 @@ class Reason(StrEnum):
     PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
     AUTHENTICATED = "authenticated"  # SMTP AUTH succeeded at the backend: it decides
     AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])
+    AUTOBAN_RELAY = "autoban_relay"  # too many relay attempts ([autoban] relay_limit)
+    AUTOBAN_PROBE = "autoban_probe"  # too many unknown recipients ([autoban] probe_limit)
+    AUTOBAN_LOITER = "autoban_loiter"  # too many sessions ending idle ([autoban] loiter_limit)
 
     @classmethod
     def s25r_rule(cls, number: int) -> "Reason":
@@ -97,3 +100,4 @@ class Event(StrEnum):
     BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1
     TLS_FAILED = "tls_failed"  # a STARTTLS handshake failed: the connection closes
     AUTH = "auth"  # an AUTH exchange ended (the line says how; never what was sent)
+    STRIKE = "strike"  # a strike counted towards the auto-ban (policy/strikes.py)

@@ -274,6 +274,9 @@ class BackendSession:
         """AUTH at the backend, on its own connection for this client (connect, EHLO,
         XCLIENT, EHLO first): a 334 challenge, or the final reply."""
         smtp = await self._connection()
+        if self.in_transaction:  # the client's RSET or EHLO ended one the backend still has
+            await self.reset()
+            smtp = await self._connection()
         command = [b"AUTH", mechanism.encode("ascii")]
         if initial is not None:
             command.append(initial)

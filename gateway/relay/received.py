@@ -40,12 +40,13 @@ def _clean(text: str, limit: int = 255, allow_space: bool = False) -> str:
     return (_UNSAFE_OR_SPACE if allow_space else _UNSAFE).sub("?", text[:limit])
 
 
-def protocol_name(esmtp: bool, tls: bool, utf8: bool) -> str:
-    """RFC 3848 / RFC 6531 `with` keyword."""
+def protocol_name(esmtp: bool, tls: bool, utf8: bool, authenticated: bool = False) -> str:
+    """RFC 3848 / RFC 6531 `with` keyword: ESMTP, then S for TLS, A for AUTH."""
+    suffix = ("S" if tls else "") + ("A" if authenticated else "")
     if utf8:
-        return "UTF8SMTPS" if tls else "UTF8SMTP"
-    if esmtp:
-        return "ESMTPS" if tls else "ESMTP"
+        return "UTF8SMTP" + suffix
+    if esmtp or authenticated:  # AUTH is an extension: an authenticated session is ESMTP
+        return "ESMTP" + suffix
     return "SMTPS" if tls else "SMTP"
 
 

@@ -51,7 +51,6 @@ from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
-    CountAuthFailure,
     Decide,
     Deliver,
     Phase,
@@ -60,6 +59,7 @@ from gateway.smtp.session import (
     Say,
     Session,
     StoreFault,
+    Strike,
     Then,
 )
 from gateway.store.base import Snapshot
@@ -292,8 +292,15 @@ class GatewaySMTP(EarlyStage):
             self._timeout_cb()
 
     def _timeout_cb(self) -> None:
-        say = self.core.timed_out()
-        self.services.observer.noted(self.core)
+        core = self.core
+        say = core.timed_out()
+        self.services.observer.noted(core)
+        kind = core.loitered()
+        if kind is not None and core.screening is not None:
+            # The session is over: counted on the side, the penalty box meets it next time.
+            task = self.loop.create_task(self.services.decider.struck(core.screening, kind))
+            _SIDE_TASKS.add(task)  # held until done: the loop keeps only a weak reference
+            task.add_done_callback(_strike_done)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(f"{say.reply}\r\n".encode())
@@ -365,7 +372,7 @@ class GatewaySMTP(EarlyStage):
         except StoreError:
             return StoreFault.DOWN
 
-    async def relay_rcpt(self, ask: RelayRcpt) -> Say:
+    async def relay_rcpt(self, ask: RelayRcpt) -> Say | Strike:
         """MAIL (once per transaction) and RCPT at the backend, opened on first need."""
         core = self.core
         transaction = core.transaction
@@ -549,22 +556,28 @@ class GatewaySMTP(EarlyStage):
 
     @syntax("AUTH <mechanism> [initial-response]", when="auth_offered")
     async def smtp_AUTH(self, arg: str) -> None:
-        """AUTH relayed to the backend; nothing the client sends is logged or kept."""
-        mechanism, _, initial = arg.partition(" ")
+        """AUTH relayed to the backend; nothing the client sends is logged or kept. Every
+        AUTH counts as a command without progress (limits.junk_commands), so cancels and
+        refused mechanisms cannot go on for ever; MAIL starts the count again."""
+        if await self._junk():
+            return
+        mechanism, _, initial = (arg or "").partition(" ")
         out = self.core.auth(mechanism.upper(), self._auth_mechanisms())
         if isinstance(out, RelayAuth):
             out = await self._authenticate(out, initial)
-            if isinstance(out, CountAuthFailure):
-                out = await self._auth_failure_counted(out)
+            if isinstance(out, Strike):
+                out = await self.strike(out)
         await self.push(self.said(out))
 
-    async def _authenticate(self, ask: RelayAuth, initial: str) -> Say | CountAuthFailure:
+    async def _authenticate(self, ask: RelayAuth, initial: str) -> Say | Strike:
         """The exchange: each 334 challenge of the backend to the client, each answer of
         the client to the backend, until the backend's final reply."""
         core = self.core
         if initial and _SASL_RESPONSE.fullmatch(initial) is None:
             core.auth_aborted(ask.mechanism)
             return Say(replies.AUTH_SYNTAX)
+        await self.assessed()  # the backend learns who the client is (XCLIENT NAME=) first
+        self._still_on()
         backend = self.backend or self._open_backend()
         try:
             reply = await backend.authenticate(
@@ -601,22 +614,33 @@ class GatewaySMTP(EarlyStage):
             return None
         return line
 
-    async def _auth_failure_counted(self, ask: CountAuthFailure) -> Say:
-        """A refused authentication, counted in the store (the penalty box at the limit).
-        The store down: the session's own limit still applies."""
+    async def strike(self, strike: Strike) -> Say:
+        """A strike counted in the store (the penalty box at its limit). The store down:
+        not counted (a failed AUTH still meets the session's own limit)."""
         core = self.core
-        verdict = None
+        struck = None
         if core.screening is not None:
             try:
-                verdict = await self.services.decider.auth_failed(core.screening)
+                struck = await self.services.decider.struck(core.screening, strike.kind)
             except StoreError as exc:
-                log.warning("session %s: failed AUTH not counted: %s", core.id, exc)
+                log.warning("session %s: %s strike not counted: %s", core.id, strike.kind, exc)
             self._still_on()
-        return core.auth_failure_counted(ask.reply, verdict)
+        if struck is None:
+            return core.strike_counted(strike, 0, None)
+        return core.strike_counted(strike, struck.count, struck.verdict)
 
     async def smtp_EXPN(self, arg: str) -> None:
         if not await self._junk():
             await self.push(replies.NO_EXPN)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's, but once only (RFC 3207: a second STARTTLS inside TLS is refused;
+        aiosmtpd would start a second handshake, and the session forget its AUTH)."""
+        if self._tls_protocol is not None:
+            await self.push(replies.TLS_ALREADY)
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("DATA")  # overrides keep their HELP entry
     async def smtp_DATA(self, arg: str) -> None:
@@ -712,6 +736,8 @@ class Hooks:
             out = core.rcpt_decided(address, result)
         if isinstance(out, RelayRcpt):
             out = await server.relay_rcpt(out)
+        if isinstance(out, Strike):
+            out = await server.strike(out)
         return server.said(out)
 
     async def handle_DATA(self, server: GatewaySMTP, session, envelope) -> str:
@@ -742,6 +768,16 @@ class Hooks:
 
 
 HOOKS = Hooks()
+
+
+_SIDE_TASKS: set[asyncio.Task] = set()
+
+
+def _strike_done(task: asyncio.Task) -> None:
+    """A loitering strike counted on the side: an outage only loses the count."""
+    _SIDE_TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("loitering strike not counted: %s", task.exception())
 
 
 def _default_command_size() -> int:

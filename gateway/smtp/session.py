@@ -215,11 +215,12 @@ class RelayAuth:
 
 
 @value
-class CountAuthFailure:
-    """Count a refused authentication in the store (decider.auth_failed), then
-    `auth_failure_counted`; `reply` is the backend's refusal."""
+class Strike:
+    """Count a strike of `kind` in the store (decider.struck, policy/strikes.py), then
+    `strike_counted`; `say` is the reply it goes with unless that was one too many."""
 
-    reply: BackendReply
+    kind: Reason
+    say: Say
 
 
 # -- what happened, for the observer ----------------------------------------------------
@@ -255,6 +256,12 @@ class Encrypted:
 
 
 @value
+class Struck:
+    kind: Reason
+    count: int  # live strikes of the kind against the address key, this one included
+
+
+@value
 class AuthEnded:
     mechanism: str
     result: AuthResult
@@ -283,6 +290,7 @@ Note = (
     | Relayed
     | Encrypted
     | AuthEnded
+    | Struck
 )
 
 
@@ -321,6 +329,8 @@ class Transaction:
 
 
 _SENDER_OK = Say(replies.SENDER_OK)
+# Verdicts that make a client a friend of the operator's: never struck (policy/strikes.py).
+_FRIENDS = frozenset({Reason.TRUSTED, Reason.ALLOWLIST})
 # A 5xx to AUTH that is about the exchange, not the credentials: not a failed guess.
 _AUTH_SYNTAX_CODES = frozenset({500, 501, 502, 503, 504})
 
@@ -542,6 +552,10 @@ class Session:
         self.notes.append(LimitReached(Limit.COMMAND_TIMEOUT))
         return self._drop(replies.timed_out(self.rules.hostname))
 
+    def loitered(self) -> Reason | None:
+        """After a timeout: the strike it is (the adapter counts it; the session is over)."""
+        return Reason.AUTOBAN_LOITER if self._strikable() else None
+
     # -- the envelope ---------------------------------------------------------------------
     def mail(self, sender: str, options: list[str], utf8: bool) -> Say:
         self.junk = 0  # a transaction is progress
@@ -580,7 +594,9 @@ class Session:
             return Say(str(verdict.reply))
         return Decide(recipient, dry_run=null_sender)
 
-    def rcpt_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | RelayRcpt:
+    def rcpt_decided(
+        self, recipient: str, result: RcptDecision | StoreFault
+    ) -> Say | RelayRcpt | Strike:
         """The policy's decision for a recipient: refuse it, or relay it to the backend.
 
         The null sender's deferral (and anything else that would write its record) waits
@@ -596,8 +612,23 @@ class Session:
         else:
             refusal = self._judged(result, recipient)
             if refusal is not None:
+                if result.verdict.reason is Reason.RELAY_DENIED and self._strikable():
+                    return Strike(Reason.AUTOBAN_RELAY, refusal)
                 return refusal
         return self._to_backend(recipient)
+
+    def _strikable(self) -> bool:
+        """Whether what this client does wrong counts towards the auto-ban: anyone but
+        the operator's friends (trusted, allow-listed, DNSWL-passed), its users
+        (authenticated), and the null sender (callbacks verify forged addresses, and are
+        refused as unknown through no fault of their own)."""
+        if self.authenticated is not None:
+            return False
+        transaction = self.transaction
+        if transaction is not None and is_null_sender(transaction.sender):
+            return False
+        verdict = self.assessment.verdict if self.assessment is not None else None
+        return verdict is None or verdict.reason not in _FRIENDS
 
     def _to_backend(self, recipient: str) -> Say | RelayRcpt:
         """A recipient the policy let through: to the backend, unless it already failed
@@ -652,13 +683,17 @@ class Session:
         transaction.sender_refused = reply
         return Say(reply.as_smtp())
 
-    def rcpt_relayed(self, recipient: str, reply: BackendReply) -> Say:
-        """The backend's answer to RCPT, mirrored; an accepted recipient joins."""
+    def rcpt_relayed(self, recipient: str, reply: BackendReply) -> Say | Strike:
+        """The backend's answer to RCPT, mirrored; an accepted recipient joins, and an
+        unknown one (5.1.1) is a strike against a client under suspicion."""
+        say = Say(reply.as_smtp())
         if reply.accepted:
             assert self.transaction is not None
             self.transaction.recipients.append(recipient)
             self._move(Happening.RCPT)
-        return Say(reply.as_smtp())
+        elif reply.code >= 500 and reply.text.startswith("5.1.1") and self._strikable():
+            return Strike(Reason.AUTOBAN_PROBE, say)
+        return say
 
     def backend_failed(self, reply: BackendReply, detail: str) -> Say:
         """No usable reply from the backend during MAIL or RCPT."""
@@ -682,13 +717,15 @@ class Session:
             return Say(replies.AUTH_NEEDS_EHLO)
         if self.phase is not Phase.HELLO:
             return Say(replies.AUTH_IN_TRANSACTION)
+        if not mechanism:
+            return Say(replies.AUTH_USAGE)
         if mechanism not in offered:
             return Say(replies.AUTH_MECHANISM)
         return RelayAuth(mechanism)
 
     def auth_answered(
         self, mechanism: str, reply: BackendReply, failure: str | None = None
-    ) -> Say | CountAuthFailure:
+    ) -> Say | Strike:
         """The backend's final reply to an AUTH exchange (`failure`: there was none
         usable), mirrored; a refusal of the credentials is counted first."""
         if failure is not None:
@@ -700,7 +737,7 @@ class Session:
         elif reply.code >= 500 and reply.code not in _AUTH_SYNTAX_CODES:
             self.auth_failures += 1
             self.notes.append(AuthEnded(mechanism, AuthResult.FAILED, reply.code))
-            return CountAuthFailure(reply)
+            return Strike(Reason.AUTH_FAILURES, Say(reply.as_smtp()))
         else:
             result = AuthResult.TEMPFAIL if reply.code < 500 else AuthResult.ABORTED
         self.notes.append(AuthEnded(mechanism, result, reply.code))
@@ -711,18 +748,20 @@ class Session:
         adapter has cancelled the exchange at the backend and replies itself."""
         self.notes.append(AuthEnded(mechanism, AuthResult.ABORTED, 501))
 
-    def auth_failure_counted(self, reply: BackendReply, verdict: Verdict | None) -> Say:
-        """The store counted a refused authentication: `verdict` is the penalty box when
-        that was one too many (None: not yet, or the store is down)."""
+    def strike_counted(self, strike: Strike, count: int, verdict: Verdict | None) -> Say:
+        """The store counted a strike (`count` of its kind now; 0: the store could not);
+        `verdict` is the penalty box when that was one too many."""
+        if count:
+            self.notes.append(Struck(strike.kind, count))
         if verdict is not None:
             self.notes.append(Decided(verdict))
             return self._drop(str(verdict.reply))
         limit = self.rules.auth_limit
-        if limit and self.auth_failures >= limit:
+        if strike.kind is Reason.AUTH_FAILURES and limit and self.auth_failures >= limit:
             detail = f"{self.auth_failures} failed authentications in one session"
             self.notes.append(Decided(Verdict(Action.REJECT, Reason.AUTH_FAILURES, detail=detail)))
             return self._drop(replies.too_many_auth_failures(self.rules.hostname))
-        return Say(reply.as_smtp())
+        return strike.say
 
     # -- DATA -----------------------------------------------------------------------------
     def data(self) -> Say | Decide | None:
@@ -782,7 +821,12 @@ class Session:
                 helo=self.helo,
                 ptr=assessment.ptr if assessment is not None else None,
                 address=self.address_text,
-                protocol=protocol_name(self.esmtp, self.tls is not None, transaction.utf8),
+                protocol=protocol_name(
+                    self.esmtp,
+                    tls=self.tls is not None,
+                    utf8=transaction.utf8,
+                    authenticated=self.authenticated is not None,
+                ),
                 tls=self.tls,
                 hostname=self.rules.hostname,
                 transaction_id=transaction.id,

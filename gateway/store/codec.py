@@ -12,12 +12,12 @@ import json
 from dataclasses import fields
 
 from gateway.policy.records import (
-    AuthFailures,
     Familiar,
     Penalty,
     Pending,
     Pregreet,
     Record,
+    Strikes,
     Tally,
 )
 
@@ -27,7 +27,7 @@ KINDS: dict[type, str] = {
     Penalty: "penalty",
     Tally: "tally",
     Pregreet: "pregreet",
-    AuthFailures: "auth_failures",
+    Strikes: "strikes",
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
