@@ -32,7 +32,7 @@ def run(
     seed: int = 1,
 ) -> RunResult:
     settings = make_settings(overrides)
-    population = apply({"builtins": False, "class": classes}, builtin_classes(), "test.toml")
+    population = apply({"builtins": False, "class": classes}, builtin_classes(), "t.toml").classes
     return simulate(
         settings,
         lambda: build_world(population, days, seed, "example.com"),
@@ -221,3 +221,40 @@ def test_shipped_config_single_hosts_meet_the_targets() -> None:
     assert result.totals()[0].lost == 0
     assert figures["bot-once/s25r"].accepted == 0
     assert figures["bot-once/none"].accepted == 0
+
+
+def test_neighbours_share_a_24_and_a_24_key_lets_the_bot_next_door_in() -> None:
+    """neighbours = 2 packs the misjudged MTA and the bot into one /24. The MTA is
+    promoted at t=301; the bot's burst at t=3600 then finds its /24 familiar when the
+    client key is the /24, and nothing when it is the address."""
+    classes = [
+        {
+            "name": "mta",
+            "like": "postfix/s25r",
+            "senders": 1,
+            **ONE_MESSAGE,
+            "retry": POSTFIX_TIMER,
+        },
+        {"name": "bot", "like": "bot-once/s25r", "senders": 1, "at": [3600], "backlog": [3, 3]},
+    ]
+    population = apply(
+        {"builtins": False, "neighbours": 2, "class": classes}, builtin_classes(), "t.toml"
+    )
+    world = build_world(population.classes, 1, 1, "example.com", population.neighbours)
+    (mta_address,), (bot_address,) = (s.addresses for s in world.senders)
+    assert mta_address.packed[:3] == bot_address.packed[:3]  # one /24
+
+    def bot_accepted(overrides):
+        result = simulate(
+            make_settings(overrides),
+            lambda: build_world(population.classes, 1, 1, "example.com", 2),
+            1,
+            1,
+            "test",
+        )
+        figures = {c.name: c for c in result.classes}
+        assert figures["mta"].delays == [301.0]
+        return figures["bot"].accepted
+
+    assert bot_accepted(None) == 0
+    assert bot_accepted({"policy": {"ipv4_prefix": 24}}) == 3

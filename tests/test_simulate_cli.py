@@ -175,6 +175,7 @@ def test_plot_writes_an_svg_with_a_row_per_delivering_class(small: Path, tmp_pat
             "bad template",
         ),
         ("builtins = false\n", "no class has any senders"),
+        ("neighbours = 0\n", "neighbours: must be a whole number from 1 to 254"),
     ],
 )
 def test_a_bad_senders_file_is_one_line_and_exit_2(

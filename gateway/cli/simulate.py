@@ -37,11 +37,11 @@ def run(args: Any) -> int:
     runs = [(settings, args.config)]
     if args.vs:
         runs.append((load_settings(Path(args.vs)), args.vs))
-    classes = load_population(Path(args.senders) if args.senders else None)
+    population = load_population(Path(args.senders) if args.senders else None)
     domain = local_domain(settings)
 
     def world():
-        return build_world(classes, args.days, args.seed, domain)
+        return build_world(population.classes, args.days, args.seed, domain, population.neighbours)
 
     try:
         world()  # fails early, before any run, if the population does not fit

@@ -1,6 +1,7 @@
 """`--senders FILE`: define sender classes, or reweight the built-in ones. TOML:
 
     builtins = true               # false: only the classes this file defines
+    neighbours = 1                # single hosts (MTAs, bots) packed this many to a /24
 
     [senders]                     # class -> number of senders (0 takes a class out)
     "postfix/s25r" = 100
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ from gateway.simulation.senders import Naming, Pool, Rotate, SenderClass, builti
 PLACEHOLDERS = dict(a=10, b=0, c=0, d=1, n=0, domain="sender.example", isp="isp0.example")
 
 
+@dataclass(frozen=True, slots=True)
+class Population:
+    """What a run simulates: the classes in report order, and how single hosts share /24s."""
+
+    classes: list[SenderClass]
+    neighbours: int = 1
+
+
 class SendersError(UserError):
     """A `--senders` file that cannot be used."""
 
@@ -67,11 +76,11 @@ class _Bad(ValueError):
     """A value is wrong; the caller adds the file and key."""
 
 
-def load_population(path: Path | None) -> list[SenderClass]:
+def load_population(path: Path | None) -> Population:
     """The classes to simulate: the built-in population, changed by the file if any."""
     classes = builtin_classes()
     if path is None:
-        return classes
+        return Population(classes)
     where = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -84,13 +93,22 @@ def load_population(path: Path | None) -> list[SenderClass]:
     return apply(raw, classes, where)
 
 
-def apply(raw: dict[str, Any], builtins: list[SenderClass], where: str) -> list[SenderClass]:
-    unknown = set(raw) - {"builtins", "senders", "class"}
+def apply(raw: dict[str, Any], builtins: list[SenderClass], where: str) -> Population:
+    unknown = set(raw) - {"builtins", "neighbours", "senders", "class"}
     if unknown:
-        raise SendersError(f"{where}: {sorted(unknown)[0]}: unknown key (builtins, senders, class)")
+        raise SendersError(
+            f"{where}: {sorted(unknown)[0]}: unknown key (builtins, neighbours, senders, class)"
+        )
     keep = raw.get("builtins", True)
     if not isinstance(keep, bool):
         raise SendersError(f"{where}: builtins: must be true or false, got {keep!r}")
+    neighbours = raw.get("neighbours", 1)
+    if (
+        isinstance(neighbours, bool)
+        or not isinstance(neighbours, int)
+        or not 1 <= neighbours <= 254
+    ):
+        raise SendersError(f"{where}: neighbours: must be a whole number from 1 to 254")
     known = {c.name: c for c in builtins}
     order = [c.name for c in builtins] if keep else []
     chosen = dict(known) if keep else {}
@@ -124,7 +142,7 @@ def apply(raw: dict[str, Any], builtins: list[SenderClass], where: str) -> list[
     result = [chosen[name] for name in order]
     if not any(c.senders for c in result):
         raise SendersError(f"{where}: no class has any senders")
-    return result
+    return Population(result, neighbours)
 
 
 # -- one [[class]] table -----------------------------------------------------------------

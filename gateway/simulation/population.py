@@ -6,9 +6,11 @@ mail whatever the configuration does with it, so two configurations (`--vs`) mee
 the same senders and messages. What happens later (retry jitter, which pool address a
 retry comes from) draws from a second generator per sender, in event order.
 
-Addresses come from 10.0.0.0/8, one /24 after another in class order, so no two
-unrelated senders share a /24 (a `policy.ipv4_prefix = 24` never lumps a bot with a
-real MTA by accident). DNS facts are built here too: forward-confirmed PTR names, or
+Addresses come from 10.0.0.0/8, one /24 after another in class order. By default no two
+unrelated senders share a /24; with `neighbours = N` the single hosts of every class (a
+self-hosted MTA, a bot) are shuffled and packed N to a /24, as in a hosting or an access
+provider's range, so what `policy.ipv4_prefix = 24` lumps together (and what one
+host's penalty box shuts out) shows. DNS facts are built here too: forward-confirmed PTR names, or
 NXDOMAIN for the `none` variant. No resolver, no socket.
 """
 
@@ -123,9 +125,31 @@ def _rdns(
     return RDNS(RDNSStatus.CONFIRMED, (name,), (name,), "simulated")
 
 
-def build_world(classes: list[SenderClass], days: float, seed: int, local_domain: str) -> World:
-    """Every sender of every class, with its messages over `days` days."""
+def _packed(
+    classes: list[SenderClass], seed: int, neighbours: int, addresses: _Addresses
+) -> dict[tuple[str, int], ipaddress.IPv4Address]:
+    """The single hosts of every class, shuffled and packed `neighbours` to a /24."""
+    hosts = [
+        (cls.name, index)
+        for cls in classes
+        if not cls.pool.shared and cls.pool.addresses == 1
+        for index in range(cls.senders)
+    ]
+    random.Random(f"{seed}:neighbours").shuffle(hosts)
+    networks = -(-len(hosts) // neighbours)
+    block = addresses.pool(networks, networks)  # the .1 of each /24 reserved
+    return {host: block[k // neighbours] + k % neighbours for k, host in enumerate(hosts)}
+
+
+def build_world(
+    classes: list[SenderClass], days: float, seed: int, local_domain: str, neighbours: int = 1
+) -> World:
+    """Every sender of every class, with its messages over `days` days (see the module
+    docstring for `neighbours`)."""
     addresses = _Addresses()
+    if neighbours > 254:
+        raise PopulationError("neighbours: at most 254 hosts share a /24")
+    packed = _packed(classes, seed, neighbours, addresses) if neighbours > 1 else {}
     rdns: dict[ipaddress.IPv4Address, RDNS] = {}
     senders: list[Sender] = []
     horizon = days * 86400.0
@@ -141,7 +165,11 @@ def build_world(classes: list[SenderClass], days: float, seed: int, local_domain
             pool = shared
             if pool is None:
                 isp = f"isp{index % ISPS}.example"
-                pool = addresses.pool(cls.pool.addresses, cls.pool.networks)
+                host = packed.get((cls.name, index))
+                if host is not None:
+                    pool = (host,)
+                else:
+                    pool = addresses.pool(cls.pool.addresses, cls.pool.networks)
                 for n, address in enumerate(pool):
                     rdns[address] = _rdns(cls, address, n, domain, isp)
             phase = make.uniform(0, cls.retry.queue_run)
