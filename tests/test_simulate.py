@@ -258,3 +258,16 @@ def test_neighbours_share_a_24_and_a_24_key_lets_the_bot_next_door_in() -> None:
 
     assert bot_accepted(None) == 0
     assert bot_accepted({"policy": {"ipv4_prefix": 24}}) == 3
+
+
+def test_with_the_pregreet_test_on_a_bot_talking_early_is_dropped_and_remembered() -> None:
+    """pregreet.greet_wait > 0, action drop: the first session talks early and is dropped;
+    the address is remembered for pregreet.ttl, so its next sessions meet the action at
+    once, and nothing reaches RCPT: no deferral record."""
+    bot = {"name": "bot", "like": "bot-return/s25r", "senders": 1, "at": [0, 7200]}
+    bot |= {"backlog": [2, 2], "parallel": 1, "pregreet": 1.0}
+    result = run([bot], {"pregreet": {"greet_wait": 6}}, days=0.5)
+    figures = only(result)
+    assert (figures.attempts, figures.accepted) == (4, 0)
+    assert result.decisions == {"reject/pregreet": 4}
+    assert result.store == {"pregreet": 1}  # written at t=0, for pregreet.ttl (a day)
