@@ -95,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="record counts and the store in use")
     _config_option(status)
     status.add_argument("--json", action="store_true")
+
+    simulate = sub.add_parser(
+        "simulate", help="what this configuration costs real senders, over simulated days"
+    )
+    _config_option(simulate)
+    simulate.add_argument("--vs", metavar="OTHER.toml", help="a second configuration, side by side")
+    simulate.add_argument(
+        "--days", type=float, default=7, metavar="N", help="days of mail (default 7)"
+    )
+    simulate.add_argument(
+        "--senders", metavar="FILE", help="TOML: new sender classes, or built-in ones reweighted"
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=1, metavar="N", help="random seed (default 1)"
+    )
+    simulate.add_argument("--json", action="store_true", help="machine-readable output")
+    simulate.add_argument(
+        "--plot", metavar="FILE.svg", help="the delay distribution per class, as an SVG"
+    )
     return parser
 
 
@@ -109,6 +128,7 @@ _MODULES = {
     "candidates": "candidates",
     "export-blocklist": "blocklist",
     "status": "status",
+    "simulate": "simulate",
 }
 
 
