@@ -17,7 +17,7 @@ from gateway.policy import deferral, strikes
 from gateway.policy.decision import DeferMode, KeyMode, Policy
 from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
-from gateway.policy.recipients import AcceptDomains
+from gateway.policy.recipients import AcceptDomains, ExemptRecipients
 from gateway.policy.replies import Wording
 from gateway.policy.s25r import S25RClassifier
 
@@ -85,6 +85,7 @@ def build_policy(settings: Settings) -> Policy:
         ipv6_prefix=settings.policy.ipv6_prefix,
         lump_by_rdns=settings.policy.lump_by_rdns,
         strike_rules=strike_rules_from(settings),
+        exempt_recipients=ExemptRecipients.parse(settings.policy.exempt_recipients),
     )
 
 

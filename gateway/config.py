@@ -204,6 +204,20 @@ def nameserver(value: Any, ctx: Context) -> HostPort:
     return HostPort(host, port)
 
 
+def exempt_recipient(value: Any, ctx: Context) -> str:
+    """`local@`, `local@domain`, `@domain` or `domain` (policy/recipients.py)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be local@, local@domain or @domain, got {value!r}")
+    local, at, rest = value.strip().rpartition("@")
+    if at and local and (" " in local or "@" in local):
+        raise _Invalid(f"{value!r}: not a local part")
+    if rest:
+        domain(rest, ctx)
+    elif not local:
+        raise _Invalid(f"{value!r} names nobody")
+    return value.strip()
+
+
 def domain(value: Any, ctx: Context) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"must be a domain name, got {value!r}")
@@ -350,6 +364,9 @@ class PolicySettings:
     burst_window: float = _setting(5, seconds())
     pace_allowance: int = _setting(300, integer(0))
     pace_rate: float = _setting(1.0, per_second)
+    exempt_recipients: tuple[str, ...] = _setting(
+        ["postmaster@", "abuse@"], list_of(exempt_recipient)
+    )
     help_url: str = _setting("", text())
     defer_text: str = _setting(
         "Try again later: first contact from this host ({reason})", defer_text

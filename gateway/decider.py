@@ -175,6 +175,10 @@ class Decider:
         if refused is not None:
             return RcptDecision(refused)
         verdict = assessment.verdict
+        if verdict is None or verdict.reason is not Reason.DENYLIST:
+            exempt = policy.exempt(recipient)  # before any deferral, DNS trouble included
+            if exempt is not None:
+                return RcptDecision(exempt)
         if verdict is not None and verdict.reason is not Reason.DNS_TEMPFAIL:
             return RcptDecision(verdict)
 

@@ -41,6 +41,7 @@ DECISIONS = {
         Reason.CLEAN,
         Reason.PREGREET,  # pregreet.action = "ignore": noted, let through
         Reason.AUTHENTICATED,
+        Reason.EXEMPT,
     ),
     Action.DEFER: (
         *(Reason.s25r_rule(n) for n in range(7)),

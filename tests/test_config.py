@@ -105,6 +105,16 @@ def test_relative_store_path_starts_at_config_dir(tmp_path: Path) -> None:
         ),
         ({"relay": {"accept_domains": []}}, "relay.accept_domains: must not be empty"),
         ({"log": {"format": "xml"}}, "log.format: must be one of 'logfmt', 'json'"),
+        (
+            {"policy": {"exempt_recipients": ["@"]}},
+            "policy.exempt_recipients: [0]: '@' names nobody",
+        ),
+        (
+            {"policy": {"exempt_recipients": ["postmaster@exa mple.com"]}},
+            "policy.exempt_recipients: [0]: 'exa mple.com' is not a domain name",
+        ),
+        ({"autoban": {"relay_limit": -1}}, "autoban.relay_limit: must be at least 0"),
+        ({"auth": {"mode": "on"}}, "auth.mode: must be one of 'auto', 'off'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy.recipients import (
+    ExemptRecipients,
     BAD_SYNTAX,
     AcceptDomains,
     recipient_syntax,
@@ -57,3 +58,20 @@ def test_relay_attempts_get_554(address: str) -> None:
 )
 def test_bad_syntax(address: str) -> None:
     assert recipient_syntax(address) == BAD_SYNTAX
+
+
+def test_exempt_recipients_by_local_part_mailbox_and_domain() -> None:
+    exempt = ExemptRecipients.parse(
+        ["postmaster@", "Abuse@", "help@example.com", "@partner.example", "ops.example"]
+    )
+    assert exempt.exempt("postmaster@example.com") == "postmaster@"
+    assert exempt.exempt("PostMaster@sub.example.com") == "postmaster@"
+    assert exempt.exempt("<postmaster>") == "postmaster@"  # RFC 5321's domainless form
+    assert exempt.exempt("abuse@example.com") == "abuse@"
+    assert exempt.exempt("help@example.com") == "help@example.com"
+    assert exempt.exempt("help@other.example") is None
+    assert exempt.exempt("anyone@partner.example") == "@partner.example"
+    assert exempt.exempt("anyone@ops.example") == "@ops.example"
+    assert exempt.exempt("bob@example.com") is None
+    assert exempt.exempt("not an address") is None
+    assert not ExemptRecipients.parse([])

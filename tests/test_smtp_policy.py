@@ -249,3 +249,24 @@ async def test_decision_and_relay_log_lines(env, caplog) -> None:
     assert any("action=pass reason=clean" in line for line in decisions)
     relays = [r.getMessage() for r in caplog.records if r.name == "onajimi.relay"]
     assert len(relays) == 1 and "result=delivered" in relays[0] and "queued as Q1" in relays[0]
+
+
+async def test_exempt_recipients_are_never_deferred_but_still_relay_checked(env) -> None:
+    """postmaster@ and abuse@ (the defaults): a misjudged sender can always reach them."""
+    suspect = "127.0.0.3"
+    assert (await attempt(env, suspect)).code == 450  # bob is deferred as ever
+    assert (await attempt(env, suspect, rcpt="postmaster@example.com")).code == 250
+    assert (await attempt(env, suspect, rcpt="abuse@example.com")).code == 250
+    assert (await attempt(env, suspect, rcpt="postmaster@elsewhere.example")).code == 554
+    # The null sender too: a bounce to the postmaster is no callback to postpone.
+    client = await env.client(suspect)
+    await client.ehlo()
+    replies = await client.send_mail("", ["postmaster@example.com"], MESSAGE)
+    assert [r.code for r in replies] == [250, 250, 250]
+    await client.close()
+    assert len(env.backend.messages) == 1
+
+
+@pytest.mark.gateway({"policy": {"trusted_networks": [], "exempt_recipients": []}})
+async def test_no_exemptions_when_the_list_is_empty(env) -> None:
+    assert (await attempt(env, "127.0.0.3", rcpt="postmaster@example.com")).code == 450

@@ -32,7 +32,7 @@ from gateway.policy.keys import (
 )
 from gateway.policy.lists import ClientList, ListEntry, Role
 from gateway.policy.net import IPAddress, NetSet, address_text
-from gateway.policy.recipients import AcceptDomains, relay_check
+from gateway.policy.recipients import AcceptDomains, ExemptRecipients, relay_check
 from gateway.policy.records import Penalty, Record
 from gateway.policy.replies import Reply
 from gateway.policy.s25r import S25RClassifier, S25RResult
@@ -142,6 +142,7 @@ class Policy:
     dynamic_allow: ClientList = ClientList(Role.ALLOW)
     dynamic_deny: ClientList = ClientList(Role.DENY)
     strike_rules: strikes.Rules = strikes.Rules()
+    exempt_recipients: ExemptRecipients = ExemptRecipients()
     # Judgements of PTR names against these lists: a pure function of the names, asked
     # again for every connection of a returning host. Private to this policy object, so
     # a reload (which builds a new Policy) can never serve a stale judgement.
@@ -249,6 +250,16 @@ class Policy:
         if refusal is None:
             return None
         return Verdict(Action.REJECT, Reason.RELAY_DENIED, refusal, detail=recipient)
+
+    def exempt(self, recipient: str) -> Verdict | None:
+        """A pass for a recipient that is never deferred (policy.exempt_recipients);
+        the caller has run the relay check first."""
+        if not self.exempt_recipients:
+            return None
+        entry = self.exempt_recipients.exempt(recipient)
+        if entry is None:
+            return None
+        return Verdict(Action.PASS, Reason.EXEMPT, detail=f"policy.exempt_recipients: {entry}")
 
     def deferral_key(self, assessment: Assessment, sender: str, recipient: str) -> str:
         if self.key_mode is KeyMode.TRIPLET:

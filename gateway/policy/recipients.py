@@ -52,6 +52,54 @@ class AcceptDomains:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class ExemptRecipients:
+    """`policy.exempt_recipients`: recipients never deferred, so that a misjudged sender
+    can always reach the people who can help (postgrey ships the same exemption).
+
+    `postmaster@` is that local part at every domain, `postmaster@example.com` that
+    mailbox, `@example.com` (or `example.com`) every mailbox of the domain. Local parts
+    compare case-insensitively: nobody means `Postmaster` to be someone else.
+    """
+
+    locals: frozenset[str] = frozenset()
+    mailboxes: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> ExemptRecipients:
+        locals_: set[str] = set()
+        mailboxes: set[str] = set()
+        domains: set[str] = set()
+        for entry in entries:
+            local, at, domain = entry.strip().lower().rstrip(".").rpartition("@")
+            if not at or not local:
+                domains.add(domain)
+            elif not domain:
+                locals_.add(local)
+            else:
+                mailboxes.add(f"{local}@{domain}")
+        return cls(frozenset(locals_), frozenset(mailboxes), frozenset(domains))
+
+    def __bool__(self) -> bool:
+        return bool(self.locals or self.mailboxes or self.domains)
+
+    def exempt(self, address: str) -> str | None:
+        """The entry that exempts `address` (one that passed the relay check), or None."""
+        parts = split_address(address)
+        if parts is None:
+            return None
+        local, domain = parts[0].lower(), parts[1]
+        if not domain:  # <postmaster> without a domain (RFC 5321)
+            return f"{local}@" if local in self.locals else None
+        if local in self.locals:
+            return f"{local}@"
+        if domain in self.domains:
+            return f"@{domain}"
+        mailbox = f"{local}@{domain}"
+        return mailbox if mailbox in self.mailboxes else None
+
+
 def split_address(address: str) -> tuple[str, str] | None:
     """(local part, lower-case domain) of a mailbox, or None if it is not one."""
     text = address.strip()

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     DNS_TEMPFAIL = "dns_tempfail"
     RELAY_DENIED = "relay_denied"
     PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
+    EXEMPT = "exempt"  # a recipient of policy.exempt_recipients: never deferred
     AUTHENTICATED = "authenticated"  # SMTP AUTH succeeded at the backend: it decides
     AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])
     AUTOBAN_RELAY = "autoban_relay"  # too many relay attempts ([autoban] relay_limit)

@@ -582,7 +582,12 @@ class Session:
             self.notes.append(Decided(verdict, transaction.sender, recipient))
             return self._to_backend(recipient)
         null_sender = is_null_sender(transaction.sender)
-        if self.pregreeter and self.rules.pregreet_action == "defer" and not null_sender:
+        if (
+            self.pregreeter
+            and self.rules.pregreet_action == "defer"
+            and not null_sender
+            and self.policy.exempt(recipient) is None
+        ):
             # Relay attempts still get their 5xx first; everything else waits.
             verdict = self.policy.relay_check(recipient) or Verdict(
                 Action.DEFER,
