@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
-from gateway.policy import deferral, strikes
+from gateway.policy import deferral, dnsbl, strikes
 from gateway.policy.decision import DeferMode, KeyMode, Policy
 from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
@@ -66,6 +66,19 @@ def strike_rules_from(settings: Settings) -> strikes.Rules:
     )
 
 
+def dnsbl_rules_from(settings: Settings) -> dnsbl.Rules:
+    d = settings.dnsbl
+    return dnsbl.Rules(
+        sites=tuple(dnsbl.parse_site(text) for text in d.sites),
+        threshold=d.threshold,
+        allowlist_threshold=d.allowlist_threshold,
+        action=d.action,
+        reply_names=d.reply_names,
+        min_ttl=d.min_ttl,
+        max_ttl=d.max_ttl,
+    )
+
+
 def build_policy(settings: Settings) -> Policy:
     """Raises ConfigError (naming file and line) when a list file is bad."""
     trusted: NetSet[str] = NetSet()
@@ -86,6 +99,7 @@ def build_policy(settings: Settings) -> Policy:
         lump_by_rdns=settings.policy.lump_by_rdns,
         strike_rules=strike_rules_from(settings),
         exempt_recipients=ExemptRecipients.parse(settings.policy.exempt_recipients),
+        dnsbl_rules=dnsbl_rules_from(settings),
     )
 
 

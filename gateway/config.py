@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.policy.dnsbl import parse_site
 from gateway.policy.net import IPNetwork
 
 DEFAULT_CONFIG = Path("conf/gateway.toml")
@@ -202,6 +203,31 @@ def nameserver(value: Any, ctx: Context) -> HostPort:
     if port == 0:
         raise _Invalid(f"{value!r}: port 0 is not a nameserver port")
     return HostPort(host, port)
+
+
+def dnsbl_site(value: Any, ctx: Context) -> str:
+    """postscreen's DOMAIN[=FILTER][*WEIGHT] (policy/dnsbl.py)."""
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string like 'zen.spamhaus.org=127.0.0.[2..11]*3', got {value!r}")
+    try:
+        parse_site(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value.strip()
+
+
+def name_map(value: Any, ctx: Context) -> tuple[tuple[str, str], ...]:
+    """A table of domain = "shown name" (dnsbl.reply_names)."""
+    if not isinstance(value, dict):
+        raise _Invalid(
+            f'must be a table like {{ "key.zen.dq.spamhaus.net" = "zen" }}, got {value!r}'
+        )
+    pairs = []
+    for key, shown in value.items():
+        if not isinstance(shown, str) or not shown.strip() or "\n" in shown or "\r" in shown:
+            raise _Invalid(f"{key!r}: the name shown must be a one-line string, got {shown!r}")
+        pairs.append((domain(key, ctx), shown.strip()))
+    return tuple(pairs)
 
 
 def exempt_recipient(value: Any, ctx: Context) -> str:
@@ -431,6 +457,17 @@ class PregreetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsblSettings:
+    sites: tuple[str, ...] = _setting([], list_of(dnsbl_site))
+    threshold: int = _setting(1, integer(1))
+    allowlist_threshold: int = _setting(-1, integer(None, 0))
+    action: str = _setting("defer", choice("defer", "reject", "ignore"))
+    reply_names: tuple[tuple[str, str], ...] = _setting({}, name_map)
+    min_ttl: float = _setting(60, seconds())
+    max_ttl: float = _setting(3600, seconds(positive=True))
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     mode: str = _setting("auto", choice("auto", "off"))
     max_failures: int = _setting(5, integer(0))
@@ -464,6 +501,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "limits": LimitsSettings,
     "pregreet": PregreetSettings,
+    "dnsbl": DnsblSettings,
     "auth": AuthSettings,
     "autoban": AutobanSettings,
     "metrics": MetricsSettings,
@@ -487,6 +525,7 @@ class Settings:
     store: StoreSettings
     limits: LimitsSettings
     pregreet: PregreetSettings
+    dnsbl: DnsblSettings
     auth: AuthSettings
     autoban: AutobanSettings
     metrics: MetricsSettings
@@ -534,6 +573,12 @@ def _check_together(settings: Settings) -> None:
         raise ConfigError(
             f"{source}: policy.retry_window: must be longer than policy.min_retry_delay "
             f"({p.retry_window:g} <= {p.min_retry_delay:g})"
+        )
+    d = settings.dnsbl
+    if d.min_ttl > d.max_ttl:
+        raise ConfigError(
+            f"{source}: dnsbl.min_ttl: must not be more than dnsbl.max_ttl "
+            f"({d.min_ttl:g} > {d.max_ttl:g})"
         )
     if len(set(settings.s25r.rules)) != len(settings.s25r.rules):
         raise ConfigError(f"{source}: s25r.rules: a rule is listed twice")

@@ -4,6 +4,7 @@ The SMTP session and `onajimi explain` go through these same calls, so what expl
 prints is what the gateway does. `dry_run=True` reads the store but never writes it.
 
     at_connect(address)                 before the greeting: trusted / deny / penalty / allow
+    dns_facts(address, lists)           reverse DNS and the DNS lists' score, in parallel
     assess(screening)                   once reverse DNS answers (or was given)
     at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
                                         has already checked the address syntax)
@@ -14,11 +15,12 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.policy import deferral, strikes
+from gateway.policy import deferral, dnsbl, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -33,6 +35,7 @@ from gateway.policy.net import IPAddress
 from gateway.policy.records import Familiar, Penalty, Pregreet, Space, Strikes, store_key
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason
+from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
 from gateway.store.base import Outcome, Snapshot, Store
 
@@ -44,6 +47,15 @@ class Connect:
     penalty: Penalty | None = None
     snapshot: Snapshot | None = None  # the deferral record under the address key, read along
     pregreeted: bool = False  # talked before the greeting recently (a live Pregreet record)
+
+
+@value
+class DnsFacts:
+    """What DNS says about a client: its reverse DNS, and the DNS lists' score (None
+    when none were asked)."""
+
+    rdns: RDNS
+    dnsbl: dnsbl.Score | None
 
 
 @value
@@ -70,6 +82,7 @@ class Decider:
         self._policy = policy  # a getter: reloads swap the policy between connections
         self.store = store
         self.resolver = resolver
+        self.lists = DnsblLookups(resolver) if resolver is not None else None
         self.clock = clock
 
     @property
@@ -126,10 +139,46 @@ class Decider:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"
         return await self.resolver.rdns(address)
 
+    @property
+    def asks_lists(self) -> bool:
+        """Whether DNS lists are configured (and there is a resolver to ask them)."""
+        return self.lists is not None and bool(self._policy().dnsbl_rules.sites)
+
+    async def dns_facts(self, address: IPAddress, lists: bool) -> DnsFacts:
+        """Reverse DNS and, with `lists`, the DNS lists' score: asked at once, in
+        parallel (a client that needs no answer, a familiar one, is not asked about)."""
+        if not lists:
+            return DnsFacts(await self.lookup(address), None)
+        assert self.lists is not None
+        rdns, score = await asyncio.gather(
+            self.lookup(address), self.lists.score(address, self._policy().dnsbl_rules)
+        )
+        return DnsFacts(rdns, score)
+
+    def cached_facts(self, address: IPAddress, lists: bool) -> DnsFacts | None:
+        """What a returning host's DNS said, if all of it is at hand (no await)."""
+        rdns = self.cached_rdns(address)
+        if rdns is None or not lists:
+            return None if rdns is None else DnsFacts(rdns, None)
+        assert self.lists is not None
+        score = self.lists.cached(address, self._policy().dnsbl_rules)
+        return None if score is None else DnsFacts(rdns, score)
+
     async def assess(self, screening: Screening, rdns: RDNS | None = None) -> Assessment:
-        if screening.verdict is None and rdns is None:
-            rdns = await self.lookup(screening.address)
-        return self._policy().assess(screening, rdns)
+        """The assessment `onajimi explain` and the benchmarks use: every DNS fact asked
+        (the DNS lists too), unless the address settles it or `rdns` is given."""
+        policy = self._policy()
+        if screening.verdict is not None:
+            return policy.assess(screening, rdns)
+        lists = self.asks_lists
+        if rdns is None:
+            facts = await self.dns_facts(screening.address, lists)
+            return policy.assess(screening, facts.rdns, facts.dnsbl)
+        score = None
+        if lists:
+            assert self.lists is not None
+            score = await self.lists.score(screening.address, policy.dnsbl_rules)
+        return policy.assess(screening, rdns, score)
 
     def cached_rdns(self, address: IPAddress) -> RDNS | None:
         """The client's reverse DNS if the resolver has it (a returning host), else None."""

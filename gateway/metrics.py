@@ -42,6 +42,7 @@ DECISIONS = {
         Reason.PREGREET,  # pregreet.action = "ignore": noted, let through
         Reason.AUTHENTICATED,
         Reason.EXEMPT,
+        Reason.DNSWL,
     ),
     Action.DEFER: (
         *(Reason.s25r_rule(n) for n in range(7)),
@@ -51,8 +52,15 @@ DECISIONS = {
         Reason.EARLY_RETRY,
         Reason.DNS_TEMPFAIL,
         Reason.PREGREET,
+        Reason.DNSBL,
     ),
-    Action.REJECT: (Reason.DENYLIST, Reason.RELAY_DENIED, Reason.PREGREET, Reason.AUTH_FAILURES),
+    Action.REJECT: (
+        Reason.DENYLIST,
+        Reason.RELAY_DENIED,
+        Reason.PREGREET,
+        Reason.AUTH_FAILURES,
+        Reason.DNSBL,
+    ),
     Action.PENALTY: (
         Reason.IMPATIENT,
         Reason.AUTH_FAILURES,

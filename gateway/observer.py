@@ -107,27 +107,27 @@ class Observer:
         step = decision.step if decision is not None else None
         fresh = step is not None and not decision.repeated
         self.metrics.decision(verdict.action, verdict.reason, step.retry if fresh else None)
-        logs.emit(
-            logs.decision_log,
-            "decision",
-            {
-                "session": session.id,
-                "client": session.address_text,
-                "ptr": assessment.ptr if assessment is not None else "",
-                "helo": session.helo,
-                "from": _angle(note.sender),
-                "to": _angle(note.recipient),
-                "action": verdict.action.value,
-                "reason": verdict.reason.value,
-                "key": (decision.key if decision is not None and decision.key else None)
-                or (assessment.client_key if assessment is not None else ""),
-                "attempt": step.attempt if step is not None else "",
-                # How a deferred attempt was judged, and the count the penalty box goes by.
-                "kind": step.kind.value if step is not None and step.kind else "",
-                "early": step.early if step is not None and step.kind else "",
-                "detail": verdict.detail,
-            },
-        )
+        fields = {
+            "session": session.id,
+            "client": session.address_text,
+            "ptr": assessment.ptr if assessment is not None else "",
+            "helo": session.helo,
+            "from": _angle(note.sender),
+            "to": _angle(note.recipient),
+            "action": verdict.action.value,
+            "reason": verdict.reason.value,
+            "key": (decision.key if decision is not None and decision.key else None)
+            or (assessment.client_key if assessment is not None else ""),
+            "attempt": step.attempt if step is not None else "",
+            # How a deferred attempt was judged, and the count the penalty box goes by.
+            "kind": step.kind.value if step is not None and step.kind else "",
+            "early": step.early if step is not None and step.kind else "",
+            "detail": verdict.detail,
+        }
+        score = assessment.dnsbl if assessment is not None else None
+        if score is not None and (score.fired or score.failed):
+            fields["dnsbl"] = score.describe()  # what the lists said, whatever they decided
+        logs.emit(logs.decision_log, "decision", fields)
 
     def relayed(self, session: Session, note: Relayed) -> None:
         self.metrics.relayed(note.result, note.seconds)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy.recipients import (
-    ExemptRecipients,
     BAD_SYNTAX,
     AcceptDomains,
+    ExemptRecipients,
     recipient_syntax,
     relay_check,
 )

@@ -14,7 +14,7 @@ from gateway.cli.common import print_json, print_table, settings_from, timestamp
 from gateway.config import Settings
 from gateway.decider import Decider
 from gateway.errors import UserError
-from gateway.policy import strikes
+from gateway.policy import dnsbl, strikes
 from gateway.policy.decision import Policy, Verdict, decided_at_data
 from gateway.policy.deferral import Kind, Step
 from gateway.policy.facts import RDNS, RDNSStatus
@@ -103,6 +103,27 @@ def _typed_s25r(result: S25RResult) -> dict[str, Any]:
     }
 
 
+def _typed_dnsbl(score: dnsbl.Score, rules: dnsbl.Rules) -> dict[str, Any]:
+    return {
+        "score": score.total,
+        "listed": rules.listed(score),
+        "allowlisted": rules.allowlisted(score),
+        "threshold": rules.threshold,
+        "allowlist_threshold": rules.allowlist_threshold,
+        "action": rules.action,
+        "fired": [
+            {
+                "site": f.site.text,
+                "domain": f.site.domain,
+                "weight": f.site.weight,
+                "replies": list(f.replies),
+            }
+            for f in score.fired
+        ],
+        "no_answer": list(score.failed),
+    }
+
+
 def _typed_record(record: Record | None, kind: str) -> dict[str, Any]:
     """The store's record under the deferral key, times as epoch seconds."""
     if record is None:
@@ -147,10 +168,13 @@ async def _explain(
     """(the text rows, the typed facts for --json): the same walk, two renderings."""
     address = _address(args.ip)
     policy = await _policy_with_dynamic(build_policy(settings), store)
-    resolver = None if args.name else Resolver.from_settings(settings.dns)
+    # DNS is asked unless --name gives the PTR; the DNS lists, if any, are asked anyway.
+    asks = not args.name or bool(settings.dnsbl.sites)
+    resolver = Resolver.from_settings(settings.dns) if asks else None
     decider = Decider(lambda: policy, store, resolver)
     sender = args.sender if args.sender is not None else "someone@example.net"
-    recipient = args.rcpt or f"postmaster@{settings.relay.accept_domains[0].lstrip('.')}"
+    # Assumed: an ordinary mailbox (postmaster@ would be exempt: the least telling case).
+    recipient = args.rcpt or f"someone@{settings.relay.accept_domains[0].lstrip('.')}"
     out: dict[str, Any] = {
         "client": str(address),
         "sender": f"<{sender}>" + ("" if args.sender is not None else " (assumed)"),
@@ -197,6 +221,10 @@ async def _explain(
             out["ptr"] = ", ".join(r.ptr_names) or "none"
             out["fcrdns"] = f"{r.status.value} ({r.detail})" if r.detail else r.status.value
             typed["fcrdns"] = _typed_fcrdns(r, given=bool(args.name))
+        typed["dnsbl"] = None
+        if assessment.dnsbl is not None:
+            out["dnsbl"] = assessment.dnsbl.describe()
+            typed["dnsbl"] = _typed_dnsbl(assessment.dnsbl, policy.dnsbl_rules)
         if assessment.s25r is not None:
             out["s25r"] = assessment.s25r.describe()
             typed["s25r"] = _typed_s25r(assessment.s25r)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from gateway.policy import deferral, replies, strikes
+from gateway.policy import deferral, dnsbl, replies, strikes
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.keys import (
     address_key,
@@ -80,6 +80,10 @@ CLEAN = Verdict(Action.PASS, Reason.CLEAN)
 DNS_TEMPFAIL = Verdict(Action.DEFER, Reason.DNS_TEMPFAIL, replies.DNS_TEMPFAIL)
 
 
+def _dnswl(score: dnsbl.Score) -> Verdict:
+    return Verdict(Action.PASS, Reason.DNSWL, detail=score.describe())
+
+
 def _listed(action: Action, reason: Reason, entry: ListEntry) -> Verdict:
     reply = replies.denied(entry.reply) if action is Action.REJECT else None
     return Verdict(action, reason, reply, detail=str(entry), entry=entry)
@@ -105,6 +109,7 @@ class Assessment:
     verdict: Verdict | None  # settled without the store; None: the deferral procedure applies
     defer_reason: Reason | None = None  # why the deferral procedure applies
     s25r: S25RResult | None = None
+    dnsbl: dnsbl.Score | None = None  # None: no lists configured, or not asked (not needed)
 
     @property
     def ptr(self) -> str:
@@ -143,6 +148,7 @@ class Policy:
     dynamic_deny: ClientList = ClientList(Role.DENY)
     strike_rules: strikes.Rules = strikes.Rules()
     exempt_recipients: ExemptRecipients = ExemptRecipients()
+    dnsbl_rules: dnsbl.Rules = dnsbl.Rules()
     # Judgements of PTR names against these lists: a pure function of the names, asked
     # again for every connection of a returning host. Private to this policy object, so
     # a reload (which builds a new Policy) can never serve a stale judgement.
@@ -194,34 +200,49 @@ class Policy:
         return verdict
 
     # -- stage 3 -------------------------------------------------------------------------
-    def assess(self, screening: Screening, rdns: RDNS | None) -> Assessment:
+    def assess(
+        self, screening: Screening, rdns: RDNS | None, score: dnsbl.Score | None = None
+    ) -> Assessment:
+        """`score`: the DNS lists' answer (policy/dnsbl.py), None when none were asked."""
         key = screening.address_key
         if screening.verdict is not None:
             return Assessment(screening, rdns, key, screening.verdict)
+        lists = self.dnsbl_rules
+        allowlisted = score is not None and lists.allowlisted(score)
         if rdns is None or rdns.status is RDNSStatus.TEMPFAIL:
+            if allowlisted:  # the allow list vouches for the address, names or not
+                return Assessment(screening, rdns, key, _dnswl(score), dnsbl=score)
             # Not a verdict: the caller may still find a familiar record under the address
             # key, and otherwise answers 451 4.4.3.
-            return Assessment(screening, rdns, key, DNS_TEMPFAIL)
+            return Assessment(screening, rdns, key, DNS_TEMPFAIL, dnsbl=score)
         judged = self.judge_names(rdns)
         if judged.deny is not None:
-            return Assessment(
-                screening, rdns, key, _listed(Action.REJECT, Reason.DENYLIST, judged.deny)
-            )
+            deny = _listed(Action.REJECT, Reason.DENYLIST, judged.deny)
+            return Assessment(screening, rdns, key, deny, dnsbl=score)
         if judged.allow is not None:
-            return Assessment(
-                screening, rdns, key, _listed(Action.PASS, Reason.ALLOWLIST, judged.allow)
-            )
+            allow = _listed(Action.PASS, Reason.ALLOWLIST, judged.allow)
+            return Assessment(screening, rdns, key, allow, dnsbl=score)
+        if allowlisted:
+            return Assessment(screening, rdns, key, _dnswl(score), dnsbl=score)
         s25r = self.classifier.classify_address(screening.address, screening.address_text, rdns)
         if s25r is None:
             s25r = judged.s25r
         confirmed = s25r.name if rdns.status is RDNSStatus.CONFIRMED else None
         key = client_key(key, confirmed, s25r.suspect, self.lump_by_rdns)
+        if score is not None and lists.listed(score) and lists.action != "ignore":
+            if lists.action == "reject":
+                reply = replies.dnsbl_refusal(screening.address_text, lists.shown(score))
+                verdict = Verdict(Action.REJECT, Reason.DNSBL, reply, detail=score.describe())
+                return Assessment(screening, rdns, key, verdict, None, s25r, score)
+            # A suspect like any other, under its usual key: a familiar host (its domain's
+            # record, when lumped) still passes, and a new one waits like an S25R suspect.
+            return Assessment(screening, rdns, key, None, Reason.DNSBL, s25r, score)
         if s25r.suspect:
-            return Assessment(screening, rdns, key, None, s25r.reason, s25r)
+            return Assessment(screening, rdns, key, None, s25r.reason, s25r, score)
         if self.defer_mode is DeferMode.SUSPECT:
-            return Assessment(screening, rdns, key, CLEAN, None, s25r)
+            return Assessment(screening, rdns, key, CLEAN, None, s25r, score)
         reason = Reason.GREYLIST if self.key_mode is KeyMode.TRIPLET else Reason.ICHIGEN
-        return Assessment(screening, rdns, key, None, reason, s25r)
+        return Assessment(screening, rdns, key, None, reason, s25r, score)
 
     def judge_names(self, rdns: RDNS) -> NameJudgement:
         """Deny entry (any PTR name), allow entry (confirmed names only), S25R: memoised."""

@@ -147,6 +147,11 @@ def pregreet_teaser(hostname: str) -> str:
     return f"220-{hostname} ESMTP"
 
 
+def dnsbl_refusal(address: str, lists: str) -> Reply:
+    """postscreen's words; `lists` as dnsbl.reply_names shows them."""
+    return Reply(554, "5.7.1", f"Service unavailable; client [{address}] blocked using {lists}")
+
+
 def too_many_auth_failures(hostname: str) -> str:
     return f"421 4.7.0 {hostname} Error: too many failed authentications"
 

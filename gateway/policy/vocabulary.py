@@ -35,6 +35,8 @@ class Reason(StrEnum):
     DNS_TEMPFAIL = "dns_tempfail"
     RELAY_DENIED = "relay_denied"
     PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
+    DNSWL = "dnswl"  # a DNS allow-list score at or below dnsbl.allowlist_threshold: passes
+    DNSBL = "dnsbl"  # a DNS block-list score at or above dnsbl.threshold
     EXEMPT = "exempt"  # a recipient of policy.exempt_recipients: never deferred
     AUTHENTICATED = "authenticated"  # SMTP AUTH succeeded at the backend: it decides
     AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])

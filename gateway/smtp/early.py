@@ -82,18 +82,20 @@ class EarlyStage(SMTP):
                     familiar=snapshot is not None and isinstance(snapshot.record, Familiar),
                 )
         if isinstance(out, LookUp):
-            rdns = services.decider.cached_rdns(address)
-            if rdns is not None:  # a returning host
-                out = core.rdns_known(rdns)
+            decider = services.decider
+            lists = decider.asks_lists and not core.familiar  # familiar: no need to ask
+            facts = decider.cached_facts(address, lists)
+            if facts is not None:  # a returning host
+                out = core.rdns_known(facts.rdns, facts.dnsbl)
                 self.plan_snapshot()
             elif out.wait:  # a deny entry may name this client's PTR: learn it first
-                rdns = await services.decider.lookup(address)
+                facts = await decider.dns_facts(address, lists)
                 if core.phase is not Phase.CONNECTED:
                     return False
-                out = core.rdns_known(rdns)
+                out = core.rdns_known(facts.rdns, facts.dnsbl)
                 self.plan_snapshot()
-            else:  # a new host: the lookup overlaps the client's EHLO and MAIL
-                self.assessment_task = self.loop.create_task(self._assess(address))
+            else:  # a new host: the lookups overlap the client's EHLO and MAIL
+                self.assessment_task = self.loop.create_task(self._assess(address, lists))
                 out = core.greet_before_rdns()
         if core.notes:
             services.observer.noted(core)
@@ -133,9 +135,11 @@ class EarlyStage(SMTP):
             return False
         return True
 
-    async def _assess(self, address: IPAddress) -> None:
-        """Reverse DNS, then (while the client is still talking) the record RCPT needs."""
-        self.core.rdns_known(await self.services.decider.lookup(address))
+    async def _assess(self, address: IPAddress, lists: bool) -> None:
+        """Reverse DNS (and the DNS lists), then (while the client is still talking) the
+        record RCPT needs."""
+        facts = await self.services.decider.dns_facts(address, lists)
+        self.core.rdns_known(facts.rdns, facts.dnsbl)
         self.plan_snapshot()
 
     def plan_snapshot(self) -> None:

@@ -59,7 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gateway.policy import replies
+from gateway.policy import dnsbl, replies
 from gateway.policy.decision import (
     Assessment,
     Policy,
@@ -330,7 +330,7 @@ class Transaction:
 
 _SENDER_OK = Say(replies.SENDER_OK)
 # Verdicts that make a client a friend of the operator's: never struck (policy/strikes.py).
-_FRIENDS = frozenset({Reason.TRUSTED, Reason.ALLOWLIST})
+_FRIENDS = frozenset({Reason.TRUSTED, Reason.ALLOWLIST, Reason.DNSWL})
 # A 5xx to AUTH that is about the exchange, not the credentials: not a failed guess.
 _AUTH_SYNTAX_CODES = frozenset({500, 501, 502, 503, 504})
 
@@ -463,11 +463,12 @@ class Session:
         """No deny entry names a PTR: greet now, the lookup overlaps EHLO and MAIL."""
         return self._greet()
 
-    def rdns_known(self, rdns: RDNS) -> Say | Greet | None:
-        """Reverse DNS answered (or failed: RDNS says so). Before the greeting: greet or
-        refuse; after it (the lookup overlapped EHLO and MAIL): None."""
+    def rdns_known(self, rdns: RDNS, score: dnsbl.Score | None = None) -> Say | Greet | None:
+        """Reverse DNS answered (or failed: RDNS says so), with the DNS lists' score when
+        they were asked. Before the greeting: greet or refuse; after it (the lookup
+        overlapped EHLO and MAIL): None."""
         assert self.screening is not None
-        assessment = self.assessment = self.policy.assess(self.screening, rdns)
+        assessment = self.assessment = self.policy.assess(self.screening, rdns, score)
         if self.phase is not Phase.CONNECTED:
             return None
         verdict = assessment.verdict
@@ -487,9 +488,14 @@ class Session:
             or self.familiar
             or screening is None
             or screening.verdict is not None  # trusted or allow-listed by address
+            or self._vouched_for()  # a returning host, allow-listed by name or DNSWL
         ):
             return 0.0
         return self.rules.greet_wait
+
+    def _vouched_for(self) -> bool:
+        verdict = self.assessment.verdict if self.assessment is not None else None
+        return verdict is not None and verdict.reason in (Reason.ALLOWLIST, Reason.DNSWL)
 
     def greet_wait_over(self, talked: bool) -> Say | None:
         """The wait is over; `talked`: the client sent something before the final 220."""

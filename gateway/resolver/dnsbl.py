@@ -1,0 +1,62 @@
+"""The DNS list queries of one client, in parallel, on the gateway's own resolver.
+
+Each list is one A query (`4.3.2.1.zen.spamhaus.org`), through `Resolver.lookup`: the
+same cache and single-flight as the PTR lookups, so fifty sessions of one new host ask
+each list once. The score (policy/dnsbl.py) is then kept per address for the lists' own
+TTL, held within `dnsbl.min_ttl` and `dnsbl.max_ttl` (postscreen's defaults: 60 s and
+1 h), so a returning client costs one dict lookup and no await. A list that did not
+answer counts for nothing, and a score with such a gap is not kept: the next session
+asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from gateway.policy import dnsbl
+from gateway.policy.net import IPAddress
+from gateway.resolver.cache import TTLCache
+from gateway.resolver.resolver import Kind, Lookup, Resolver
+
+
+class DnsblLookups:
+    def __init__(
+        self,
+        resolver: Resolver,
+        cache_size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self._clock = clock
+        self._scores: TTLCache[tuple[dnsbl.Rules, dnsbl.Score]] = TTLCache(cache_size)
+
+    def cached(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score | None:
+        """The score of a recently seen address under these lists, without an await."""
+        kept = self._scores.get(address, self._clock())
+        if kept is None or kept[0] is not rules:  # a reload changed the lists
+            return None
+        return kept[1]
+
+    async def score(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score:
+        cached = self.cached(address, rules)
+        if cached is not None:
+            return cached
+        domains = rules.domains
+        deadline = asyncio.get_running_loop().time() + self.resolver.timeout
+        lookups: list[Lookup] = await asyncio.gather(
+            *(self.resolver.lookup(dnsbl.query_name(address, d), "A", deadline) for d in domains)
+        )
+        answers: dict[str, tuple[str, ...] | None] = {}
+        for domain, found in zip(domains, lookups, strict=True):
+            if found.kind is Kind.TEMPFAIL:
+                answers[domain] = None
+            else:
+                answers[domain] = found.values if found.kind is Kind.ANSWER else ()
+        result = dnsbl.score(rules.sites, answers)
+        if not result.failed:
+            ttl = min(found.ttl for found in lookups)
+            ttl = min(max(ttl, rules.min_ttl), rules.max_ttl)
+            self._scores.put(address, (rules, result), ttl, self._clock())
+        return result
