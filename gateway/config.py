@@ -390,6 +390,7 @@ class PolicySettings:
     burst_window: float = _setting(5, seconds())
     pace_allowance: int = _setting(300, integer(0))
     pace_rate: float = _setting(1.0, per_second)
+    suspect_action: str = _setting("defer", choice("defer", "tarpit", "tarpit+defer"))
     exempt_recipients: tuple[str, ...] = _setting(
         ["postmaster@", "abuse@"], list_of(exempt_recipient)
     )
@@ -457,6 +458,12 @@ class PregreetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TarpitSettings:
+    delay: float = _setting(65, seconds(positive=True))
+    max_sessions: int = _setting(1000, integer(0))
+
+
+@dataclass(frozen=True, slots=True)
 class DnsblSettings:
     sites: tuple[str, ...] = _setting([], list_of(dnsbl_site))
     threshold: int = _setting(1, integer(1))
@@ -502,6 +509,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSettings,
     "pregreet": PregreetSettings,
     "dnsbl": DnsblSettings,
+    "tarpit": TarpitSettings,
     "auth": AuthSettings,
     "autoban": AutobanSettings,
     "metrics": MetricsSettings,
@@ -526,6 +534,7 @@ class Settings:
     limits: LimitsSettings
     pregreet: PregreetSettings
     dnsbl: DnsblSettings
+    tarpit: TarpitSettings
     auth: AuthSettings
     autoban: AutobanSettings
     metrics: MetricsSettings

@@ -135,6 +135,25 @@ class Decider:
         await self.store.put(store_key(Space.PENALTY, key), counted.penalty)
         return Struck(counted.record.count, policy.before_greeting(screening, counted.penalty, now))
 
+    async def promote(self, key: str) -> None:
+        """A suspect waited out the tarpit (suspect_action = "tarpit"): familiar now."""
+        familiar = deferral.waited_out(self.clock(), self._policy().rules)
+        await self.store.put(_defer_key(key), familiar)
+
+    async def tarpit_abandoned(self, screening: Screening, key: str) -> None:
+        """A suspect hung up in the tarpit: an early retry on its key's pending record
+        (and the penalty box, at policy.impatient_retries)."""
+        now = self.clock()
+        rules = self._policy().rules
+
+        def count(record) -> Outcome[deferral.Step | None]:
+            step = deferral.abandoned(record, now, rules)
+            return Outcome(step, step is not None, step.record if step else record)
+
+        step = await self.store.update(_defer_key(key), count)
+        if step is not None and step.penalty is not None:
+            await self.store.put(store_key(Space.PENALTY, screening.address_key), step.penalty)
+
     async def lookup(self, address: IPAddress) -> RDNS:
         assert self.resolver is not None, "no resolver: give the RDNS fact explicitly"
         return await self.resolver.rdns(address)

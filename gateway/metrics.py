@@ -9,6 +9,7 @@
     onajimi_limit_refusals_total{limit=...}                counter (connections, client_connections,
                                                                     junk_commands, command_timeout)
     onajimi_tls_sessions_total{version="TLSv1.2|TLSv1.3"}  counter (STARTTLS handshakes)
+    onajimi_tarpit_total{result="waited|abandoned|full"}   counter (suspects held)
     onajimi_auth_total{result="ok|failed|aborted|tempfail|backend_error"}
                                                            counter (AUTH exchanges relayed)
     onajimi_relay_seconds                                  histogram (backend DATA round trip)
@@ -27,7 +28,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.policy.vocabulary import Action, AuthResult, Limit, Reason, RelayResult, Retry
+from gateway.policy.vocabulary import (
+    Action,
+    AuthResult,
+    Limit,
+    Reason,
+    RelayResult,
+    Retry,
+    TarpitResult,
+)
 from gateway.relay.content import REPAIRS
 from gateway.tls import VERSIONS as TLS_VERSIONS
 
@@ -43,6 +52,7 @@ DECISIONS = {
         Reason.AUTHENTICATED,
         Reason.EXEMPT,
         Reason.DNSWL,
+        Reason.TARPIT,
     ),
     Action.DEFER: (
         *(Reason.s25r_rule(n) for n in range(7)),
@@ -130,6 +140,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.tarpit = Counter(
+            "onajimi_tarpit",
+            "Suspects held in the tarpit, by how the hold ended",
+            ["result"],
+            registry=r,
+        )
         self.dns_seconds = Histogram(
             "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
         )
@@ -171,6 +187,8 @@ class Metrics:
             self.tls_sessions.labels(version)
         for result in AuthResult:
             self.auth.labels(result.value)
+        for outcome in TarpitResult:
+            self.tarpit.labels(outcome.value)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
 

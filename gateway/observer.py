@@ -38,6 +38,7 @@ from gateway.smtp.session import (
     Session,
     StoreTrouble,
     Struck,
+    TarpitEnded,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class Observer:
             self.metrics.tls_sessions.labels(note.version).inc()
         elif isinstance(note, AuthEnded):
             self.auth(session, note)
+        elif isinstance(note, TarpitEnded):
+            self.metrics.tarpit.labels(note.result.value).inc()
+            self.event(Event.TARPIT, session, result=note.result.value, seconds=note.seconds)
         elif isinstance(note, Struck):
             self.event(Event.STRIKE, session, kind=note.kind.value, count=note.count)
 

@@ -47,7 +47,7 @@ from gateway.policy.net import NetSet
 from gateway.policy.vocabulary import OnError
 from gateway.relay.backend import BackendConfig, Capabilities, probe_backend
 from gateway.resolver.resolver import Resolver
-from gateway.smtp.limits import ConnectionLimits
+from gateway.smtp.limits import ConnectionLimits, TarpitSlots
 from gateway.smtp.server import GatewaySMTP
 from gateway.smtp.services import OpenSessions, Services
 from gateway.smtp.session import SessionRules
@@ -111,6 +111,7 @@ class Gateway:
         self.capabilities = Capabilities()
         self.limits = ConnectionLimits(settings.limits)
         self.sessions = OpenSessions(self.limits, self.observer)
+        self.tarpit = TarpitSlots(settings.tarpit.max_sessions)
         self.decider: Decider | None = None  # at start(), once the store is open
         self.services: Services | None = None  # at start(); rebuilt by reload
         self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
@@ -141,6 +142,7 @@ class Gateway:
         self.proxy_trusted = proxy_trusted
         self.backend_config = BackendConfig.from_settings(settings)
         self.limits.reconfigure(settings.limits)
+        self.tarpit.limit = settings.tarpit.max_sessions
         self.observer.on_error = OnError(settings.store.on_error)
         if self.decider is not None:
             self.services = self._services()
@@ -161,6 +163,8 @@ class Gateway:
                 greet_wait=settings.pregreet.greet_wait,
                 pregreet_action=settings.pregreet.action,
                 auth_limit=settings.auth.max_failures,
+                suspect_action=settings.policy.suspect_action,
+                tarpit_delay=settings.tarpit.delay,
             ),
             decider=self.decider,
             limits=self.limits,
@@ -174,6 +178,7 @@ class Gateway:
             clock=self.clock,
             pregreet_ttl=settings.pregreet.ttl,
             auth=settings.auth.mode == "auto",
+            tarpit=self.tarpit,
         )
 
     # -- lifecycle ----------------------------------------------------------------------

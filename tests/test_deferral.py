@@ -9,9 +9,11 @@ from gateway.policy.deferral import (
     Attempt,
     Kind,
     Rules,
+    abandoned,
     count_pass,
     on_delivery,
     step,
+    waited_out,
 )
 from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
@@ -272,3 +274,22 @@ def test_defer_text_and_help_url() -> None:
     rules = Rules(wording=Wording("Greylisted ({reason})", "https://help.example.com/onajimi"))
     s = step(None, T0, rules, Reason.ICHIGEN)
     assert str(s.reply) == "450 4.7.1 Greylisted (ichigen), see https://help.example.com/onajimi"
+
+
+# -- the tarpit ---------------------------------------------------------------------------
+def test_hanging_up_in_the_tarpit_is_an_early_retry_and_can_box() -> None:
+    record = first().record
+    for n in range(1, RULES.impatient_retries):
+        left = abandoned(record, T0 + n, RULES)
+        assert left.action is Action.DEFER and left.reason is Reason.EARLY_RETRY
+        assert left.early == n and left.record.first_seen == T0 and left.record.early == n
+        record = left.record
+    boxed = abandoned(record, T0 + 10, RULES)
+    assert boxed.action is Action.PENALTY and boxed.penalty.expires == T0 + 10 + 3600
+    assert abandoned(None, T0, RULES) is None  # nothing pending: nothing to count on
+    familiar = Familiar(T0, T0, T0 + 100)
+    assert abandoned(familiar, T0 + 1, RULES) is None
+
+
+def test_waiting_out_the_tarpit_is_a_promotion() -> None:
+    assert waited_out(T0, RULES) == Familiar(T0, T0, T0 + RULES.familiar_ttl)

@@ -39,6 +39,7 @@ SENDERS = {  # source address -> PTR name (forward-confirmed)
     "127.0.0.24": "mta4.sender.test",
     "127.0.0.21": "p1234-ip45.dyn.sender.test",  # S25R rule 1: a real MTA misjudged
     "127.0.0.25": "mta5.sender.test",
+    "127.0.0.26": "p5678-ip12.dyn.sender.test",  # rule 1 as well, for the tarpit
 }
 # The gateway's delay, shortened 30 times (300 s); the sending Postfix's retry timer is
 # shortened to 15 s to match. The first contact's burst (a fifth of the delay, 2 s) is
@@ -108,6 +109,7 @@ class Scenario:
     sender_settings: dict[str, str] = field(default_factory=dict)
     tls: dict = field(default_factory=lambda: {"mode": "off"})
     sections: dict = field(default_factory=dict)  # more gateway settings, by section
+    deferrals: int = 1  # deferred attempts each message meets before it is delivered
 
 
 async def start_gateways(scenario: Scenario, dns: DnsServer, backend, store: str, port: int):
@@ -214,7 +216,7 @@ async def run_scenario(scenario: Scenario, dns53, backend, store: str, caplog) -
     assert emptied, f"the sending queue did not empty:\n{log}"
     assert row["refusals_421"] == 0 and row["penalties"] == 0, decisions
     assert row["delivered"] == scenario.messages and row["duplicates"] == 0, log
-    assert all(d.sent and len(d.deferred) == 1 for d in deliveries.values()), log
+    assert all(d.sent and len(d.deferred) == scenario.deferrals for d in deliveries.values()), log
     assert row["early_counted"] == 0, decisions
     # The backend names the original client of every message (XCLIENT), never the gateway.
     client = f"client={SENDERS[scenario.source]}[{scenario.source}]"
@@ -249,6 +251,22 @@ async def test_a_real_server_misjudged_by_s25r(dns53, backend, caplog, tmp_path)
     )
     row = await run_scenario(scenario, dns53, backend, f"sqlite://{tmp_path}/state.db", caplog)
     assert row["delivered"] == 10
+
+
+async def test_a_misjudged_real_server_waits_out_the_tarpit(dns53, backend, caplog) -> None:
+    """policy.suspect_action = "tarpit" (taRgrey): the first RCPT of each of its parallel
+    sessions is held back; Postfix waits (smtp_rcpt_timeout, 5 minutes), so every message
+    goes through at the first attempt, and no session hung up (early_counted 0)."""
+    scenario = Scenario(
+        "S25R suspect name, 10, tarpit 2 s",
+        "127.0.0.26",
+        10,
+        {"suspect_action": "tarpit"},
+        sections={"tarpit": {"delay": 2}},
+        deferrals=0,
+    )
+    row = await run_scenario(scenario, dns53, backend, "memory:", caplog)
+    assert row["delay_max"] >= 2  # held, and waited
 
 
 async def test_a_sender_that_requires_tls(dns53, backend, caplog, tmp_path) -> None:

@@ -22,6 +22,7 @@ from gateway.policy.vocabulary import (
     OnError,
     Reason,
     RelayResult,
+    TarpitResult,
 )
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import (
@@ -36,6 +37,7 @@ from gateway.smtp.session import (
     LimitReached,
     LookUp,
     Phase,
+    Promote,
     RelayAuth,
     Relayed,
     RelayRcpt,
@@ -47,6 +49,8 @@ from gateway.smtp.session import (
     StoreFault,
     StoreTrouble,
     Strike,
+    Tarpit,
+    TarpitEnded,
     Then,
 )
 from tests.conftest import make_settings
@@ -588,3 +592,72 @@ def test_starttls_forgets_an_authentication() -> None:
     session.auth_answered("PLAIN", AUTH_OK)
     session.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")  # RFC 3207: start over
     assert session.authenticated is None
+
+
+# -- the tarpit ---------------------------------------------------------------------------
+SUSPECTED = RDNS(
+    RDNSStatus.CONFIRMED, ("p1234-ip45.dyn.example.jp",), ("p1234-ip45.dyn.example.jp",)
+)
+
+
+def suspect_in_transaction(action: str) -> Session:
+    rules = SessionRules(hostname="gw.test", suspect_action=action, tarpit_delay=30)
+    session = connected(rules)
+    screening = session.policy.screen(client_address(CLIENT))
+    session.connect_facts(screening, None)
+    session.rdns_known(SUSPECTED)
+    session.hello("pc", esmtp=True)
+    session.mail("a@sender.example", [], False)
+    return session
+
+
+def deferred(key: str = CLIENT) -> RcptDecision:
+    return RcptDecision(DEFER, key)
+
+
+def test_a_suspects_deferral_is_held_then_passes_and_is_promoted() -> None:
+    session = suspect_in_transaction("tarpit")
+    assert session.rcpt_decided("bob@example.com", deferred()) == Tarpit(30, "bob@example.com")
+    out = session.tarpit_waited("bob@example.com")
+    assert out == Promote(CLIENT, RelayRcpt("bob@example.com", mail_first=True))
+    # The session's next recipient passes too, held no more and promoted already.
+    session.mail_relayed(OK)
+    session.rcpt_relayed("bob@example.com", OK)
+    later = session.rcpt_decided("carol@example.com", deferred())
+    assert later == RelayRcpt("carol@example.com", mail_first=False)
+    reasons = [n.verdict.reason for n in session.notes if isinstance(n, Decided)]
+    assert reasons == [Reason.TARPIT, Reason.TARPIT]
+    assert TarpitEnded(TarpitResult.WAITED, 30) in session.notes
+
+
+def test_tarpit_then_defer_holds_and_then_defers() -> None:
+    session = suspect_in_transaction("tarpit+defer")
+    assert isinstance(session.rcpt_decided("bob@example.com", deferred()), Tarpit)
+    assert session.tarpit_waited("bob@example.com") == Say("450 4.7.1 Try again later")
+    # One hold per session: the next recipient is deferred at once.
+    assert session.rcpt_decided("carol@example.com", deferred()) == Say("450 4.7.1 Try again later")
+
+
+def test_no_room_in_the_tarpit_is_the_plain_deferral() -> None:
+    session = suspect_in_transaction("tarpit")
+    session.rcpt_decided("bob@example.com", deferred())
+    assert session.tarpit_full("bob@example.com") == Say("450 4.7.1 Try again later")
+    assert session.rcpt_decided("carol@example.com", deferred()) == Say("450 4.7.1 Try again later")
+
+
+def test_a_hang_up_in_the_tarpit_names_the_key_once() -> None:
+    session = suspect_in_transaction("tarpit")
+    session.rcpt_decided("bob@example.com", deferred())
+    assert session.tarpit_abandoned() == CLIENT
+    assert session.tarpit_abandoned() is None
+
+
+def test_only_suspects_meet_the_tarpit() -> None:
+    clean = in_transaction()  # passes: nothing to hold
+    clean.rules = SessionRules(hostname="gw.test", suspect_action="tarpit")
+    assert isinstance(clean.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT)), RelayRcpt)
+    stranger = in_transaction(policy={"defer": "all", "trusted_networks": []})
+    stranger.rules = SessionRules(hostname="gw.test", suspect_action="tarpit")
+    ichigen = Verdict(Action.DEFER, Reason.ICHIGEN, Reply(450, "4.7.1", "Try again later"))
+    out = stranger.rcpt_decided("bob@example.com", RcptDecision(ichigen, CLIENT))
+    assert out == Say("450 4.7.1 Try again later")  # a clean stranger is no suspect

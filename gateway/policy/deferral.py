@@ -64,6 +64,11 @@ goes on retrying early goes straight back.
 
 A delivery the backend accepted refreshes a Familiar record (`on_delivery`). In triplet
 mode a promoted triplet counts towards its client key becoming familiar (`count_pass`).
+
+The tarpit (`policy.suspect_action`, taRgrey's idea): a suspect's deferred RCPT is first
+held back for `tarpit.delay` seconds. Bots give up, real MTAs wait. A suspect that waits
+it out is promoted at once (`waited_out`, with "tarpit") or goes on to the deferral it
+had (with "tarpit+defer"); one that hangs up has made an early retry (`abandoned`).
 """
 
 from __future__ import annotations
@@ -336,6 +341,52 @@ def _before_delay(
         attempt=attempts,
         wait=wait,
         kind=kind,
+        early=early,
+    )
+
+
+def waited_out(now: float, rules: Rules) -> Familiar:
+    """A suspect waited out the tarpit (suspect_action = "tarpit"): promoted, as a
+    proper retry would have promoted it."""
+    return Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
+
+
+def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
+    """A suspect hung up in the tarpit: an early retry, counted towards the penalty box
+    like one. None when the key holds no pending record (nothing to count on)."""
+    current = _current(record, now)
+    if not isinstance(current, Pending):
+        return None
+    early = current.early + 1
+    updated = Pending(
+        first_seen=current.first_seen,
+        last_seen=now,
+        attempts=current.attempts,
+        early=early,
+        reason=current.reason,
+        expires=current.expires,
+        client=current.client,
+        ptr=current.ptr,
+        messages=current.messages,
+        counted_at=now,
+        burst_over=True,
+    )
+    penalty = None
+    if rules.impatient_retries and early >= rules.impatient_retries:
+        expires = now + rules.penalty_ttl
+        penalty = Penalty(now, expires, current.attempts, current.client, current.ptr)
+    action = Action.PENALTY if penalty is not None else Action.DEFER
+    reason = Reason.IMPATIENT if penalty is not None else Reason.EARLY_RETRY
+    return Step(
+        action,
+        reason,
+        updated,
+        changed=True,
+        reply=None,
+        retry=Retry.EARLY,
+        attempt=current.attempts,
+        penalty=penalty,
+        kind=Kind.EARLY_RETRY,
         early=early,
     )
 

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     PREGREET = "pregreet"  # talked before the greeting was complete ([pregreet])
     DNSWL = "dnswl"  # a DNS allow-list score at or below dnsbl.allowlist_threshold: passes
     DNSBL = "dnsbl"  # a DNS block-list score at or above dnsbl.threshold
+    TARPIT = "tarpit"  # a suspect waited out the tarpit (policy.suspect_action = "tarpit")
     EXEMPT = "exempt"  # a recipient of policy.exempt_recipients: never deferred
     AUTHENTICATED = "authenticated"  # SMTP AUTH succeeded at the backend: it decides
     AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])
@@ -77,6 +78,14 @@ class AuthResult(StrEnum):
     BACKEND_ERROR = "backend_error"  # no usable reply from the backend: 451 4.4.1
 
 
+class TarpitResult(StrEnum):
+    """How a tarpit hold ended (`onajimi_tarpit_total{result}`, the tarpit line's `result=`)."""
+
+    WAITED = "waited"  # the client waited it out: passed, or on to its deferral
+    ABANDONED = "abandoned"  # it hung up: counted as an early retry
+    FULL = "full"  # tarpit.max_sessions were held already: the normal deferral at once
+
+
 class Limit(StrEnum):
     """What refused or ended a session (`onajimi_limit_refusals_total{limit}`); the names
     are the `[limits]` settings that set them."""
@@ -103,4 +112,5 @@ class Event(StrEnum):
     BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1
     TLS_FAILED = "tls_failed"  # a STARTTLS handshake failed: the connection closes
     AUTH = "auth"  # an AUTH exchange ended (the line says how; never what was sent)
+    TARPIT = "tarpit"  # a tarpit hold ended: waited, abandoned, or no room (`result=`)
     STRIKE = "strike"  # a strike counted towards the auto-ban (policy/strikes.py)

@@ -68,3 +68,21 @@ class ConnectionLimits:
         self.stressed = stressed
         self.command_timeout = s.stress_command_timeout if stressed else s.command_timeout
         self.junk_limit = s.stress_junk_commands if stressed else s.junk_commands
+
+
+class TarpitSlots:
+    """Sessions the tarpit holds now, against `tarpit.max_sessions`: beyond it a suspect
+    gets the normal deferral at once, so the tarpit can never pin the gateway."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # set again on reload
+        self.held = 0
+
+    def take(self) -> bool:
+        if self.held >= self.limit:
+            return False
+        self.held += 1
+        return True
+
+    def release(self) -> None:
+        self.held -= 1

@@ -54,12 +54,14 @@ from gateway.smtp.session import (
     Decide,
     Deliver,
     Phase,
+    Promote,
     RelayAuth,
     RelayRcpt,
     Say,
     Session,
     StoreFault,
     Strike,
+    Tarpit,
     Then,
 )
 from gateway.store.base import Snapshot
@@ -229,6 +231,12 @@ class GatewaySMTP(EarlyStage):
         try:
             super().connection_lost(error)
         finally:
+            key = self.core.tarpit_abandoned()
+            if key is not None and self.core.screening is not None:  # hung up in the tarpit
+                decider = self.services.decider
+                task = self.loop.create_task(decider.tarpit_abandoned(self.core.screening, key))
+                _SIDE_TASKS.add(task)
+                task.add_done_callback(_side_task_done)
             if self.core.notes:  # what a cancelled command had decided
                 self.services.observer.noted(self.core)
             self.services.sessions.closed(self)
@@ -300,7 +308,7 @@ class GatewaySMTP(EarlyStage):
             # The session is over: counted on the side, the penalty box meets it next time.
             task = self.loop.create_task(self.services.decider.struck(core.screening, kind))
             _SIDE_TASKS.add(task)  # held until done: the loop keeps only a weak reference
-            task.add_done_callback(_strike_done)
+            task.add_done_callback(_side_task_done)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(f"{say.reply}\r\n".encode())
@@ -614,6 +622,21 @@ class GatewaySMTP(EarlyStage):
             return None
         return line
 
+    async def tarpit(self, hold: Tarpit) -> Say | Promote:
+        """Hold the reply: one timer, no task, no wake-ups meanwhile. The client's own
+        command timeout is ours to wait out, not its."""
+        slots, core = self.services.tarpit, self.core
+        if not slots.take():
+            return core.tarpit_full(hold.recipient)
+        try:
+            limit = self.loop.time() + hold.seconds + self.services.limits.command_timeout
+            self._set_deadline(max(self._deadline, limit))
+            await asyncio.sleep(hold.seconds)
+        finally:
+            slots.release()
+        self._still_on()
+        return core.tarpit_waited(hold.recipient)
+
     async def strike(self, strike: Strike) -> Say:
         """A strike counted in the store (the penalty box at its limit). The store down:
         not counted (a failed AUTH still meets the session's own limit)."""
@@ -734,6 +757,12 @@ class Hooks:
             result = await server.decide(out)
             server._still_on()
             out = core.rcpt_decided(address, result)
+        if isinstance(out, Tarpit):
+            out = await server.tarpit(out)
+        if isinstance(out, Promote):
+            await server.services.decider.promote(out.key)
+            server._still_on()
+            out = out.then
         if isinstance(out, RelayRcpt):
             out = await server.relay_rcpt(out)
         if isinstance(out, Strike):
@@ -773,11 +802,12 @@ HOOKS = Hooks()
 _SIDE_TASKS: set[asyncio.Task] = set()
 
 
-def _strike_done(task: asyncio.Task) -> None:
-    """A loitering strike counted on the side: an outage only loses the count."""
+def _side_task_done(task: asyncio.Task) -> None:
+    """A count made on the side for a session that is over (a loitering strike, a hang-up
+    in the tarpit): an outage only loses the count."""
     _SIDE_TASKS.discard(task)
     if not task.cancelled() and task.exception() is not None:
-        log.warning("loitering strike not counted: %s", task.exception())
+        log.warning("a count for an ended session was lost: %s", task.exception())
 
 
 def _default_command_size() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.decider import Decider
@@ -17,7 +17,7 @@ from gateway.observer import Observer
 from gateway.policy.decision import Policy
 from gateway.policy.net import NetSet
 from gateway.relay.backend import BackendConfig, Capabilities
-from gateway.smtp.limits import ConnectionLimits
+from gateway.smtp.limits import ConnectionLimits, TarpitSlots
 from gateway.smtp.session import Session, SessionRules
 
 
@@ -89,3 +89,5 @@ class Services:
     clock: Callable[[], float]
     pregreet_ttl: float = 86400.0  # pregreet.ttl: how long a pregreeter is remembered
     auth: bool = False  # auth.mode = "auto": relay AUTH when the backend offers it
+    # One for the process, shared by every session (none: the tarpit has no room).
+    tarpit: TarpitSlots = field(default_factory=lambda: TarpitSlots(0))

@@ -41,6 +41,11 @@ Flags and what they may never do:
     .keys                   familiar keys refreshed only when the backend said 250 to DATA
     decided                 one decision per deferral key per session: three recipients
                             of one message are one attempt
+    tarpit                  None until a suspect's deferred RCPT meets the tarpit
+                            (policy.suspect_action); then held (the adapter waits
+                            tarpit.delay), waited, or full (no room: the plain deferral).
+                            At most one hold per session; what it ended in goes for every
+                            later recipient of the session
     authenticated           set once the backend said 235 to AUTH (never on a plain
                             connection: AUTH needs STARTTLS first); from then on every
                             recipient goes to the backend unscreened, and it decides,
@@ -81,6 +86,7 @@ from gateway.policy.vocabulary import (
     OnError,
     Reason,
     RelayResult,
+    TarpitResult,
 )
 from gateway.relay.content import screen_content
 from gateway.relay.received import protocol_name, received_header
@@ -142,6 +148,19 @@ TRANSITIONS: dict[Phase, dict[Happening, Phase]] = {
     Phase.DROPPED: {**dict.fromkeys(Happening, Phase.DROPPED), Happening.CLOSE: Phase.CLOSED},
     Phase.CLOSED: dict.fromkeys(Happening, Phase.CLOSED),
 }
+
+
+class TarpitState(StrEnum):
+    HELD = "held"  # the adapter is holding the reply
+    WAITED = "waited"  # the client waited it out
+    FULL = "full"  # no room: the plain deferral
+
+
+# The reasons that make a client a suspect: the ones policy.suspect_action is about
+# (a clean stranger deferred by policy.defer = "all" is no suspect, nor is DNS trouble).
+SUSPECT_REASONS = frozenset(
+    {*(Reason.s25r_rule(n) for n in range(7)), Reason.S25R_BLACKLIST, Reason.DNSBL}
+)
 
 
 class SessionError(Exception):
@@ -208,6 +227,23 @@ class Deliver:
 
 
 @value
+class Tarpit:
+    """Hold the reply to this RCPT `seconds` (a timer: the client waits), then
+    `tarpit_waited`; when the tarpit has no room, `tarpit_full` at once."""
+
+    seconds: float
+    recipient: str
+
+
+@value
+class Promote:
+    """Make `key` familiar (it waited out the tarpit), then go on with `then`."""
+
+    key: str
+    then: Say | RelayRcpt
+
+
+@value
 class RelayAuth:
     """Relay an AUTH exchange with this mechanism to the backend (opened on demand)."""
 
@@ -256,6 +292,12 @@ class Encrypted:
 
 
 @value
+class TarpitEnded:
+    result: TarpitResult
+    seconds: float
+
+
+@value
 class Struck:
     kind: Reason
     count: int  # live strikes of the kind against the address key, this one included
@@ -291,6 +333,7 @@ Note = (
     | Encrypted
     | AuthEnded
     | Struck
+    | TarpitEnded
 )
 
 
@@ -306,6 +349,8 @@ class SessionRules:
     greet_wait: float = 0.0  # pregreet.greet_wait: 0 = no pregreet test
     pregreet_action: str = "drop"  # pregreet.action: ignore | defer | drop
     auth_limit: int = 5  # auth.max_failures: refused AUTHs that end a session (0: never)
+    suspect_action: str = "defer"  # policy.suspect_action: defer | tarpit | tarpit+defer
+    tarpit_delay: float = 65.0  # tarpit.delay
 
 
 @dataclass(slots=True)
@@ -368,6 +413,8 @@ class Session:
         "pregreeter",
         "rules",
         "screening",
+        "tarpit",
+        "tarpit_held",
         "tls",
         "tls_version",
         "transaction",
@@ -399,6 +446,8 @@ class Session:
         self.familiar = False  # its address key's record is familiar (no pregreet wait)
         self.authenticated: str | None = None  # the SASL mechanism the backend said 235 to
         self.auth_failures = 0
+        self.tarpit: TarpitState | None = None
+        self.tarpit_held: RcptDecision | None = None  # the decision the hold postponed
 
     def _move(self, happening: Happening) -> None:
         target = TRANSITIONS[self.phase].get(happening)
@@ -607,7 +656,7 @@ class Session:
 
     def rcpt_decided(
         self, recipient: str, result: RcptDecision | StoreFault
-    ) -> Say | RelayRcpt | Strike:
+    ) -> Say | RelayRcpt | Strike | Tarpit | Promote:
         """The policy's decision for a recipient: refuse it, or relay it to the backend.
 
         The null sender's deferral (and anything else that would write its record) waits
@@ -621,12 +670,72 @@ class Session:
         elif decided_at_data(transaction.sender, result.verdict):
             transaction.decide_at_data.append(recipient)
         else:
+            held = self._tarpitted(result, recipient)
+            if held is not None:
+                return held
             refusal = self._judged(result, recipient)
             if refusal is not None:
                 if result.verdict.reason is Reason.RELAY_DENIED and self._strikable():
                     return Strike(Reason.AUTOBAN_RELAY, refusal)
                 return refusal
         return self._to_backend(recipient)
+
+    # -- the tarpit (taRgrey's: bots give up, real MTAs wait) -----------------------------
+    def _tarpitted(self, result: RcptDecision, recipient: str) -> Tarpit | Say | RelayRcpt | None:
+        """A suspect's first deferral meets the tarpit; what the hold ended in goes for
+        the session's later recipients. None: no tarpit here (decide as usual)."""
+        action = self.rules.suspect_action
+        assessment = self.assessment
+        if (
+            action == "defer"
+            or result.verdict.action is not Action.DEFER
+            or assessment is None
+            or assessment.defer_reason not in SUSPECT_REASONS
+        ):
+            return None
+        if self.tarpit is None:
+            self.tarpit, self.tarpit_held = TarpitState.HELD, result
+            return Tarpit(self.rules.tarpit_delay, recipient)
+        if self.tarpit is TarpitState.WAITED and action == "tarpit":
+            self._note_waited(result, recipient)  # promoted already, at the hold's end
+            return self._to_backend(recipient)
+        return None  # full, or tarpit+defer: the deferral as usual
+
+    def tarpit_waited(self, recipient: str) -> Say | Promote:
+        """The client waited the hold out: with "tarpit" it has shown itself a real MTA
+        (promoted: familiar from now on); with "tarpit+defer" the deferral it had."""
+        result = self.tarpit_held
+        assert result is not None and self.tarpit is TarpitState.HELD
+        self.tarpit, self.tarpit_held = TarpitState.WAITED, None
+        self.notes.append(TarpitEnded(TarpitResult.WAITED, self.rules.tarpit_delay))
+        if self.rules.suspect_action == "tarpit":
+            self._note_waited(result, recipient)
+            return Promote(result.key, self._to_backend(recipient))
+        return self._judged(result, recipient) or Say(str(result.verdict.reply))
+
+    def tarpit_full(self, recipient: str) -> Say:
+        """No room in the tarpit: the deferral the decision had, at once."""
+        result = self.tarpit_held
+        assert result is not None and self.tarpit is TarpitState.HELD
+        self.tarpit, self.tarpit_held = TarpitState.FULL, None
+        self.notes.append(TarpitEnded(TarpitResult.FULL, 0.0))
+        return self._judged(result, recipient) or Say(str(result.verdict.reply))
+
+    def tarpit_abandoned(self) -> str | None:
+        """The client hung up during the hold: the key to count an early retry on."""
+        if self.tarpit is not TarpitState.HELD or self.tarpit_held is None:
+            return None
+        key = self.tarpit_held.key
+        self.tarpit, self.tarpit_held = TarpitState.FULL, None
+        self.notes.append(TarpitEnded(TarpitResult.ABANDONED, 0.0))
+        return key or None
+
+    def _note_waited(self, result: RcptDecision, recipient: str) -> None:
+        transaction = self.transaction
+        assert transaction is not None
+        detail = f"waited out the tarpit ({self.rules.tarpit_delay:g}s)"
+        verdict = Verdict(Action.PASS, Reason.TARPIT, detail=detail)
+        self.notes.append(Decided(verdict, transaction.sender, recipient, result))
 
     def _strikable(self) -> bool:
         """Whether what this client does wrong counts towards the auto-ban: anyone but
