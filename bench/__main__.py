@@ -16,6 +16,7 @@ from bench.report import RESULTS, Row, machine, print_table, run_section, write_
 SECTIONS = {
     "policy": "bench.policy",
     "smtp": "bench.smtp",
+    "screening": "bench.screening",
 }
 
 

@@ -140,7 +140,16 @@ def rss(process: psutil.Process) -> int:
 class GatewayProcess:
     """`onajimi run` for the benchmark: started, measured by its own counters, stopped."""
 
-    def __init__(self, tmp: Path, name: str, sink: int, dns: int, cpus: set[int], extra: str = ""):
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        sink: int,
+        dns: int,
+        cpus: set[int],
+        extra: str = "",
+        policy: str = "",
+    ):
         self.port = free_port()
         self.db = tmp / f"bench-{name}.db"
         self.config = write_gateway_config(
@@ -150,7 +159,8 @@ class GatewayProcess:
             dns=f"127.0.0.1:{dns}",
             store=f"sqlite://{self.db}",
             lists=REPO / "conf",
-            policy="impatient_retries = 0",  # the suspects retry early without end
+            # The suspects retry early without end.
+            policy="impatient_retries = 0\n" + policy,
             extra="[limits]\nmax_connections = 12000\nmax_connections_per_client = 12000\n" + extra,
         )
         seed_familiar(self.db)

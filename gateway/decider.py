@@ -15,7 +15,6 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -169,9 +168,9 @@ class Decider:
         if not lists:
             return DnsFacts(await self.lookup(address), None)
         assert self.lists is not None
-        rdns, score = await asyncio.gather(
-            self.lookup(address), self.lists.score(address, self._policy().dnsbl_rules)
-        )
+        asked = self.lists.ask(address, self._policy().dnsbl_rules)  # on their way now
+        rdns = await self.lookup(address)
+        score = asked if isinstance(asked, dnsbl.Score) else await asked.score()
         return DnsFacts(rdns, score)
 
     def cached_facts(self, address: IPAddress, lists: bool) -> DnsFacts | None:

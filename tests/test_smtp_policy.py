@@ -50,7 +50,7 @@ async def test_a_returning_host_is_assessed_before_its_greeting_without_a_lookup
     client = await env.client("127.0.0.3")
     (session,) = env.gateway.sessions
     # Cached reverse DNS: the assessment is there at the greeting, no task, no query.
-    assert session.core.assessment is not None and session.assessment_task is None
+    assert session.core.assessment is not None and session.ahead.assessment_task is None
     await client.ehlo()
     replies = await client.send_mail("alice@sender.example", ["bob@example.com"], MESSAGE)
     assert replies[1].code == 450 and "retry in" in replies[1].text  # its record was read

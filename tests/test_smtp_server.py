@@ -46,7 +46,9 @@ async def test_protocol_sets_every_attribute_aiosmtpd_sets(env) -> None:
     """GatewaySMTP.__init__ replaces aiosmtpd's: an upgrade adding state must show here."""
     theirs = SMTP(HOOKS, hostname="gw.test", loop=asyncio.get_running_loop())
     ours = GatewaySMTP(env.gateway.services)
-    assert set(vars(theirs)) - set(vars(ours)) == set()
+    # Set per connection, or the same for every session (a class attribute or property).
+    assert {name for name in vars(theirs) if not hasattr(ours, name)} == set()
+    assert len(vars(ours)) <= 30  # CPython shares instance dict keys up to 30 (see __init__)
     assert ours._handle_hooks == theirs._handle_hooks
     assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
     for command in ("EHLO", "MAIL", "RCPT", "DATA", "QUIT", "AUTH", "NOPE"):

@@ -39,24 +39,51 @@ class DnsblLookups:
             return None
         return kept[1]
 
-    async def score(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score:
+    def ask(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score | Asked:
+        """The score at hand, or the lists' queries sent now (await `Asked.score()`):
+        the caller goes on with its PTR lookup meanwhile, with no task in between."""
         cached = self.cached(address, rules)
         if cached is not None:
             return cached
-        domains = rules.domains
         deadline = asyncio.get_running_loop().time() + self.resolver.timeout
-        lookups: list[Lookup] = await asyncio.gather(
-            *(self.resolver.lookup(dnsbl.query_name(address, d), "A", deadline) for d in domains)
-        )
+        domains = rules.domains
+        started = [
+            self.resolver.start(dnsbl.query_name(address, d), "A", deadline) for d in domains
+        ]
+        return Asked(self, address, rules, domains, started)
+
+    async def score(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score:
+        asked = self.ask(address, rules)
+        return asked if isinstance(asked, dnsbl.Score) else await asked.score()
+
+    def _scored(
+        self, address: IPAddress, rules: dnsbl.Rules, domains: tuple[str, ...], found: list
+    ) -> dnsbl.Score:
         answers: dict[str, tuple[str, ...] | None] = {}
-        for domain, found in zip(domains, lookups, strict=True):
-            if found.kind is Kind.TEMPFAIL:
+        for domain, lookup in zip(domains, found, strict=True):
+            if lookup.kind is Kind.TEMPFAIL:
                 answers[domain] = None
             else:
-                answers[domain] = found.values if found.kind is Kind.ANSWER else ()
+                answers[domain] = lookup.values if lookup.kind is Kind.ANSWER else ()
         result = dnsbl.score(rules.sites, answers)
         if not result.failed:
-            ttl = min(found.ttl for found in lookups)
+            ttl = min(lookup.ttl for lookup in found)
             ttl = min(max(ttl, rules.min_ttl), rules.max_ttl)
             self._scores.put(address, (rules, result), ttl, self._clock())
         return result
+
+
+class Asked:
+    """The lists' queries for one client, on their way."""
+
+    __slots__ = ("address", "domains", "lookups", "rules", "started")
+
+    def __init__(self, lookups: DnsblLookups, address, rules, domains, started) -> None:
+        self.lookups, self.address, self.rules = lookups, address, rules
+        self.domains, self.started = domains, started
+
+    async def score(self) -> dnsbl.Score:
+        found: list[Lookup] = []
+        for item in self.started:
+            found.append(item if isinstance(item, Lookup) else await asyncio.shield(item))
+        return self.lookups._scored(self.address, self.rules, self.domains, found)

@@ -118,12 +118,16 @@ class Resolver:
             task.cancel()
 
     async def _shared(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        return await asyncio.shield(self._task(key, work))
+
+    def _task(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> asyncio.Task:
+        """The lookup in flight for `key`, started now if none is."""
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(work())
             self._inflight[key] = task
             task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
-        return await asyncio.shield(task)
+        return task
 
     # -- single lookups -----------------------------------------------------------------
     async def lookup(self, name: str, rdtype: str, deadline: float | None = None) -> Lookup:
@@ -136,6 +140,15 @@ class Resolver:
         if deadline is None:
             deadline = loop.time() + self.timeout
         return await self._shared(key, lambda: self._lookup_uncached(key, deadline))
+
+    def start(self, name: str, rdtype: str, deadline: float) -> Lookup | asyncio.Task:
+        """A lookup's answer if cached, else the lookup started (shared, single-flight):
+        several lookups go out together this way, without a task of their own each."""
+        key = (name.lower().rstrip("."), rdtype)
+        cached = self._answers.get(key, self._clock())
+        if cached is not None:
+            return cached
+        return self._task(key, lambda: self._lookup_uncached(key, deadline))
 
     async def _lookup_uncached(self, key: tuple[str, str], deadline: float) -> Lookup:
         name, rdtype = key

@@ -36,15 +36,25 @@ PROXY_HEADER_TIMEOUT = 5.0  # seconds a load balancer gets to send its PROXY hea
 REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
 
 
+class ReadAhead:
+    """What the connect stage started for later stages: one slot on the session object
+    (see GatewaySMTP.__init__ on why sessions keep few attributes)."""
+
+    __slots__ = ("assessment_task", "connect_snapshot", "snapshot", "snapshot_task")
+
+    def __init__(self) -> None:
+        self.connect_snapshot: Snapshot | None = None  # the address key's record, at connect
+        self.assessment_task: asyncio.Task[None] | None = None  # DNS, started at connect
+        self.snapshot_task: asyncio.Task[Snapshot | None] | None = None  # deferral record
+        self.snapshot: Snapshot | None = None  # the deferral record, when it was at hand
+
+
 class EarlyStage(SMTP):
     """The part of the aiosmtpd adapter that runs before the greeting."""
 
     services: Services
     core: Session
-    connect_snapshot: Snapshot | None  # the address key's record, read at connect
-    assessment_task: asyncio.Task[None] | None  # the PTR lookup started at connect
-    snapshot_task: asyncio.Task[Snapshot | None] | None  # the deferral record, read ahead
-    snapshot: Snapshot | None  # the deferral record, when it was at hand already
+    ahead: ReadAhead
 
     async def connect_stage(self, address: IPAddress) -> bool:
         """Everything before the greeting. False: the session ends here (said and done)."""
@@ -74,7 +84,7 @@ class EarlyStage(SMTP):
             else:
                 if core.phase is not Phase.CONNECTED:
                     return False
-                self.connect_snapshot = snapshot = connect.snapshot
+                self.ahead.connect_snapshot = snapshot = connect.snapshot
                 out = core.connect_facts(
                     connect.screening,
                     connect.verdict,
@@ -95,7 +105,7 @@ class EarlyStage(SMTP):
                 out = core.rdns_known(facts.rdns, facts.dnsbl)
                 self.plan_snapshot()
             else:  # a new host: the lookups overlap the client's EHLO and MAIL
-                self.assessment_task = self.loop.create_task(self._assess(address, lists))
+                self.ahead.assessment_task = self.loop.create_task(self._assess(address, lists))
                 out = core.greet_before_rdns()
         if core.notes:
             services.observer.noted(core)
@@ -147,11 +157,12 @@ class EarlyStage(SMTP):
         assessment = self.core.assessment
         assert assessment is not None
         decider = self.services.decider
-        snapshot, key = decider.prefetch_plan(assessment, known=self.connect_snapshot)
+        ahead = self.ahead
+        snapshot, key = decider.prefetch_plan(assessment, known=ahead.connect_snapshot)
         if key is None:
-            self.snapshot = snapshot
+            ahead.snapshot = snapshot
         else:
-            self.snapshot_task = self.loop.create_task(decider.store.read(key))
+            ahead.snapshot_task = self.loop.create_task(decider.store.read(key))
 
     async def _say_before_greeting(self, say: Say) -> None:
         """A 421 (and close), or a 554 greeting and then 503 to everything until QUIT."""

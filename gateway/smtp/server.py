@@ -35,7 +35,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, login_always_fail, syntax
 
@@ -48,7 +48,7 @@ from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
-from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage
+from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
     Decide,
@@ -152,57 +152,87 @@ class GatewaySMTP(EarlyStage):
         aiosmtpd 1.4.6 runs dir(), inspect.getmembers() and inspect.signature() over the
         handler and itself on every connection: a quarter of a deferred session's CPU.
         What they compute never changes within a process, so it is computed once (the
-        hooks in `Hooks.table`, the commands in `_SMTPCommands`). The attributes set here
-        are the ones aiosmtpd's __init__ sets, with the values our settings give them;
-        tests/test_smtp_server.py compares the two lists, so an aiosmtpd upgrade that
-        adds one fails loudly instead of half-working.
+        hooks in `Hooks.table`, the commands in `_SMTPCommands`). Every attribute
+        aiosmtpd's __init__ sets is here with the value our settings give it: set per
+        connection, a class attribute (the same for every session), or a property (read
+        off the services); tests/test_smtp_server.py checks them all, so an aiosmtpd
+        upgrade that adds one fails loudly instead of half-working.
+
+        Few attributes per instance, on purpose: CPython shares one key table among the
+        instance dicts of a class while they hold at most 30 attributes; past that each
+        session carries a table of its own (about 1.5 KiB, for 10,000 idle or tarpitted
+        sessions 15 MB).
         """
         self.services = services
         self.core = Session(services.policy(), services.rules, secrets.token_hex(4))
-        self.backend: BackendSession | None = None  # opened at the first relayed RCPT
-        self.connect_snapshot = None  # the early stage's (early.py)
-        self.assessment_task = None
-        self.snapshot_task = None
-        self.snapshot = None
-        self._plain_replies = False  # True while answering HELO/EHLO (no enhanced codes)
         # An instance dict: aiosmtpd clears the shared class-level one on every connection.
         self.command_size_limits = collections.defaultdict(_default_command_size)
         self.command_size_limits["AUTH"] = _SASL_LINE_LIMIT
-        self.__ident__ = "ESMTP"
-        self.loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
             self,
             asyncio.StreamReader(limit=self.line_length_limit, loop=loop),
             client_connected_cb=self._cb_client_connected,
             loop=loop,
         )
-        self.event_handler = HOOKS
-        self.data_size_limit = services.max_message_size
-        self.enable_SMTPUTF8 = services.capabilities.offers("smtputf8")
-        self._decode_data = False
-        self.hostname = services.rules.hostname
-        self.tls_context = services.tls_context
-        self.require_starttls = False
-        self._timeout_duration = services.limits.command_timeout
+        # asyncio's flow control keeps its drain waiters in a deque: 624 bytes for what is
+        # almost always empty. It only appends, removes and iterates: a list does that in
+        # 56 (for 10,000 idle or tarpitted sessions, 5 MB).
+        self._drain_waiters = []
         self._timeout_handle = None
         self._deadline = 0.0  # the current command's timeout, on the loop's clock
-        self._tls_handshake_okay = True
-        self._tls_protocol = None
-        self._original_transport = None
         self.session = None
         self.envelope = TransactionEnvelope(self.core)
         self.transport = None
         self._handler_coroutine = None
-        self._auth_require_tls = True
-        self._proxy_timeout = PROXY_HEADER_TIMEOUT if services.proxy_trusted is not None else None
-        self._auth_callback = login_always_fail
-        self._authenticator = None
-        self._auth_required = False
-        self._auth_methods = {}  # aiosmtpd's own AUTH is unused: smtp_AUTH relays it
-        self._handle_hooks = HOOKS.table
-        self._ehlo_hook_ver = "new"
         self._smtp_methods = _SMTPCommands(self)
-        self._enforce_call_limit = False
+        self.ahead = ReadAhead()
+        self.backend: BackendSession | None = None  # opened at the first relayed RCPT (or AUTH)
+
+    # aiosmtpd's per-connection attributes that are the same for every session here
+    # (STARTTLS and the adapter assign some per instance when they change).
+    __ident__ = "ESMTP"
+    _decode_data = False
+    require_starttls = False
+    _tls_handshake_okay = True
+    _tls_protocol = None
+    _original_transport = None
+    _auth_require_tls = True
+    _auth_callback = staticmethod(login_always_fail)
+    _authenticator = None
+    _auth_required = False
+    _auth_methods: ClassVar[dict] = {}  # aiosmtpd's AUTH is unused (smtp_AUTH relays it)
+    _ehlo_hook_ver = "new"
+    _enforce_call_limit = False
+    # event_handler and _handle_hooks: set below, once HOOKS exists.
+
+    @property
+    def enable_SMTPUTF8(self) -> bool:
+        return self.services.capabilities.offers("smtputf8")
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def hostname(self) -> str:
+        return self.services.rules.hostname
+
+    @property
+    def tls_context(self):
+        return self.services.tls_context
+
+    @property
+    def data_size_limit(self) -> int:
+        return self.services.max_message_size
+
+    @property
+    def _timeout_duration(self) -> float:
+        return self.services.limits.command_timeout
+
+    @property
+    def _proxy_timeout(self) -> float | None:
+        return PROXY_HEADER_TIMEOUT if self.services.proxy_trusted is not None else None
 
     def _create_envelope(self) -> Envelope:
         return self.envelope  # the one view of the core's transaction, for the session
@@ -243,7 +273,7 @@ class GatewaySMTP(EarlyStage):
             backend, self.backend = self.backend, None
             if backend is not None:  # the client vanished: abandon the backend transaction
                 backend.abort()
-            for task in (self.assessment_task, self.snapshot_task):
+            for task in (self.ahead.assessment_task, self.ahead.snapshot_task):
                 if task is not None and not task.done():
                     task.cancel()
 
@@ -339,9 +369,10 @@ class GatewaySMTP(EarlyStage):
     # -- what the core asks for -----------------------------------------------------------
     async def _prefetched(self) -> Snapshot | None:
         """The prefetched deferral record, once: later transactions read afresh."""
-        task, self.snapshot_task = self.snapshot_task, None
+        ahead = self.ahead
+        task, ahead.snapshot_task = ahead.snapshot_task, None
         if task is None:
-            snapshot, self.snapshot = self.snapshot, None
+            snapshot, ahead.snapshot = ahead.snapshot, None
             return snapshot
         try:
             return await task
@@ -352,8 +383,8 @@ class GatewaySMTP(EarlyStage):
         """The assessment, waiting for the PTR lookup started at connect if need be."""
         core = self.core
         if core.assessment is None:
-            assert self.assessment_task is not None
-            await asyncio.shield(self.assessment_task)
+            assert self.ahead.assessment_task is not None
+            await asyncio.shield(self.ahead.assessment_task)
         assert core.assessment is not None
         return core.assessment
 
@@ -446,23 +477,16 @@ class GatewaySMTP(EarlyStage):
             raise ConnectionResetError("the session has ended")
 
     # -- replies --------------------------------------------------------------------------
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: str | bytes, plain: bool = False) -> None:
+        """`plain`: no enhanced status code added (replies to HELO and EHLO, RFC 2034)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             # The client has gone (uvloop raises RuntimeError on a write to a closed
             # transport): end the session the way aiosmtpd ends a reset connection.
             raise ConnectionResetError("the client has gone")
-        if isinstance(status, str) and not self._plain_replies:
+        if isinstance(status, str) and not plain:
             status = with_enhanced_code(status)
         await super().push(status)
-
-    async def _plainly(self, command) -> None:
-        """Replies to HELO/EHLO carry no enhanced status codes (RFC 2034)."""
-        self._plain_replies = True
-        try:
-            await command
-        finally:
-            self._plain_replies = False
 
     def close_after_reply(self) -> None:
         """End the session once the current reply is written (421 mid-session)."""
@@ -472,20 +496,20 @@ class GatewaySMTP(EarlyStage):
     # -- commands -------------------------------------------------------------------------
     @syntax("HELO hostname")  # overrides keep their HELP entry
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname and helo_fault(hostname) is not None:
-            await self._plainly(self.push(replies.HELO_SYNTAX))
+        """aiosmtpd's HELO, its reply without an enhanced status code."""
+        if not hostname or helo_fault(hostname) is not None:
+            await self.push(replies.HELO_SYNTAX, plain=True)
             return
-        await self._plainly(super().smtp_HELO(hostname))
+        self._set_rset_state()
+        self.session.extended_smtp = False
+        await self.push(await self._call_handler_hook("HELO", hostname), plain=True)
 
     @syntax("EHLO hostname")  # overrides keep their HELP entry
     async def smtp_EHLO(self, hostname: str) -> None:
-        await self._plainly(self._ehlo(hostname))
-
-    async def _ehlo(self, hostname: str) -> None:
         """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
         of its six lines: six system calls where one will do)."""
         if not hostname or helo_fault(hostname) is not None:
-            await self.push(replies.EHLO_SYNTAX)
+            await self.push(replies.EHLO_SYNTAX, plain=True)
             return
         self._set_rset_state()
         self.session.extended_smtp = True
@@ -494,7 +518,7 @@ class GatewaySMTP(EarlyStage):
         room = 26 + (10 if self.enable_SMTPUTF8 else 0) + (500 if self._auth_offer() else 0)
         self.command_size_limits["MAIL"] = SMTP.command_size_limit + room
         lines = await self._call_handler_hook("EHLO", hostname, [])
-        await self.push("\r\n".join(lines))
+        await self.push("\r\n".join(lines), plain=True)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """Plain `<local@domain>` and `<>` without the email package (see addresses.py);
@@ -797,6 +821,8 @@ class Hooks:
 
 
 HOOKS = Hooks()
+GatewaySMTP.event_handler = HOOKS
+GatewaySMTP._handle_hooks = HOOKS.table
 
 
 _SIDE_TASKS: set[asyncio.Task] = set()
