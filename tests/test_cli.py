@@ -322,7 +322,7 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
     import asyncio
     import time
 
-    from gateway.policy.records import Penalty, Strikes
+    from gateway.policy.records import Penalty, Pregreet, Strikes
     from gateway.store import open_store
 
     now = time.time()
@@ -332,6 +332,7 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
         store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
         await store.open()
         await store.put("strikes:203.0.113.9/auth_failures", Strikes(now - 60, 5, now + 3540))
+        await store.put("pregreet:203.0.113.9", Pregreet(now - 30, now + 86370))
         await store.put(
             "penalty:203.0.113.9",
             Penalty(now - 1, now + 3599, 5, "203.0.113.9", reason="auth_failures"),
@@ -347,6 +348,7 @@ def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Pa
     assert "Too many failed authentications; come back in" in text.stdout
     typed = json.loads(run(*base, "--json").stdout)
     assert typed["strikes"]["auth_failures"]["count"] == 5
+    assert typed["pregreet"]["action"] == "drop" and "talked before the greeting" in text.stdout
     assert typed["strikes"]["auth_failures"]["limit"] == 5
     assert typed["penalty"]["reason"] == "auth_failures"
     assert typed["decision"]["reason"] == "auth_failures"

@@ -114,6 +114,13 @@ def test_relative_store_path_starts_at_config_dir(tmp_path: Path) -> None:
             "policy.exempt_recipients: [0]: 'exa mple.com' is not a domain name",
         ),
         ({"autoban": {"relay_limit": -1}}, "autoban.relay_limit: must be at least 0"),
+        ({"tarpit": {"delay": -5}}, "tarpit.delay: must be more than 0 seconds"),
+        (
+            {"policy": {"suspect_action": "slow"}},
+            "policy.suspect_action: must be one of 'defer', 'tarpit', 'tarpit+defer'",
+        ),
+        ({"dnsbl": {"min_ttl": 7200}}, "dnsbl.min_ttl: must not be more than dnsbl.max_ttl"),
+        ({"dnsbl": {"allowlist_threshold": 2}}, "dnsbl.allowlist_threshold: must be at most 0"),
         ({"auth": {"mode": "on"}}, "auth.mode: must be one of 'auto', 'off'"),
     ],
 )

@@ -21,7 +21,15 @@ from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import ListEntry, Role
 from gateway.policy.net import client_address
 from gateway.policy.recipients import recipient_syntax
-from gateway.policy.records import Penalty, Pending, Record, Space, Strikes, store_key
+from gateway.policy.records import (
+    Penalty,
+    Pending,
+    Pregreet,
+    Record,
+    Space,
+    Strikes,
+    store_key,
+)
 from gateway.policy.s25r import RULES, S25RResult
 from gateway.policy.vocabulary import Action
 from gateway.resolver.resolver import Resolver
@@ -199,6 +207,15 @@ async def _explain(
             penalty = connect.penalty
             out["penalty"] = f"until {timestamp(penalty.expires)} ({penalty.reason})"
             typed["penalty"] = _typed_record(penalty, "penalty")
+        typed["pregreet"] = None
+        talked = await store.get(store_key(Space.PREGREET, screening.address_text))
+        if isinstance(talked, Pregreet):
+            action = settings.pregreet.action
+            out["pregreet"] = (
+                f"talked before the greeting at {timestamp(talked.since)}; until "
+                f"{timestamp(talked.expires)} every connection meets pregreet.action = {action}"
+            )
+            typed["pregreet"] = {**_typed_record(talked, "pregreet"), "action": action}
         typed["strikes"] = {}
         for kind in strikes.KINDS:
             stored = f"{screening.address_key}/{kind.value}"
