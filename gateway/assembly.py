@@ -97,6 +97,7 @@ def build_policy(settings: Settings) -> Policy:
         ipv4_prefix=settings.policy.ipv4_prefix,
         ipv6_prefix=settings.policy.ipv6_prefix,
         lump_by_rdns=settings.policy.lump_by_rdns,
+        sibling_retries=settings.policy.sibling_retries,
         strike_rules=strike_rules_from(settings),
         exempt_recipients=ExemptRecipients.parse(settings.policy.exempt_recipients),
         dnsbl_rules=dnsbl_rules_from(settings),

@@ -381,6 +381,7 @@ class PolicySettings:
     ipv4_prefix: int = _setting(32, integer(0, 32))
     ipv6_prefix: int = _setting(64, integer(0, 128))
     lump_by_rdns: bool = _setting(True, boolean)
+    sibling_retries: bool = _setting(True, boolean)
     min_retry_delay: float = _setting(300, seconds())
     retry_window: float = _setting(86400, seconds(positive=True))
     familiar_ttl: float = _setting(3024000, seconds(positive=True))

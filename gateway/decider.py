@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.policy import deferral, dnsbl, strikes
+from gateway.policy import deferral, dnsbl, siblings, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -29,11 +29,20 @@ from gateway.policy.decision import (
     Verdict,
     verdict_of,
 )
+from gateway.policy.deferral import Kind
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar, Penalty, Pregreet, Space, Strikes, store_key
+from gateway.policy.records import (
+    Familiar,
+    Penalty,
+    Pregreet,
+    Sibling,
+    Space,
+    Strikes,
+    store_key,
+)
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason
+from gateway.policy.vocabulary import Action, Reason, Retry
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
 from gateway.store.base import Outcome, Snapshot, Store
@@ -136,7 +145,7 @@ class Decider:
 
     async def promote(self, key: str) -> None:
         """A suspect waited out the tarpit (suspect_action = "tarpit"): familiar now."""
-        familiar = deferral.waited_out(self.clock(), self._policy().rules)
+        familiar = deferral.promoted(self.clock(), self._policy().rules)
         await self.store.put(_defer_key(key), familiar)
 
     async def tarpit_abandoned(self, screening: Screening, key: str) -> None:
@@ -268,6 +277,9 @@ class Decider:
             record = await self.store.get(_defer_key(key))
             step = policy.step(assessment, record, now, attempt)
             kind = type(record).__name__.lower() if record is not None else "none"
+            sibling = await self._sibling_retry(policy, assessment, attempt, key, step, now, True)
+            if sibling is not None:
+                return replace(sibling, record_kind=kind, record=record)
             return RcptDecision(verdict_of(step), key, step, kind, record=record)
 
         def change(record) -> Outcome[deferral.Step]:
@@ -276,6 +288,11 @@ class Decider:
 
         hint = snapshot if key == client_key else None
         step = await self.store.update(_defer_key(key), change, snapshot=hint)
+        sibling = await self._sibling_retry(policy, assessment, attempt, key, step, now)
+        if sibling is not None:
+            if session is not None:
+                session[key] = sibling
+            return sibling
         if step.penalty is not None:
             await self.store.put(
                 store_key(Space.PENALTY, assessment.screening.address_key), step.penalty
@@ -292,6 +309,50 @@ class Decider:
         if session is not None:
             session[key] = decision
         return decision
+
+    async def _sibling_retry(
+        self,
+        policy: Policy,
+        assessment: Assessment,
+        attempt: deferral.Attempt,
+        key: str,
+        step: deferral.Step,
+        now: float,
+        dry_run: bool = False,
+    ) -> RcptDecision | None:
+        """A deferred message this key brings for the first time: a retry of the same
+        message from another address of its rDNS domain (policy/siblings.py)? Then the
+        key is promoted, as its own retry would have promoted it (`dry_run`: it would
+        be; nothing is written)."""
+        if step.action is not Action.DEFER or step.kind not in (Kind.FIRST, Kind.NEW_MESSAGE):
+            return None
+        trace = policy.sibling_key(assessment, attempt)
+        if trace is None:
+            return None
+        rules, address = policy.rules, assessment.screening.address_text
+
+        def look(record) -> Outcome[siblings.Seen]:
+            known = record if isinstance(record, Sibling) else None
+            seen = siblings.seen(known, now, rules.min_retry_delay, rules.retry_window, address)
+            return Outcome(seen, seen.changed, seen.record)
+
+        stored = store_key(Space.SIBLING, trace)
+        if dry_run:
+            seen = look(await self.store.get(stored)).value
+        else:
+            seen = await self.store.update(stored, look)
+        if not seen.promote:
+            return None
+        familiar = deferral.promoted(now, rules)
+        if not dry_run:
+            await self.store.put(_defer_key(key), familiar)
+        promoted = deferral.Step(
+            Action.PASS, Reason.PROMOTED, familiar, changed=True, reply=None,
+            retry=Retry.PROMOTED, attempt=step.attempt,
+        )  # fmt: skip
+        domain = trace.split("/", 1)[0]
+        detail = f"a retry of a message {seen.first_by} brought first ({domain})"
+        return RcptDecision(Verdict(Action.PASS, Reason.PROMOTED, detail=detail), key, promoted)
 
     async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
         record = await self.store.get(_defer_key(client_key))

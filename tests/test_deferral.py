@@ -12,8 +12,8 @@ from gateway.policy.deferral import (
     abandoned,
     count_pass,
     on_delivery,
+    promoted,
     step,
-    waited_out,
 )
 from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
@@ -292,4 +292,4 @@ def test_hanging_up_in_the_tarpit_is_an_early_retry_and_can_box() -> None:
 
 
 def test_waiting_out_the_tarpit_is_a_promotion() -> None:
-    assert waited_out(T0, RULES) == Familiar(T0, T0, T0 + RULES.familiar_ttl)
+    assert promoted(T0, RULES) == Familiar(T0, T0, T0 + RULES.familiar_ttl)

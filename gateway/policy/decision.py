@@ -28,6 +28,7 @@ from gateway.policy.keys import (
     client_key,
     is_null_sender,
     message_key,
+    rdns_domain,
     triplet_key,
 )
 from gateway.policy.lists import ClientList, ListEntry, Role
@@ -144,6 +145,7 @@ class Policy:
     ipv4_prefix: int = 32
     ipv6_prefix: int = 64
     lump_by_rdns: bool = True
+    sibling_retries: bool = True
     dynamic_allow: ClientList = ClientList(Role.ALLOW)
     dynamic_deny: ClientList = ClientList(Role.DENY)
     strike_rules: strikes.Rules = strikes.Rules()
@@ -281,6 +283,23 @@ class Policy:
         if entry is None:
             return None
         return Verdict(Action.PASS, Reason.EXEMPT, detail=f"policy.exempt_recipients: {entry}")
+
+    def sibling_key(self, assessment: Assessment, attempt: deferral.Attempt) -> str | None:
+        """`<rdns domain>/<message>` for a suspect with a forward-confirmed name, keyed by
+        its address, bringing a known message (policy/siblings.py); else None."""
+        rdns, s25r = assessment.rdns, assessment.s25r
+        if (
+            not self.sibling_retries
+            or not attempt.message
+            or rdns is None
+            or rdns.status is not RDNSStatus.CONFIRMED
+            or s25r is None
+            or not s25r.suspect
+            or not s25r.name
+        ):
+            return None
+        domain = rdns_domain(s25r.name)
+        return f"{domain}/{attempt.message}" if domain is not None else None
 
     def deferral_key(self, assessment: Assessment, sender: str, recipient: str) -> str:
         if self.key_mode is KeyMode.TRIPLET:

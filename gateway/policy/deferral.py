@@ -67,7 +67,7 @@ mode a promoted triplet counts towards its client key becoming familiar (`count_
 
 The tarpit (`policy.suspect_action`, taRgrey's idea): a suspect's deferred RCPT is first
 held back for `tarpit.delay` seconds. Bots give up, real MTAs wait. A suspect that waits
-it out is promoted at once (`waited_out`, with "tarpit") or goes on to the deferral it
+it out is promoted at once (`promoted`, with "tarpit") or goes on to the deferral it
 had (with "tarpit+defer"); one that hangs up has made an early retry (`abandoned`).
 """
 
@@ -345,9 +345,9 @@ def _before_delay(
     )
 
 
-def waited_out(now: float, rules: Rules) -> Familiar:
-    """A suspect waited out the tarpit (suspect_action = "tarpit"): promoted, as a
-    proper retry would have promoted it."""
+def promoted(now: float, rules: Rules) -> Familiar:
+    """A key promoted otherwise than by its own retry: a suspect that waited out the
+    tarpit (suspect_action = "tarpit"), or a retry from a sibling (policy/siblings.py)."""
     return Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
 
 

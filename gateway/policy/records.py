@@ -9,6 +9,7 @@ Key namespaces (see `store_key`):
     penalty:<address key>         Penalty
     pregreet:<address>            Pregreet
     strikes:<address key>/<kind>  Strikes (kind: auth_failures, autoban_relay, ...)
+    sibling:<rdns domain>/<message> Sibling (policy/siblings.py)
 """
 
 from __future__ import annotations
@@ -91,7 +92,17 @@ class Strikes:
     expires: float  # first + the kind's window
 
 
-Record = Pending | Familiar | Penalty | Tally | Pregreet | Strikes
+@value
+class Sibling:
+    """A message a suspect of an rDNS domain was deferred for (policy/siblings.py): the
+    same message from another address of the domain, later, is a retry."""
+
+    first: float
+    address: str  # the address that first brought it
+    expires: float  # first + retry_window
+
+
+Record = Pending | Familiar | Penalty | Tally | Pregreet | Strikes | Sibling
 
 
 class Space(StrEnum):
@@ -99,6 +110,7 @@ class Space(StrEnum):
     PENALTY = "penalty"
     PREGREET = "pregreet"
     STRIKES = "strikes"
+    SIBLING = "sibling"
 
 
 def store_key(space: Space, key: str) -> str:

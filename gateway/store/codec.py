@@ -17,6 +17,7 @@ from gateway.policy.records import (
     Pending,
     Pregreet,
     Record,
+    Sibling,
     Strikes,
     Tally,
 )
@@ -28,6 +29,7 @@ KINDS: dict[type, str] = {
     Tally: "tally",
     Pregreet: "pregreet",
     Strikes: "strikes",
+    Sibling: "sibling",
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
