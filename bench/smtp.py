@@ -17,7 +17,7 @@ Paths (the rows of issue 6's table):
 * S25R-suspect host deferred: the same kind of host, seen a moment ago (its DNS answers
   cached), retrying too early (`impatient_retries = 0`, so no penalty box);
 * familiar host relayed: a host with a familiar record sends 1,000-byte messages, each
-  relayed to the sink during the session;
+  relayed to the sink during the session; and the same with 100 KB messages;
 * the same with `server.workers = 2`;
 * idle open connection: RSS per connection with 10,000 greeted sessions held open;
 * added latency: one message at a time, unloaded, through the gateway and straight.
@@ -63,6 +63,10 @@ _LINE = b"x" * 78 + b"\r\n"
 MESSAGE = _HEADERS + _LINE * ((1000 - len(_HEADERS)) // len(_LINE))
 MESSAGE += b"y" * (1000 - len(MESSAGE) - 2) + b"\r\n"
 assert len(MESSAGE) == 1000
+# 100 KB: ordinary mail with a small attachment (base64 lines of 76 characters).
+MESSAGE_100K = _HEADERS + (b"QUJD" * 19 + b"\r\n") * ((100_000 - len(_HEADERS)) // 78)
+MESSAGE_100K += b"z" * (100_000 - len(MESSAGE_100K) - 2) + b"\r\n"
+assert len(MESSAGE_100K) == 100_000
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -246,6 +250,7 @@ EHLO, MAIL, RCPT = (
 )
 DEFERRAL = Load((EHLO, MAIL), RCPT, b"450", b"250")
 RELAY = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), MESSAGE + b".\r\n", b"250", b"250")
+RELAY_100K = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), MESSAGE_100K + b".\r\n", b"250", b"250")
 
 
 _SOURCE_PORTS = (20_000, 60_000)
@@ -445,6 +450,15 @@ async def relay_row(gateway: GatewayProcess, sink: int) -> Row:
     )  # fmt: skip
 
 
+async def relay_100k_row(gateway: GatewayProcess, sink: int) -> Row:
+    familiar = cycling(familiar_addresses())
+    await drive(gateway.port, familiar, RELAY_100K, b"250", seconds=1.0)  # warm-up
+    return await cpu_row(
+        "familiar host, 100 KB message relayed", "msgs/s", 1.5, "100,000-byte messages",
+        gateway, sink, familiar, RELAY_100K,
+    )  # fmt: skip
+
+
 async def unloaded_latency_row(gateway: GatewayProcess, sink: int) -> Row:
     """One message at a time; the difference of the medians is what the gateway adds."""
     source = cycling(familiar_addresses())
@@ -603,6 +617,7 @@ async def run(tmp: Path) -> list[Row]:
             rows.append(await first_time_row(gateway, sink_port))
             rows.append(await suspect_row(gateway, sink_port))
             rows.append(await relay_row(gateway, sink_port))
+            rows.append(await relay_100k_row(gateway, sink_port))
             rows.append(await unloaded_latency_row(gateway, sink_port))
         finally:
             gateway.stop()
