@@ -330,18 +330,24 @@ class BackendSession:
         return await self._command("RCPT", b"RCPT", b"TO:<" + encoded + b">")
 
     async def data(self, content: bytes) -> BackendReply:
-        """DATA, the content, the final dot; the backend's final reply (250 or its refusal)."""
+        """DATA, the content, the final dot; the backend's final reply (250 or its refusal).
+
+        Not aiosmtplib's `data()`: it runs two regular expressions over the message
+        (line ends, then dots), 0.65 ms for 100 KB. The content here is CRLF-only
+        already (relay/content.py refused or repaired anything else), so dot-stuffing
+        is one replace."""
         smtp = await self._connection()
         self.in_transaction = False
-        try:
-            response = await self._guard(smtp.data(content), "DATA")
-        except _Refused as refused:  # a real reply (at DATA or after the dot): mirror it
-            if refused.reply.accepted:
-                # aiosmtplib raises on a 2xx only where it wanted 354: the backend said
-                # "ok" to the DATA command itself and never took the message.
+        go = await self._guard(smtp.execute_command(b"DATA"), "DATA")
+        if go.code != 354:
+            if 200 <= go.code < 300:  # "ok" to the DATA command itself: nothing was taken
                 self.abort()
-                raise BackendError(f"backend DATA: {refused.reply.code} instead of 354") from None
-            return refused.reply
+                raise BackendError(f"backend DATA: {go.code} instead of 354")
+            return self._mirrored(go, "DATA")  # its refusal, mirrored (421: a BackendError)
+        protocol = smtp.protocol
+        assert protocol is not None
+        wire = dot_stuffed(content)
+        response = await self._guard(_send(protocol, wire, self.config.command_timeout), "DATA")
         return self._mirrored(response, "DATA")
 
     async def reset(self) -> None:
@@ -363,6 +369,23 @@ class BackendSession:
         self.in_transaction = False
         if smtp is not None:
             smtp.close()
+
+
+def dot_stuffed(content: bytes) -> bytes:
+    """The content as DATA carries it: every line that starts with a dot gets another
+    (RFC 5321 4.5.2), a CRLF at the end if it had none, and the end-of-data line."""
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    wire = content.replace(b"\r\n.", b"\r\n..")
+    if wire.startswith(b"."):
+        wire = b"." + wire
+    return wire + b".\r\n"
+
+
+async def _send(protocol, wire: bytes, timeout: float):
+    """The message and its final dot in one write; the backend's reply to it."""
+    protocol.write(wire)
+    return await protocol.read_response(timeout=timeout)
 
 
 async def _greeted(config: BackendConfig, timeout: float) -> aiosmtplib.SMTP:

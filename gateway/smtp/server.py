@@ -22,7 +22,9 @@ What it changes in aiosmtpd 1.4.6, and why:
 * the command timeout says `421` before closing (aiosmtpd closes silently).
 * any exception becomes `451 4.3.0` (aiosmtpd's default is a permanent 500 that leaks
   the exception text), with the traceback in the log.
-* DATA lines up to 64 KiB are accepted (real mail breaks the 1,000 limit).
+* DATA is read in bulk (smtp/data.py: chunks, one search for the end, one replace for
+  the dots) instead of a line at a time, with aiosmtpd's framing and limits; lines up
+  to 64 KiB are accepted (real mail breaks the 1,000 limit).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
+from gateway.smtp.data import Problem, read_message
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
@@ -691,20 +694,38 @@ class GatewaySMTP(EarlyStage):
 
     @syntax("DATA")  # overrides keep their HELP entry
     async def smtp_DATA(self, arg: str) -> None:
-        """The DATA gate before aiosmtpd's 354: the null sender's postponed decisions, a
-        backend that already failed. aiosmtpd's own checks (arguments, no recipient)
-        come first."""
+        """aiosmtpd's DATA with the message read in bulk (smtp/data.py), after the gate
+        before the 354: the null sender's postponed decisions, a backend that already
+        failed. aiosmtpd's checks (HELO, a recipient, no argument) come first."""
+        if not self.session.host_name:
+            await self.push("503 Error: send HELO first")
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
         core = self.core
-        if not arg and core.phase is Phase.RCPT:
-            out = core.data()
-            while isinstance(out, Decide):
-                result = await self.decide(out)
-                self._still_on()
-                out = core.data_decided(out.recipient, result) or core.data()
-            if out is not None:
-                await self.push(self.said(out))
-                return
-        await super().smtp_DATA(arg)
+        out = core.data()
+        while isinstance(out, Decide):
+            result = await self.decide(out)
+            self._still_on()
+            out = core.data_decided(out.recipient, result) or core.data()
+        if out is not None:
+            await self.push(self.said(out))
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        received = await read_message(self._reader, self.data_size_limit, self.line_length_limit)
+        if received.problem is not None:
+            self._set_post_data_state()
+            too_long = received.problem is Problem.TOO_LONG
+            await self.push(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA)
+            return
+        self.envelope.content = self.envelope.original_content = received.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def handle_exception(self, error: Exception) -> str:
         core = self.core
