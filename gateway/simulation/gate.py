@@ -63,6 +63,13 @@ BACKEND_OK = BackendReply(250, "2.0.0 Ok")
 HUNG_UP = 421  # what a recipient "got" when the client hung up before its reply
 
 
+def local_domain(settings: Settings) -> str:
+    """A domain of ours that mail is addressed to: the first accepted domain (a
+    `.example.com` entry accepts only its subdomains, so mail goes to mail.example.com)."""
+    first = settings.relay.accept_domains[0].rstrip(".").lower()
+    return f"mail{first}" if first.startswith(".") else first
+
+
 class SimClock:
     """The clock the Decider and the store read, moved by the caller: epoch seconds."""
 
