@@ -9,6 +9,9 @@ DNS comes from the log: nothing is looked up. One file per job:
     model.py       what a log says, whichever log: sessions, transactions, replies
     postfix.py     a Postfix maillog -> the model
     onajimi.py     Onajimi's decision log -> the model
+    replay.py      the model through the front door; messages followed across attempts
+    outcome.py     what it found, as plain data and JSON
+    report.py      the text
 
 Nothing here changes the policy; a replay only reads the log and the configuration.
 """
