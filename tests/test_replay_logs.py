@@ -126,3 +126,22 @@ def test_a_decision_log_reads_as_sessions_with_what_each_recipient_got() -> None
     assert (promoted.naming.name, promoted.naming.confirmed) == ("p1234-ip45.dyn.example.jp", True)
     assert unnamed.naming.name is None and unnamed.naming.known  # rule 0 with no ptr: no PTR
     assert unnamed.transactions[0].sender == "erin@small.example"
+
+
+def test_maillog_file_stamps_and_a_journal_prefix_are_read() -> None:
+    """Postfix's own maillog_file writes RFC 3339 stamps; a decision log that went
+    through syslog or the journal has their prefix before `ts=`."""
+    postfix = read_postfix(
+        "2026-12-01T10:00:00.250000+00:00 mx postfix/smtpd[9]: connect from mx.a.example[192.0.2.8]"
+    )
+    (conversation,) = postfix.conversations
+    assert conversation.when == dt.datetime(2026, 12, 1, 10, 0, 0, 250000, dt.UTC).timestamp()
+    prefixed = (
+        "Dec  1 10:00:01 mx onajimi[42]: ts=2026-12-01T10:00:01.000Z decision session=f1 "
+        "client=192.0.2.8 ptr=mx.a.example helo=mx.a.example from=<a@a.example> "
+        "to=<b@example.com> action=pass reason=clean"
+    )
+    decisions = OnajimiReader("journal").lines([prefixed])
+    assert (decisions.used, decisions.unreadable) == (1, 0)
+    (conversation,) = decisions.conversations
+    assert conversation.transactions[0].recipients == ["b@example.com"]
