@@ -20,6 +20,8 @@ from gateway.policy.net import NetSet
 from gateway.policy.recipients import AcceptDomains, ExemptRecipients
 from gateway.policy.replies import Wording
 from gateway.policy.s25r import S25RClassifier
+from gateway.policy.vocabulary import OnError
+from gateway.smtp.session import SessionRules
 
 log = logging.getLogger("onajimi.policy")
 
@@ -49,6 +51,22 @@ def rules_from(settings: Settings) -> deferral.Rules:
         pace_allowance=p.pace_allowance,
         pace_rate=p.pace_rate,
         wording=Wording(defer_text=p.defer_text, help_url=p.help_url),
+    )
+
+
+def session_rules_from(settings: Settings) -> SessionRules:
+    """The rules an SMTP session goes by: the gateway's, and the simulation's."""
+    return SessionRules(
+        hostname=settings.listen.hostname,
+        max_recipients=settings.limits.max_recipients,
+        on_error=OnError(settings.store.on_error),
+        bare_newline=settings.relay.bare_newline,
+        add_received=settings.relay.add_received,
+        greet_wait=settings.pregreet.greet_wait,
+        pregreet_action=settings.pregreet.action,
+        auth_limit=settings.auth.max_failures,
+        suspect_action=settings.policy.suspect_action,
+        tarpit_delay=settings.tarpit.delay,
     )
 
 

@@ -8,7 +8,8 @@ default or JSON with `log.format = "json"`:
 
 Everything that came from a client (HELO, addresses, PTR names) is quoted so that it
 cannot forge a line: no raw CR/LF or control characters ever reach the output, quotes
-and backslashes are escaped.
+and backslashes are escaped. `read_logfmt` reads such a line back, strictly (the tests,
+and `onajimi replay` of a decision log).
 """
 
 from __future__ import annotations
@@ -48,6 +49,72 @@ def logfmt_value(value: Any) -> str:
 
 def logfmt(event: str, fields: Mapping[str, Any]) -> str:
     return event + "".join(f" {key}={logfmt_value(value)}" for key, value in fields.items())
+
+
+_UNESCAPE = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def read_logfmt(line: str) -> tuple[str, dict[str, str]]:
+    """`event k=v k="v w"` -> ("event", {"k": ...}); the event word is optional. Values are
+    bare or double-quoted with backslash escapes; bare words are flags, the first one the
+    event. Raises ValueError on anything else, and on a key given twice (a forged field),
+    so a broken line cannot pass."""
+    if "\n" in line or "\r" in line:
+        raise ValueError("a log line must not contain a raw line break")
+    fields: dict[str, str] = {}
+    event = ""
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i] == " ":
+            i += 1
+        start = i
+        while i < n and line[i] not in "= ":
+            i += 1
+        key = line[start:i]
+        if i >= n or line[i] == " ":
+            if event:
+                raise ValueError(f"second bare word {key!r}")
+            event = key
+            continue
+        i += 1  # '='
+        if i < n and line[i] == '"':
+            value, i = _quoted(line, i + 1)
+        else:
+            start = i
+            while i < n and line[i] != " ":
+                i += 1
+            value = line[start:i]
+            if '"' in value:
+                raise ValueError(f"unquoted value with a quote: {value!r}")
+        if key in fields:
+            raise ValueError(f"duplicate key {key!r}: a forged field?")
+        fields[key] = value
+    return event, fields
+
+
+def _quoted(line: str, i: int) -> tuple[str, int]:
+    """The quoted value starting at `i` (after its opening quote), and where it ends."""
+    out = []
+    n = len(line)
+    while True:
+        if i >= n:
+            raise ValueError("unterminated quoted value")
+        c = line[i]
+        if c == '"':
+            return "".join(out), i + 1
+        if c == "\\":
+            escape = line[i + 1 : i + 2]
+            if escape == "x":
+                out.append(chr(int(line[i + 2 : i + 4], 16)))
+                i += 4
+                continue
+            if escape not in _UNESCAPE:
+                raise ValueError(f"unknown escape \\{escape}")
+            out.append(_UNESCAPE[escape])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
 
 
 def _json_safe(value: Any) -> Any:

@@ -178,18 +178,22 @@ def candidates(
         for c in found
         if c.attempts >= min_attempts and (since is None or c.last_seen >= now - since)
     ]
+    groups = by_domain(selected)
+    if impatient:
+        return sorted(groups, key=lambda g: (-g.early, -g.last_seen))
+    return sorted(groups, key=lambda g: (g.penalised, not g.regular, -g.attempts, -g.last_seen))
+
+
+def by_domain(found: Iterable[Candidate]) -> list[CandidateGroup]:
+    """Candidates grouped by the rDNS domain of their PTR name (`onajimi replay` groups
+    its own), the regular retriers first within each group."""
     groups: dict[str, CandidateGroup] = {}
-    for candidate in selected:
-        groups.setdefault(
-            _domain(candidate.ptr), CandidateGroup(_domain(candidate.ptr))
-        ).candidates.append(candidate)
+    for candidate in found:
+        domain = _domain(candidate.ptr)
+        groups.setdefault(domain, CandidateGroup(domain)).candidates.append(candidate)
     for group in groups.values():
         group.candidates.sort(key=lambda c: (not c.regular, -c.attempts, -c.last_seen))
-    if impatient:
-        return sorted(groups.values(), key=lambda g: (-g.early, -g.last_seen))
-    return sorted(
-        groups.values(), key=lambda g: (g.penalised, not g.regular, -g.attempts, -g.last_seen)
-    )
+    return list(groups.values())
 
 
 def candidates_json(groups: list[CandidateGroup], impatient: bool = False) -> list[dict]:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import __version__, logs
-from gateway.assembly import build_policy, dynamic_list
+from gateway.assembly import build_policy, dynamic_list, session_rules_from
 from gateway.config import Settings, load_settings
 from gateway.decider import Decider
 from gateway.errors import ConfigError, StoreError, UserError
@@ -50,7 +50,6 @@ from gateway.resolver.resolver import Resolver
 from gateway.smtp.limits import ConnectionLimits, TarpitSlots
 from gateway.smtp.server import GatewaySMTP
 from gateway.smtp.services import OpenSessions, Services
-from gateway.smtp.session import SessionRules
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.store.guard import GuardedStore
@@ -154,18 +153,7 @@ class Gateway:
         assert self.decider is not None
         return Services(
             policy=lambda: self.policy,
-            rules=SessionRules(
-                hostname=settings.listen.hostname,
-                max_recipients=settings.limits.max_recipients,
-                on_error=OnError(settings.store.on_error),
-                bare_newline=settings.relay.bare_newline,
-                add_received=settings.relay.add_received,
-                greet_wait=settings.pregreet.greet_wait,
-                pregreet_action=settings.pregreet.action,
-                auth_limit=settings.auth.max_failures,
-                suspect_action=settings.policy.suspect_action,
-                tarpit_delay=settings.tarpit.delay,
-            ),
+            rules=session_rules_from(settings),
             decider=self.decider,
             limits=self.limits,
             sessions=self.sessions,

@@ -7,15 +7,19 @@ expected figures are worked out in the test from the configuration's numbers.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
 import pytest
 
 from gateway.assembly import build_policy
+from gateway.policy.facts import RDNS, RDNSStatus
+from gateway.policy.records import Pending, Space, store_key
 from gateway.policy.vocabulary import Reason
 from gateway.simulation import stats
 from gateway.simulation.engine import simulate
+from gateway.simulation.gate import HUNG_UP, Client, Envelope, Gate, SimClock
 from gateway.simulation.loader import apply
 from gateway.simulation.population import build_world
 from gateway.simulation.senders import Naming, builtin_classes
@@ -280,3 +284,34 @@ def test_with_the_pregreet_test_on_a_bot_talking_early_is_dropped_and_remembered
     assert (figures.attempts, figures.accepted) == (4, 0)
     assert result.decisions == {"reject/pregreet": 4}
     assert result.store == {"pregreet": 1}  # written at t=0, for pregreet.ttl (a day)
+
+
+def test_with_the_tarpit_on_a_real_mta_waits_and_passes_and_a_bot_hangs_up() -> None:
+    """policy.suspect_action = "tarpit": the misjudged Postfix's first RCPT is held
+    tarpit.delay (65 s), it waits and is promoted at once: delivered at its first
+    attempt, 65 s late, with no retry. The bot hangs up during the hold: nothing gets in,
+    and its pending record stays (no Decided line: the hold ended in no verdict)."""
+    mta = {"name": "mta", "like": "postfix/s25r", "senders": 1, **ONE_MESSAGE}
+    bot = {"name": "bot", "like": "bot-once/s25r", "senders": 1, **ONE_MESSAGE, "pregreet": 0.0}
+    result = run([mta, bot], {"policy": {"suspect_action": "tarpit"}}, days=0.5)
+    figures = {c.name: c for c in result.classes}
+    assert figures["mta"].delays == [65.0]
+    assert (figures["mta"].attempts, figures["mta"].late) == (1, 0)
+    assert (figures["bot"].attempts, figures["bot"].accepted, figures["bot"].lost) == (1, 0, 1)
+    assert result.decisions == {"pass/tarpit": 1}
+    assert result.store == {"familiar": 1, "pending": 1}
+
+
+async def test_a_hang_up_in_the_tarpit_counts_as_an_early_retry() -> None:
+    """The gate calls the Decider's tarpit_abandoned, as the SMTP server does when the
+    client goes during the hold: the pending record's early count goes up."""
+    settings = make_settings({"policy": {"suspect_action": "tarpit"}})
+    clock = SimClock(1_800_000_000.0)
+    gate = Gate(build_policy(settings), settings, clock)
+    address = ipaddress.IPv4Address("10.1.2.3")
+    name = "p1234-ip45.dyn.example.jp"  # S25R rule 1
+    bot = Client(address, RDNS(RDNSStatus.CONFIRMED, (name,), (name,)), waits=False)
+    visit = await gate.session(bot, [Envelope("x@spam.example", ["user1@example.com"])])
+    assert visit.codes == [[HUNG_UP]] and visit.held == 0.0
+    record = await gate.store.get(store_key(Space.DEFER, "10.1.2.3"))
+    assert isinstance(record, Pending) and (record.attempts, record.early) == (1, 1)

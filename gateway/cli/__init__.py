@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--plot", metavar="FILE.svg", help="the delay distribution per class, as an SVG"
     )
+    replay = sub.add_parser(
+        "replay", help="what this configuration would have done to the mail in a log"
+    )
+    _config_option(replay)
+    replay.add_argument("log", metavar="LOG", help="the log file ('-': standard input)")
+    replay.add_argument(
+        "--format",
+        choices=("postfix", "onajimi"),
+        default="postfix",
+        help="a Postfix maillog (default) or Onajimi's decision log",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -129,6 +141,7 @@ _MODULES = {
     "export-blocklist": "blocklist",
     "status": "status",
     "simulate": "simulate",
+    "replay": "replay",
 }
 
 

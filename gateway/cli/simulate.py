@@ -13,21 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import print_json, settings_from
-from gateway.config import Settings, load_settings
+from gateway.config import load_settings
 from gateway.errors import UserError
 from gateway.simulation import plot, report, stats
 from gateway.simulation.engine import simulate
+from gateway.simulation.gate import local_domain
 from gateway.simulation.loader import load_population
 from gateway.simulation.population import PopulationError, build_world
 
 MAX_DAYS = 366
-
-
-def local_domain(settings: Settings) -> str:
-    """A domain of ours that mail is addressed to: the first accepted domain (a
-    `.example.com` entry accepts only its subdomains, so mail goes to mail.example.com)."""
-    first = settings.relay.accept_domains[0].rstrip(".").lower()
-    return f"mail{first}" if first.startswith(".") else first
 
 
 def run(args: Any) -> int:

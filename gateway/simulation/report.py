@@ -43,7 +43,7 @@ def points(delta: float | None) -> str:
     return f"{100 * delta:+.1f}pp"
 
 
-def _grid(header: list[list[str]], rows: list[list[str]], left: int = 1) -> list[str]:
+def grid(header: list[list[str]], rows: list[list[str]], left: int = 1) -> list[str]:
     """Columns sized to fit; the first `left` columns left-aligned, the rest right."""
     table = header + rows
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -121,7 +121,7 @@ def single(run: RunResult) -> str:
         f"onajimi simulate: {run.config}, {_days(run.days)}, seed {run.seed}: "
         f"{run.sessions} sessions",
         "",
-        *_grid(header, rows),
+        *grid(header, rows),
         "",
         f"store at the end of day {run.days:g}: {_store(run)}",
         f"callback probes: {probes}, refused {refused}",
@@ -184,7 +184,7 @@ def side_by_side(a: RunResult, b: RunResult) -> str:
         f"  A = {a.config}: {a.sessions} sessions",
         f"  B = {b.config}: {b.sessions} sessions",
         "",
-        *_grid(header, rows),
+        *grid(header, rows),
         "",
         f"store at the end of day {a.days:g}: A {_store(a)}; B {_store(b)}",
         f"late refusals: A {a.totals()[0].late}, B {b.totals()[0].late}; "

@@ -1,0 +1,287 @@
+"""One SMTP session through the real session core and Decider, with no socket: the front
+door as `onajimi simulate` and `onajimi replay` drive it, on a memory store and a clock
+they move themselves.
+
+A session runs the calls `smtp/early.py` and `smtp/server.py` make, in their order, with
+the same arguments: the connect stage (`Session.arrive`, `admission`,
+`Decider.at_connect`, `connect_facts`), reverse DNS as a given fact (`rdns_known`; no
+resolver, no DNS lists), the read ahead of the deferral record (`prefetch_plan`), the
+pregreet test when it is on, EHLO, then per envelope MAIL with SIZE and each RCPT as
+`Hooks.handle_RCPT` takes it (`Session.rcpt`, `Decider.at_rcpt` with the session's
+memory of decisions, `rcpt_decided`; a tarpit hold waited out (`tarpit_waited`) or hung
+up on (`tarpit_abandoned`, and the Decider's); a promotion (`Decider.promote`); the
+backend's RCPT reply mirrored; a strike counted (`Decider.struck`, `strike_counted`)),
+DATA (the null sender's postponed decisions first), the end of data and
+`Decider.delivered` for the familiar keys, then QUIT. The backend accepts every
+recipient unless an envelope says otherwise.
+
+A session runs to completion at one instant of the clock: a tarpit hold does not move it,
+the time held is handed back (`Visit.held`). The tarpit never runs out of room (one
+session at a time). No AUTH: it needs STARTTLS, which is not simulated, and a sending MTA
+does not authenticate to an MX.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.assembly import session_rules_from
+from gateway.config import Settings
+from gateway.decider import Decider
+from gateway.policy.decision import Policy, Verdict
+from gateway.policy.facts import RDNS
+from gateway.policy.keys import place_key
+from gateway.policy.net import IPAddress
+from gateway.policy.records import Familiar
+from gateway.policy.vocabulary import Action
+from gateway.relay.reply import BackendReply
+from gateway.smtp.session import (
+    Decide,
+    Decided,
+    Deliver,
+    LookUp,
+    Phase,
+    Promote,
+    RelayRcpt,
+    Say,
+    Session,
+    Strike,
+    Tarpit,
+)
+from gateway.store.base import Snapshot
+from gateway.store.memory import MemoryStore
+
+# Our two MX hosts: the same gateway (one store) on two addresses. A sender that falls
+# back to the backup MX reaches the second one, which the deferral procedure recognises.
+MX = (place_key("192.0.2.1:25"), place_key("192.0.2.2:25"))
+HELO = "mta.sender.example"
+CONTENT = b"Subject: simulated\r\n\r\nHello.\r\n"
+BACKEND_OK = BackendReply(250, "2.0.0 Ok")
+HUNG_UP = 421  # what a recipient "got" when the client hung up before its reply
+
+
+def local_domain(settings: Settings) -> str:
+    """A domain of ours that mail is addressed to: the first accepted domain (a
+    `.example.com` entry accepts only its subdomains, so mail goes to mail.example.com)."""
+    first = settings.relay.accept_domains[0].rstrip(".").lower()
+    return f"mail{first}" if first.startswith(".") else first
+
+
+class SimClock:
+    """The clock the Decider and the store read, moved by the caller: epoch seconds."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One transaction: MAIL FROM, its RCPTs, then DATA."""
+
+    mail_from: str  # "<>" for the null sender
+    recipients: list[str]
+    size: int = 0  # declared at MAIL (0: no SIZE parameter)
+    refused: dict[str, BackendReply] = field(default_factory=dict)  # the backend's refusals
+
+
+@dataclass(slots=True)
+class Client:
+    """Who connects, and how it behaves where that matters."""
+
+    address: IPAddress
+    rdns: RDNS  # given: no lookups
+    helo: str = HELO
+    place: str = MX[0]  # which of our MX hosts it reached
+    talks_early: bool = False  # talks before the greeting (seen when pregreet is on)
+    waits: bool = True  # waits a held reply out (the tarpit); False: hangs up
+
+
+@dataclass(slots=True)
+class Visit:
+    """What one session got: a reply code per recipient of each envelope, and how it went."""
+
+    codes: list[list[int]]
+    verdicts: list[Verdict] = field(default_factory=list)  # every decision noted, in order
+    penalised: bool = False  # met the penalty box (421 at the greeting or mid-session)
+    held: float = 0.0  # seconds the tarpit held a reply
+
+
+class Gate:
+    """One configuration's front door: the session core, the Decider and a memory store
+    on `clock`."""
+
+    def __init__(self, policy: Policy, settings: Settings, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self.rules = session_rules_from(settings)
+        self.pregreet_ttl = settings.pregreet.ttl
+        self.clock = clock
+        self.store = MemoryStore(clock=clock)
+        self.decider = Decider(lambda: policy, self.store, None, clock=clock)
+        self.sessions = 0
+        self.decisions: Counter[str] = Counter()  # "action/reason", as the metrics count
+
+    async def sweep(self) -> None:
+        """Expired records out, as a gateway sweeps them."""
+        await self.store.sweep(limit=1_000_000)
+
+    async def session(
+        self, client: Client, envelopes: Sequence[Envelope], *, data: bool = True
+    ) -> Visit:
+        """One session carrying `envelopes` in turn. `data` False: the client quits after
+        RCPT (a sender-verification callback)."""
+        self.sessions += 1
+        decider = self.decider
+        core = Session(self.policy, self.rules, f"sim{self.sessions}")
+        core.place = client.place
+        core.arrive(client.address)
+        out: Any = core.admission(None)  # connection limits: not simulated
+        connect = await decider.at_connect(client.address, pregreet=self.rules.greet_wait > 0)
+        known = connect.snapshot
+        out = core.connect_facts(
+            connect.screening,
+            connect.verdict,
+            pregreeted=connect.pregreeted,
+            familiar=known is not None and isinstance(known.record, Familiar),
+        )
+        visit = Visit([])
+        ahead: list[Snapshot | None] = []  # the read ahead: it serves the first decision only
+        if isinstance(out, LookUp):
+            out = core.rdns_known(client.rdns)  # DNS is a given fact
+            assert core.assessment is not None
+            prefetched, key = decider.prefetch_plan(core.assessment, known=known)
+            ahead.append(await self.store.read(key) if key is not None else prefetched)
+        if isinstance(out, Say):  # 554 (deny list) or 421 (penalty box)
+            return self._ended(core, visit, envelopes, out)
+        if core.tease():  # the pregreet test is on
+            said = core.greet_wait_over(client.talks_early)
+            if client.talks_early:
+                assert core.screening is not None
+                await decider.pregreeted(core.screening.address_text, self.pregreet_ttl)
+            if said is not None:
+                return self._ended(core, visit, envelopes, said)
+        core.hello(client.helo, esmtp=True)
+        gone = False
+        for envelope in envelopes:
+            codes: list[int] = []
+            visit.codes.append(codes)
+            if gone or core.phase in (Phase.DROPPED, Phase.CLOSED):
+                codes += [HUNG_UP] * len(envelope.recipients)
+                continue
+            if core.phase in (Phase.MAIL, Phase.RCPT):  # nothing accepted: RSET, next one
+                core.reset()
+            size = envelope.size
+            core.mail(envelope.mail_from, [f"SIZE={size}"] if size else [], False)
+            for recipient in envelope.recipients:
+                if gone or core.phase in (Phase.DROPPED, Phase.CLOSED):
+                    codes.append(HUNG_UP)
+                    continue
+                said = await self._rcpt(core, client, envelope, recipient, ahead, visit)
+                gone = said is None
+                codes.append(HUNG_UP if said is None else _code(said.reply))
+            if data and not gone and core.phase is Phase.RCPT:
+                final = await self._data(core, ahead)
+                codes[:] = [final if code < 300 else code for code in codes]
+        return self._ended(core, visit, (), None, gone=gone)
+
+    async def _rcpt(
+        self,
+        core: Session,
+        client: Client,
+        envelope: Envelope,
+        recipient: str,
+        ahead: list[Snapshot | None],
+        visit: Visit,
+    ) -> Say | None:
+        """One RCPT as Hooks.handle_RCPT takes it. None: the client hung up in the tarpit."""
+        decider = self.decider
+        out: Any = core.rcpt(recipient)
+        if isinstance(out, Decide):
+            out = core.rcpt_decided(recipient, await self._decide(core, out, ahead))
+        if isinstance(out, Tarpit):
+            if not client.waits:  # a bot gives up: the hang-up counts as an early retry
+                key = core.tarpit_abandoned()
+                if key is not None and core.screening is not None:
+                    await decider.tarpit_abandoned(core.screening, key)
+                return None
+            visit.held += out.seconds
+            out = core.tarpit_waited(recipient)
+        if isinstance(out, Promote):
+            await decider.promote(out.key)
+            out = out.then
+        if isinstance(out, RelayRcpt):
+            if out.mail_first:
+                core.mail_relayed(BACKEND_OK)
+            out = core.rcpt_relayed(recipient, envelope.refused.get(recipient, BACKEND_OK))
+        if isinstance(out, Strike):
+            assert core.screening is not None
+            struck = await decider.struck(core.screening, out.kind)
+            out = core.strike_counted(out, struck.count, struck.verdict)
+        return out
+
+    async def _data(self, core: Session, ahead: list[Snapshot | None]) -> int:
+        """DATA and the end of data: the reply code the accepted recipients end with."""
+        out: Any = core.data()
+        while isinstance(out, Decide):
+            result = await self._decide(core, out, ahead)
+            out = core.data_decided(out.recipient, result) or core.data()
+        if out is None:  # 354: the message goes to the backend
+            delivered = core.message(CONTENT, self.clock())
+            assert isinstance(delivered, Deliver)
+            out = core.delivered(BACKEND_OK, 0.0)
+            if out.refresh:
+                await self.decider.delivered(set(out.refresh))
+            core.end_of_data()
+        return _code(out.reply)
+
+    async def _decide(self, core: Session, ask: Decide, ahead: list[Snapshot | None]) -> Any:
+        transaction = core.transaction
+        assert transaction is not None and core.assessment is not None
+        prefetched = ahead.pop() if ahead else None
+        return await self.decider.at_rcpt(
+            core.assessment,
+            transaction.sender,
+            ask.recipient,
+            dry_run=ask.dry_run,
+            session=None if ask.dry_run else core.decided,
+            snapshot=None if ask.dry_run else prefetched,
+            place=core.place,
+            size=transaction.size,
+        )
+
+    def _ended(
+        self,
+        core: Session,
+        visit: Visit,
+        unserved: Sequence[Envelope],
+        said: Say | None,
+        *,
+        gone: bool = False,
+    ) -> Visit:
+        """The session is over: its decisions counted; `said` (at the connect stage)
+        answers every recipient of the `unserved` envelopes."""
+        for note in core.notes:
+            if isinstance(note, Decided):
+                verdict = note.verdict
+                self.decisions[f"{verdict.action.value}/{verdict.reason.value}"] += 1
+                visit.verdicts.append(verdict)
+                visit.penalised = visit.penalised or verdict.action is Action.PENALTY
+        core.notes.clear()
+        if not gone and core.phase not in (Phase.DROPPED, Phase.CLOSED, Phase.CONNECTED):
+            core.quit()
+        core.ended()
+        if said is not None:
+            code = _code(said.reply)
+            visit.codes = [[code] * len(e.recipients) for e in unserved]
+        return visit
+
+
+def _code(reply: str) -> int:
+    return int(reply[:3])
