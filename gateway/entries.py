@@ -4,7 +4,8 @@
 entry the page accepts is exactly one the command line would accept, stored the same
 way. Entries use the list-file syntax (address, network, domain, /regex/) and are
 checked by the list parser before they are stored, so a running gateway never meets a
-bad one. Every change is written to the decision log (`admin` lines) with who made it:
+bad one. Every change is written to the decision log (`admin` lines) with who made it
+and how:
 the log is where an operator looks for "why does this host pass now?".
 
 It owns validation, the store calls and the log line; it does not print, parse
@@ -47,7 +48,8 @@ async def add(
     *,
     comment: str = "",
     ttl: float | None = None,
-    who: str = "cli",
+    who: str = "",
+    via: str = "cli",
 ) -> DynamicEntry:
     """Validate and store an entry (replacing one with the same text); `ttl` None or 0:
     until removed. Running gateways pick it up within seconds (the store's generation)."""
@@ -57,22 +59,23 @@ async def add(
     now = store.clock()
     entry = DynamicEntry(entry_text, _clean_comment(comment), now, now + ttl if ttl else None)
     await store.add_entry(role.value, entry)
-    _log(who, f"{role.value}_add", entry_text, comment=entry.comment, expires=entry.expires)
+    _log(who, via, f"{role.value}_add", entry_text, comment=entry.comment, expires=entry.expires)
     return entry
 
 
-async def remove(store: Store, role: Role, text: str, *, who: str = "cli") -> bool:
+async def remove(store: Store, role: Role, text: str, *, who: str = "", via: str = "cli") -> bool:
     """Remove an entry; False when there was none (nothing is logged then)."""
     entry_text = text.strip()
     removed = await store.remove_entry(role.value, entry_text)
     if removed:
-        _log(who, f"{role.value}_remove", entry_text)
+        _log(who, via, f"{role.value}_remove", entry_text)
     return removed
 
 
-def _log(who: str, change: str, entry: str, **fields: object) -> None:
-    """`admin who=... change=allow_add entry=... comment=... expires=...` in the decision
-    log, beside the decisions the change will alter."""
-    line = {"who": who, "change": change, "entry": entry}
+def _log(who: str, via: str, change: str, entry: str, **fields: object) -> None:
+    """`admin who=alice via="web 127.0.0.1" change=allow_add entry=... comment=...
+    expires=...` in the decision log, beside the decisions the change will alter. `who` is
+    the person (the login's name, the CLI's user), `via` the door they came through."""
+    line = {"who": who, "via": via, "change": change, "entry": entry}
     line.update({k: "" if v is None else v for k, v in fields.items()})
     logs.emit(logs.decision_log, "admin", line)

@@ -18,9 +18,9 @@ from gateway.store.base import Store
 def _who() -> str:
     """Who changed an entry, for the decision log's `admin` line."""
     try:
-        return f"cli:{getpass.getuser()}"
+        return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return "cli"
+        return ""
 
 
 def run(args: Any) -> int:
