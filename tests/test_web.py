@@ -5,6 +5,7 @@ The pieces without sockets (token buckets, durations, the ring) are at the end."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -365,3 +366,30 @@ def test_the_ring_keeps_the_latest_lines_by_reason() -> None:
     assert [(g.reason, g.count) for g in groups] == [("s25r_rule1", 2), ("familiar", 1)]
     assert ring.seen == 4 and len(ring) == 3
     assert "session" not in groups[0].latest[0].fields  # only what the page shows
+
+
+async def test_deferral_replies_name_the_senders_page() -> None:
+    environment = await web_env({"public_url": "https://mx.example.com/why"})
+    try:
+        reply = await attempt(environment, "127.0.0.3")
+        assert reply.code == 450 and reply.text.endswith(", see https://mx.example.com/why")
+    finally:
+        await environment.close()
+
+
+async def test_a_new_token_at_reload_ends_every_session(env, tmp_path: Path) -> None:
+    session, _ = await logged_in(env)
+    new = tmp_path / "new.token"
+    new.write_text("another-token-0123456789\n")
+    settings = env.gateway.settings
+    web = dataclasses.replace(settings.web, admin_token_file=new)
+    env.gateway.web.reload(dataclasses.replace(settings, web=web))
+    async with session:
+        response, _ = await get(session, env, "/admin/entries")
+        assert response.status == 303  # back to the login
+        response, _ = await post(session, env, "/admin/login", {"token": TOKEN})
+        assert response.status == 403
+        response, _ = await post(
+            session, env, "/admin/login", {"token": "another-token-0123456789"}
+        )
+        assert response.status == 303
