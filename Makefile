@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/gateway.toml
-# Debian packages the test suite drives for real (installed by `make test` when missing).
-DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules
+# Debian packages the test suite drives for real (installed by `make test` when missing);
+# chromium and its driver for the web pages' browser test, a Japanese font for its screenshots.
+DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules \
+	chromium chromium-driver fonts-ipafont-gothic
 
 .PHONY: run test quick lint format bench check clean debian-packages
 

@@ -50,7 +50,7 @@ def rules_from(settings: Settings) -> deferral.Rules:
         burst_window=p.burst_window,
         pace_allowance=p.pace_allowance,
         pace_rate=p.pace_rate,
-        wording=Wording(defer_text=p.defer_text, help_url=p.help_url),
+        wording=Wording(defer_text=p.defer_text, help_url=settings.help_url),
     )
 
 

@@ -205,6 +205,24 @@ def nameserver(value: Any, ctx: Context) -> HostPort:
     return HostPort(host, port)
 
 
+def web_url(value: Any, ctx: Context) -> str:
+    """An http(s) URL, or "" (unset)."""
+    parsed = text()(value, ctx)
+    if parsed and not parsed.startswith(("http://", "https://")):
+        raise _Invalid(f"must start with http:// or https://, got {parsed!r}")
+    if any(c.isspace() or c in '<>"' for c in parsed):
+        raise _Invalid(f"{parsed!r} is not a URL (spaces, quotes or angle brackets)")
+    return parsed
+
+
+def contact(value: Any, ctx: Context) -> str:
+    """Whom senders may write to: an address (postmaster@...), or "" for the default."""
+    parsed = text()(value, ctx).strip()
+    if parsed and ("@" not in parsed or any(c.isspace() or c in '<>"' for c in parsed)):
+        raise _Invalid(f"must be a mail address like postmaster@example.com, got {parsed!r}")
+    return parsed
+
+
 def dnsbl_site(value: Any, ctx: Context) -> str:
     """postscreen's DOMAIN[=FILTER][*WEIGHT] (policy/dnsbl.py)."""
     if not isinstance(value, str):
@@ -446,6 +464,17 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    listen: HostPort | None = _setting("", optional_host_port)
+    public_url: str = _setting("", web_url)
+    contact: str = _setting("", contact)
+    admin_token_file: Path | None = _setting("", path())
+    cookie_secure: bool = _setting(False, boolean)
+    lookups_per_minute: int = _setting(10, integer(1, 10000))
+    recent_decisions: int = _setting(2000, integer(0, 1000000))
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = _setting("info", log_level)
     format: str = _setting("logfmt", choice("logfmt", "json"))
@@ -514,6 +543,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSettings,
     "autoban": AutobanSettings,
     "metrics": MetricsSettings,
+    "web": WebSettings,
     "log": LogSettings,
     "server": ServerSettings,
 }
@@ -539,6 +569,7 @@ class Settings:
     auth: AuthSettings
     autoban: AutobanSettings
     metrics: MetricsSettings
+    web: WebSettings
     log: LogSettings
     server: ServerSettings
 
@@ -549,6 +580,27 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls.mode != "off"
+
+    @property
+    def web_url(self) -> str:
+        """Where senders reach the sender's page: web.public_url, else this host's name
+        and the web port; "" with the pages off."""
+        if self.web.listen is None:
+            return ""
+        if self.web.public_url:
+            return self.web.public_url
+        port = self.web.listen.port
+        return f"http://{self.listen.hostname}{'' if port == 80 else f':{port}'}/"
+
+    @property
+    def help_url(self) -> str:
+        """The URL deferral replies name: policy.help_url, else the sender's page if on."""
+        return self.policy.help_url or self.web_url
+
+    @property
+    def contact(self) -> str:
+        """Whom the sender's page tells senders to write to."""
+        return self.web.contact or f"postmaster@{self.relay.accept_domains[0].lstrip('.')}"
 
 
 def _build_section(cls: type, raw: Mapping[str, Any], section: str, ctx: Context, source: str):
@@ -592,6 +644,10 @@ def _check_together(settings: Settings) -> None:
         )
     if len(set(settings.s25r.rules)) != len(settings.s25r.rules):
         raise ConfigError(f"{source}: s25r.rules: a rule is listed twice")
+    if settings.web.listen is None:
+        for key in ("public_url", "admin_token_file"):
+            if getattr(settings.web, key):
+                raise ConfigError(f"{source}: web.{key}: needs web.listen (the pages are off)")
     if settings.server.workers > 1 and settings.store.url == "memory:":
         raise ConfigError(
             f"{source}: server.workers: worker processes cannot share a 'memory:' store; "

@@ -3,6 +3,7 @@
     check_listen_addresses(settings)   the supervisor, before it starts any worker
     listen_smtp(addresses, factory)    the SMTP listeners of a gateway (or of a worker)
     start_management(listen, ...)      the /metrics and /healthz server, if configured
+    check_web_address(settings)        the supervisor: web.listen can be bound (worker 0 will)
 
 A port that cannot be bound is a `BindError`: a `UserError` whose message names the
 setting, the address and why (`bind_reason`), so `onajimi run` says it in one line and
@@ -62,6 +63,21 @@ def check_listen_addresses(settings: Settings) -> None:
             raise BindError(
                 f"listen.addresses: cannot listen on {address}: {bind_reason(exc)}"
             ) from None
+
+
+def check_web_address(settings: Settings) -> None:
+    """The supervisor, before its workers: can web.listen be bound? (worker 0 serves the
+    pages; a port it cannot bind is one line and exit 2 here, not a worker restart loop)."""
+    listen = settings.web.listen
+    if listen is None:
+        return
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        raise BindError(f"web.listen: cannot listen on {listen}: {bind_reason(exc)}") from None
 
 
 async def listen_smtp(

@@ -14,7 +14,8 @@ the metrics it counts, and the names of the settings behind them.
               onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
     strike    a strike counted against the client (policy/strikes.py): its kind and count
 
-It must not decide anything: it only writes down.
+With the web pages on, each decision line's fields also go to the admin page's ring of
+recent decisions (web/recent.py). It must not decide anything: it only writes down.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from gateway.smtp.session import (
 
 if TYPE_CHECKING:
     from gateway.smtp.limits import ConnectionLimits
+    from gateway.web.recent import RecentDecisions
 
 log = logging.getLogger("onajimi")
 
@@ -51,6 +53,7 @@ class Observer:
     def __init__(self, metrics: Metrics, on_error: OnError = OnError.TEMPFAIL) -> None:
         self.metrics = metrics
         self.on_error = on_error  # store.on_error, for the outage line (set on reload)
+        self.recent: RecentDecisions | None = None  # the admin page's ring, when it is served
 
     # -- sessions -------------------------------------------------------------------------
     def opened(self) -> None:
@@ -132,6 +135,8 @@ class Observer:
         if score is not None and (score.fired or score.failed):
             fields["dnsbl"] = score.describe()  # what the lists said, whatever they decided
         logs.emit(logs.decision_log, "decision", fields)
+        if self.recent is not None:
+            self.recent.add(fields)
 
     def relayed(self, session: Session, note: Relayed) -> None:
         self.metrics.relayed(note.result, note.seconds)

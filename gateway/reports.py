@@ -1,4 +1,5 @@
-"""Operator reports built from store records: pure functions of (records, now, options).
+"""Operator reports built from store records: pure functions of (records, now, options)
+(and `candidate_records`, the one read they start from).
 
 * Whitelist candidates, the S25R rescue list: keys that were deferred and came back, but
   are not familiar yet, grouped by rDNS domain. Real mail servers retry on a schedule
@@ -74,25 +75,36 @@ class CandidateGroup:
     def last_seen(self) -> float:
         return max(c.last_seen for c in self.candidates)
 
+    def suggested_entry(self, deny: bool = False) -> str:
+        """The one list entry that would rescue (or, with `deny`, shut out) this group:
+        its rDNS domain or name when every key has a confirmed one, else its addresses
+        (one network when they share a /24 or /64). The administrator's page pre-fills
+        its allow button with it."""
+        return self._suggested(deny)[0]
+
     def suggestion(self, deny: bool = False) -> str:
         """The one command that would rescue (or, with `deny`, shut out) this group."""
+        entry, single = self._suggested(deny)
         verb = "deny add" if deny else "allow add"
+        return f"onajimi {verb} {entry}" + (" --ttl 7d" if deny and single else "")
+
+    def _suggested(self, deny: bool) -> tuple[str, bool]:
+        """(the entry, whether it is one address: a deny suggestion then expires)."""
         names = sorted({c.ptr for c in self.candidates if c.ptr})
         addresses = sorted({c.client for c in self.candidates if c.client})
         by_name = not deny and all(c.reason != "s25r_rule0" and c.ptr for c in self.candidates)
         if by_name and len(names) > 1 and self.domain != NO_PTR:
-            return f"onajimi {verb} {self.domain}"
+            return self.domain, False
         if by_name and names:
-            return f"onajimi {verb} {names[0]}"
+            return names[0], False
         if len(addresses) > 1:
             networks = {
                 ipaddress.ip_network((a, 24 if ":" not in a else 64), strict=False)
                 for a in addresses
             }
             if len(networks) == 1:
-                return f"onajimi {verb} {networks.pop()}"
-        target = addresses[0] if addresses else self.candidates[0].key
-        return f"onajimi {verb} {target}" + (" --ttl 7d" if deny else "")
+                return str(networks.pop()), False
+        return (addresses[0] if addresses else self.candidates[0].key), True
 
 
 def _domain(ptr: str) -> str:
@@ -103,6 +115,12 @@ def _domain(ptr: str) -> str:
 
 def _client_of(key: str) -> str:
     return key.split("/", 1)[0]  # triplet keys start with the client key
+
+
+async def candidate_records(store) -> list[tuple[str, Record]]:
+    """What `candidates` reads: deferral and penalty records (`onajimi candidates` and the
+    administrator's page ask the store the same way)."""
+    return await store.scan("defer:") + await store.scan("penalty:")
 
 
 def candidates(

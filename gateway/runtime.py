@@ -54,6 +54,9 @@ from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.store.guard import GuardedStore
 from gateway.tls import Certificate, SelfSignedError, certificate_for, server_context
+from gateway.web.app import WebServer
+from gateway.web.context import Backing
+from gateway.web.recent import RecentDecisions
 
 log = logging.getLogger("onajimi")
 
@@ -105,6 +108,9 @@ class Gateway:
         self.metrics = Metrics()
         self.observer = Observer(self.metrics)
         self.endpoint: ManagementServer | None = None
+        self.web: WebServer | None = None  # the pages, when this process serves them
+        if self.serves_web:
+            self.observer.recent = RecentDecisions(settings.web.recent_decisions, clock)
         self.heartbeat_name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.started = time.time()
         self.capabilities = Capabilities()
@@ -123,6 +129,15 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self._apply(settings)
+
+    @property
+    def serves_web(self) -> bool:
+        """[web] is on and this process serves it: the only one, or worker 0 of several.
+        One worker, not the supervisor: the pages need what a gateway has (the policy with
+        its dynamic entries, the Decider and its DNS cache, the decisions as they are made,
+        SIGHUP), and the supervisor keeps worker 0 running. Without SO_REUSEPORT on the
+        web port, exactly one process can bind it."""
+        return self.settings.web.listen is not None and self.worker in (None, 0)
 
     def _apply(self, settings: Settings) -> None:
         """Everything derived from settings (at start and at reload); raises ConfigError."""
@@ -204,6 +219,8 @@ class Gateway:
             loop.create_task(self._every(STORE_CHECK_EVERY, self._check_store)),
             loop.create_task(self._every(CERTIFICATE_CHECK_EVERY, self._check_certificate)),
         ]
+        if self.serves_web:
+            await self._start_web()
         if self.worker is None:  # a supervisor does these for its workers
             await self._start_endpoint()
             await self._count_records()
@@ -238,6 +255,32 @@ class Gateway:
             for server in self._servers:
                 server.close()
             raise
+
+    async def _start_web(self) -> None:
+        """The sender's and administrator's pages on web.listen (BindError: one line)."""
+        assert self.settings.web.listen is not None and self.observer.recent is not None
+        backing = Backing(
+            settings=lambda: self.settings,
+            decider=lambda: self.decider,
+            store=lambda: self.store,
+            recent=self.observer.recent,
+            entries_changed=self._entries_changed,
+            clock=self.clock,
+            worker=self.worker,
+        )
+        try:
+            self.web = WebServer(backing)
+            await self.web.start(self.settings.web.listen)
+        except UserError:
+            self.web = None
+            for server in self._servers:
+                server.close()
+            raise
+
+    async def _entries_changed(self) -> None:
+        """The admin page changed an entry: this process uses it from the next session
+        (others on the store see the generation change within DYNAMIC_POLL_EVERY)."""
+        await self._refresh_dynamic()
 
     async def health(self) -> str | None:
         """None when the store answers; else what is wrong (for /healthz)."""
@@ -339,7 +382,11 @@ class Gateway:
             for key in ("listen", "store", "server"):
                 if getattr(settings, key) != getattr(old, key):
                     log.warning("reload: [%s] changes need a restart; keeping the old values", key)
+            if settings.web.listen != old.web.listen:
+                log.warning("reload: web.listen changes need a restart; the pages stay as they are")
             self._apply(settings)
+            if self.web is not None:
+                self.web.reload(settings)
         except UserError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return False
@@ -366,6 +413,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoint is not None:
             await self.endpoint.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self.store is not None and self._servers:
             # A heartbeat that expires now: status stops reporting this gateway at once.
             with contextlib.suppress(StoreError):

@@ -5,6 +5,8 @@ with SO_REUSEPORT: the kernel spreads connections across them, and a worker busy
 large message never stalls the others. The supervisor
 
 * checks the listen addresses first, so a port it may not bind is still one line, exit 2;
+* leaves the web pages ([web]) to worker 0, after checking their port can be bound
+  (runtime.Gateway.serves_web says why a worker and not the supervisor);
 * serves the one metrics endpoint: prometheus_client's multiprocess mode sums what every
   worker recorded (each process writes its figures to files in a shared directory,
   which must be set before prometheus_client is imported anywhere);
@@ -32,7 +34,12 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.errors import UserError
-from gateway.listening import BindError, check_listen_addresses, start_management
+from gateway.listening import (
+    BindError,
+    check_listen_addresses,
+    check_web_address,
+    start_management,
+)
 from gateway.management import store_health
 
 log = logging.getLogger("onajimi.supervisor")
@@ -194,6 +201,7 @@ def remove_stale_metrics_dirs() -> None:
 def supervise(settings: Settings, config_path: str, run_loop) -> int:
     """Run the supervisor until SIGTERM; returns the exit status."""
     check_listen_addresses(settings)
+    check_web_address(settings)
     remove_stale_metrics_dirs()
     metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     # Before anything imports prometheus_client, here and in every worker (inherited).

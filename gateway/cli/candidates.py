@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.cli.common import parse_duration, print_json, settings_from, with_store
-from gateway.reports import candidates, candidates_json, candidates_text
+from gateway.reports import candidate_records, candidates, candidates_json, candidates_text
 from gateway.store.base import Store
 
 
@@ -14,9 +14,8 @@ def run(args: Any) -> int:
     since = parse_duration(args.since) if args.since else None
 
     async def gather(store: Store):
-        records = await store.scan("defer:") + await store.scan("penalty:")
         return candidates(
-            records,
+            await candidate_records(store),
             store.clock(),
             min_attempts=args.min_attempts,
             since=since,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
@@ -48,10 +49,40 @@ def run(args: Any) -> int:
         ("dns", f"{nameservers}; timeout {s.dns.timeout:g}s; cache {s.dns.cache_size}"),
         ("store", f"{s.store.url} (on error: {s.store.on_error})"),
         ("metrics", str(s.metrics.listen) if s.metrics.listen else "off"),
+        ("web", _web(s)),
+        ("help url", s.help_url or "none (deferral replies name no page)"),
         ("workers", str(s.server.workers)),
     ]
     print_table(rows)
     return 0
+
+
+def _web(s) -> str:
+    """The pages: where they listen, who may use /admin, and a warning when the sender's
+    page cannot be reached by the senders its URL is given to."""
+    web = s.web
+    if web.listen is None:
+        return "off (web.listen)"
+    admin = (
+        f"admin with the token in {display_path(web.admin_token_file)}"
+        if web.admin_token_file
+        else "admin off (no web.admin_token_file: /admin answers 404)"
+    )
+    served = "worker 0 serves it" if s.server.workers > 1 else "served by the gateway"
+    out = (
+        f"{web.listen}, {served}; sender's page at {s.web_url}, contact {s.contact}, "
+        f"{web.lookups_per_minute} lookups/min per address; {admin}"
+    )
+    if not web.public_url and _loopback(web.listen.host):
+        out += "; warning: listening on loopback, set web.public_url to the proxy's URL"
+    return out
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _auth(s) -> str:
