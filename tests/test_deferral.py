@@ -280,15 +280,24 @@ def test_defer_text_and_help_url() -> None:
 def test_hanging_up_in_the_tarpit_is_an_early_retry_and_can_box() -> None:
     record = first().record
     for n in range(1, RULES.impatient_retries):
-        left = abandoned(record, T0 + n, RULES)
+        left = abandoned(record, T0 + 10 * n, RULES)
         assert left.action is Action.DEFER and left.reason is Reason.EARLY_RETRY
         assert left.early == n and left.record.first_seen == T0 and left.record.early == n
         record = left.record
-    boxed = abandoned(record, T0 + 10, RULES)
-    assert boxed.action is Action.PENALTY and boxed.penalty.expires == T0 + 10 + 3600
+    boxed = abandoned(record, T0 + 100, RULES)
+    assert boxed.action is Action.PENALTY and boxed.penalty.expires == T0 + 100 + 3600
     assert abandoned(None, T0, RULES) is None  # nothing pending: nothing to count on
     familiar = Familiar(T0, T0, T0 + 100)
     assert abandoned(familiar, T0 + 1, RULES) is None
+
+
+def test_parallel_sessions_hanging_up_together_count_once() -> None:
+    """A first contact's sessions all held, all given up at once: one early retry."""
+    record = first().record
+    once = abandoned(record, T0 + 30, RULES)
+    assert once.early == 1
+    assert abandoned(once.record, T0 + 31, RULES) is None  # within burst_window (5 s)
+    assert abandoned(once.record, T0 + 36, RULES).early == 2
 
 
 def test_waiting_out_the_tarpit_is_a_promotion() -> None:

@@ -650,6 +650,10 @@ def test_a_hang_up_in_the_tarpit_names_the_key_once() -> None:
     session.rcpt_decided("bob@example.com", deferred())
     assert session.tarpit_abandoned() == CLIENT
     assert session.tarpit_abandoned() is None
+    (gave_up,) = [n for n in session.notes if isinstance(n, Decided)]
+    assert (
+        gave_up.verdict.action is Action.DEFER and gave_up.verdict.detail == "hung up in the tarpit"
+    )
 
 
 def test_only_suspects_meet_the_tarpit() -> None:

@@ -290,7 +290,7 @@ def test_with_the_tarpit_on_a_real_mta_waits_and_passes_and_a_bot_hangs_up() -> 
     """policy.suspect_action = "tarpit": the misjudged Postfix's first RCPT is held
     tarpit.delay (65 s), it waits and is promoted at once: delivered at its first
     attempt, 65 s late, with no retry. The bot hangs up during the hold: nothing gets in,
-    and its pending record stays (no Decided line: the hold ended in no verdict)."""
+    and its pending record stays (its decision line: the deferral it would have had)."""
     mta = {"name": "mta", "like": "postfix/s25r", "senders": 1, **ONE_MESSAGE}
     bot = {"name": "bot", "like": "bot-once/s25r", "senders": 1, **ONE_MESSAGE, "pregreet": 0.0}
     result = run([mta, bot], {"policy": {"suspect_action": "tarpit"}}, days=0.5)
@@ -298,8 +298,9 @@ def test_with_the_tarpit_on_a_real_mta_waits_and_passes_and_a_bot_hangs_up() -> 
     assert figures["mta"].delays == [65.0]
     assert (figures["mta"].attempts, figures["mta"].late) == (1, 0)
     assert (figures["bot"].attempts, figures["bot"].accepted, figures["bot"].lost) == (1, 0, 1)
-    assert result.decisions == {"pass/tarpit": 1}
-    assert result.store == {"familiar": 1, "pending": 1}
+    assert result.decisions == {"pass/tarpit": 1, "defer/s25r_rule1": 1}
+    # The pending record is the bot's; each suspect's message left a sibling trace.
+    assert result.store == {"familiar": 1, "pending": 1, "sibling": 2}
 
 
 async def test_a_hang_up_in_the_tarpit_counts_as_an_early_retry() -> None:

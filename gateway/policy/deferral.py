@@ -353,9 +353,14 @@ def promoted(now: float, rules: Rules) -> Familiar:
 
 def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
     """A suspect hung up in the tarpit: an early retry, counted towards the penalty box
-    like one. None when the key holds no pending record (nothing to count on)."""
+    like one, at most once per burst_window (parallel sessions of one first contact
+    hanging up together are one attempt, SPEC section 3). None when nothing counts:
+    no pending record to count on, or one counted a moment ago."""
     current = _current(record, now)
     if not isinstance(current, Pending):
+        return None
+    counted_before = current.counted_at != current.first_seen  # the first count is free
+    if counted_before and now - current.counted_at < rules.burst_window:
         return None
     early = current.early + 1
     updated = Pending(

@@ -61,7 +61,7 @@ is never handed to the core, noted or kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from gateway.policy import dnsbl, replies
@@ -723,12 +723,16 @@ class Session:
 
     def tarpit_abandoned(self) -> str | None:
         """The client hung up during the hold: the key to count an early retry on."""
-        if self.tarpit is not TarpitState.HELD or self.tarpit_held is None:
+        held = self.tarpit_held
+        if self.tarpit is not TarpitState.HELD or held is None:
             return None
-        key = self.tarpit_held.key
         self.tarpit, self.tarpit_held = TarpitState.FULL, None
         self.notes.append(TarpitEnded(TarpitResult.ABANDONED, 0.0))
-        return key or None
+        # The deferral it would have had is its decision (a line, a count), said to no one.
+        sender = self.transaction.sender if self.transaction is not None else None
+        gave_up = replace(held.verdict, detail="hung up in the tarpit")
+        self.notes.append(Decided(gave_up, sender, None, held))
+        return held.key or None
 
     def _note_waited(self, result: RcptDecision, recipient: str) -> None:
         transaction = self.transaction
