@@ -19,6 +19,7 @@ Paths (the rows of issue 6's table):
 * familiar host relayed: a host with a familiar record sends 1,000-byte messages, each
   relayed to the sink during the session; and the same with 100 KB messages;
 * the same with `server.workers = 2`;
+* 20 clients sending a 10 MB message each at once: peak RSS above idle (streamed);
 * idle open connection: RSS per connection with 10,000 greeted sessions held open;
 * added latency: one message at a time, unloaded, through the gateway and straight.
 """
@@ -459,6 +460,48 @@ async def relay_100k_row(gateway: GatewayProcess, sink: int) -> Row:
     )  # fmt: skip
 
 
+LARGE_SESSIONS = 20
+LARGE_SIZE = 10_000_000
+
+
+async def large_messages_row(tmp: Path, sink: int, dns: int, cpus: set[int]) -> Row:
+    """Peak RSS above idle with LARGE_SESSIONS clients sending a 10 MB message each at
+    once: the message streams through to the sink, so it is never held whole."""
+    body = _HEADERS + (b"QUJD" * 19 + b"\r\n") * (LARGE_SIZE // 78)
+    load = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), body + b".\r\n", b"250", b"250")
+    growth = []
+    for run in range(RUNS):
+        gateway = GatewayProcess(tmp, f"large{run}", sink, dns, cpus)
+        try:
+            familiar = cycling(familiar_addresses())
+            await drive(gateway.port, familiar, RELAY, b"250", seconds=0.5)  # warm
+            await asyncio.sleep(0.5)
+            idle = rss(gateway.proc)
+            peak = idle
+            sending = asyncio.ensure_future(
+                drive(gateway.port, familiar, load, b"250", concurrency=LARGE_SESSIONS,
+                      limit=LARGE_SESSIONS, seconds=60)
+            )  # fmt: skip
+            while not sending.done():
+                peak = max(peak, rss(gateway.proc))
+                await asyncio.sleep(0.02)
+            result = sending.result()
+            if result.errors or result.rate == 0:
+                raise RuntimeError(f"large messages: {result.errors} errors")
+        finally:
+            gateway.stop()
+        growth.append((peak - idle) / 1e6)
+    return Row(
+        "smtp",
+        f"{LARGE_SESSIONS} x 10 MB messages at once",
+        statistics.median(growth),
+        "MB peak RSS",
+        target=100.0,
+        higher_is_better=False,
+        note="above idle, streamed to the sink; " + _runs_note(growth, " MB"),
+    )
+
+
 async def unloaded_latency_row(gateway: GatewayProcess, sink: int) -> Row:
     """One message at a time; the difference of the medians is what the gateway adds."""
     source = cycling(familiar_addresses())
@@ -621,6 +664,7 @@ async def run(tmp: Path) -> list[Row]:
             rows.append(await unloaded_latency_row(gateway, sink_port))
         finally:
             gateway.stop()
+        rows.append(await large_messages_row(tmp, sink_port, dns_port, gateway_cpus))
         if files >= IDLE_CONNECTIONS + 1000:
             rows.append(await idle_row(tmp, sink_port, dns_port, gateway_cpus))
         else:

@@ -1,5 +1,5 @@
-"""DATA read in bulk (smtp/data.py): the same framing as aiosmtpd's line-by-line reader,
-whatever the chunks the bytes arrive in."""
+"""DATA framed in bulk (smtp/data.py): the same framing as aiosmtpd's line-by-line
+reader, whatever the chunks the bytes arrive in; and stuffed again for the backend."""
 
 from __future__ import annotations
 
@@ -7,7 +7,29 @@ import asyncio
 
 import pytest
 
-from gateway.smtp.data import CHUNK, Problem, read_message
+from gateway.relay.backend import DotStuffer
+from gateway.smtp.data import CHUNK, Framer, Problem, unread
+
+
+async def read_message(reader: asyncio.StreamReader, size_limit, line_limit):
+    """The adapter's loop (server.py), collecting the pieces instead of sending them."""
+    framer = Framer(size_limit, line_limit)
+    pieces = []
+    while not framer.done:
+        data = await reader.read(CHUNK)
+        if not data:
+            raise ConnectionResetError("gone")
+        pieces.append(framer.feed(data))
+    if framer.leftover:
+        unread(reader, framer.leftover)
+    content = None if framer.problem else b"".join(pieces)
+    return Received(content, framer.problem, framer.size)
+
+
+class Received:
+    def __init__(self, content, problem, size) -> None:
+        self.content, self.problem, self.size = content, problem, size
+
 
 MESSAGE = (
     b"Subject: framing\r\n"
@@ -86,15 +108,20 @@ async def test_a_hang_up_mid_message() -> None:
         await read_message(reader_with(b"Subject: cut\r\n\r\nhalf a mess"), None, 1000)
 
 
-def test_dot_stuffing_for_the_backend_round_trips() -> None:
-    """What the backend is sent, read back as any server reads DATA, is the content."""
-    from gateway.relay.backend import dot_stuffed
+def dot_stuffed(content: bytes, cut: int | None = None) -> bytes:
+    stuffer = DotStuffer()
+    parts = [content] if cut is None else [content[:cut], content[cut:]]
+    return b"".join(stuffer.stuff(part) for part in parts) + stuffer.end()
 
-    for content in (EXPECTED, b".first line\r\n..two\r\n", b"", b"no final crlf"):
-        wire = dot_stuffed(content)
-        assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
-        body = wire[: -len(b".\r\n")]
-        unstuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n")[2:]
-        assert unstuffed == (
-            content if content.endswith(b"\r\n") or not content else content + b"\r\n"
-        )
+
+def test_dot_stuffing_for_the_backend_round_trips() -> None:
+    """What the backend is sent, read back as any server reads DATA, is the content,
+    however the content is cut into pieces."""
+    for content in (EXPECTED, b".first line\r\n..two\r\n.\r\n", b"", b"no final crlf"):
+        for cut in (None, *range(len(content) + 1)):
+            wire = dot_stuffed(content, cut)
+            assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
+            body = wire[: -len(b".\r\n")]
+            unstuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n")[2:]
+            whole = content if content.endswith(b"\r\n") or not content else content + b"\r\n"
+            assert unstuffed == whole, (content, cut)

@@ -1,21 +1,24 @@
-"""DATA read in bulk: large chunks, the end found by a bytes search, no loop over lines.
+"""DATA framed in bulk, as it arrives: no loop over lines, no whole message held.
 
 aiosmtpd 1.4.6 reads a message one CRLF line at a time (a `readuntil` and a handful of
-Python checks per line): most of the CPU of a 100 KB message. Here the stream is read
-in chunks of up to CHUNK bytes, and every rule of RFC 5321 section 4.5.2 that aiosmtpd
-applies is applied to the whole at once, with the very same outcome:
+Python checks per line: most of the CPU of a 100 KB message), and holds all of it. Here
+the stream is fed in chunks as the client sends them, and every rule of RFC 5321
+section 4.5.2 that aiosmtpd applies is applied to each chunk at once, with the very
+same outcome, whatever the chunk boundaries:
 
 * the message ends at the first line that is a lone dot: `CRLF . CRLF`, where the first
   CRLF may be the one that ended the DATA command (an empty message). Nothing else ends
   it: `LF . CRLF`, `CRLF . LF`, `CR . CR` (the SMTP smuggling endings) are content, for
   relay/content.py to refuse or repair;
 * a line (CRLF to CRLF) longer than the line limit: `500`, once the end has come;
-* more than the size limit: `552`, once the end has come; nothing beyond the limit is
-  kept meanwhile, so a client cannot make the gateway hold more than the limit;
+* more than the size limit: `552`, once the end has come; nothing is passed on once
+  past the limit;
 * dot-stuffing undone: the leading dot of every line that has one goes (one replace).
 
-Whatever the client sent after the end (a pipelined QUIT, the next MAIL) goes back to
-the reader for the command loop.
+Each piece handed out ends where no CRLF-dot, no CR-LF pair and no CR-NUL-LF run is cut
+in two, so the pieces can be screened, repaired and stuffed again one by one exactly as
+the whole would be. Whatever the client sent after the end (a pipelined QUIT, the next
+MAIL) is `leftover`, for the command loop.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
-from gateway.policy.values import value
-
 CHUNK = 1 << 16
 _END = b"\r\n.\r\n"
 _CRLF = b"\r\n"
+_HELD = (13, 0)  # CR and NUL: what a piece may not end with (see the module docstring)
 
 
 class Problem(StrEnum):
@@ -35,57 +37,76 @@ class Problem(StrEnum):
     TOO_BIG = "too_big"  # over the size limit: 552
 
 
-@value
-class Received:
-    """A whole message, dot-stuffing undone; or the problem it had (content None)."""
+class Framer:
+    """One message's DATA stream: `feed` what arrives, get back its content so far."""
 
-    content: bytes | None
-    problem: Problem | None = None
-    size: int = 0  # bytes received before the end-of-data line, dot-stuffed as sent
+    __slots__ = ("_buffer", "_first", "_line", "done", "leftover", "line_limit", "problem",
+                 "size", "size_limit")  # fmt: skip
 
+    def __init__(self, size_limit: int | None, line_limit: int) -> None:
+        self.size_limit = size_limit
+        self.line_limit = line_limit
+        # The CRLF that ended the DATA command: the end-of-data line may come first.
+        self._buffer = bytearray(_CRLF)
+        self._first = True  # that CRLF is not content
+        self._line = 0  # bytes of the current line handed out so far
+        self.size = 0  # bytes of the message as sent (dot-stuffed), up to the end's CRLF
+        self.problem: Problem | None = None
+        self.done = False
+        self.leftover = b""
 
-async def read_message(
-    reader: asyncio.StreamReader, size_limit: int | None, line_limit: int
-) -> Received:
-    """Read up to and including the end-of-data line; ConnectionResetError if the
-    client goes first."""
-    # The CRLF that ended the DATA command: the end-of-data line may come first.
-    buffer = bytearray(_CRLF)
-    searched = 0  # where the next search for the end may start
-    dropped = 0  # bytes let go of once past the size limit (kept: the last 4)
-    while True:
-        end = buffer.find(_END, searched)
+    def feed(self, data: bytes) -> bytes:
+        """The content `data` completes (dot-stuffing undone; b"" when none yet, or once
+        there is a problem). At the end: `done`, and `leftover` what followed it."""
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(_END)
         if end >= 0:
-            break
-        searched = max(0, len(buffer) - len(_END) + 1)
-        if size_limit and dropped + len(buffer) - 2 > size_limit:
-            # Too big: read on to the end, keeping only what a split end needs.
-            dropped += len(buffer) - 4
-            del buffer[:-4]
-            searched = 0
-        chunk = await reader.read(CHUNK)
-        if not chunk:
-            raise ConnectionResetError("the client hung up during DATA")
-        buffer += chunk
-    leftover = buffer[end + len(_END) :]
-    if leftover:
-        _unread(reader, bytes(leftover))
-    size = dropped + end  # the message's bytes: from after the first CRLF to the end's CRLF
-    if size_limit and size > size_limit:
-        return Received(None, Problem.TOO_BIG, size)
-    message = buffer[: end + 2]  # the leading CRLF, the lines, each with its CRLF
-    del buffer
-    if len(message) > line_limit and _longest_line(message) > line_limit:
-        return Received(None, Problem.TOO_LONG, size)
-    return Received(bytes(message).replace(b"\r\n.", _CRLF)[2:], None, size)
+            self.leftover = bytes(buffer[end + len(_END) :])
+            self.done = True
+            region = buffer[: end + 2]
+            self._buffer = bytearray()
+            return self._content(region)
+        cut = len(buffer) - len(_END) + 1  # an end straddling chunks stays whole
+        while cut > 0 and buffer[cut - 1] in _HELD:
+            cut -= 1
+        if cut >= 2 and buffer[cut - 2 : cut] == _CRLF:
+            cut -= 2  # a CRLF and the dot that may follow it go together
+        if cut <= (2 if self._first else 0):
+            return b""
+        region = buffer[:cut]
+        del buffer[:cut]
+        return self._content(region)
+
+    def _content(self, region: bytearray) -> bytes:
+        first, self._first = self._first, False
+        self.size += len(region) - (2 if first else 0)
+        if self.problem is not None:
+            return b""
+        if self.size_limit and self.size > self.size_limit:
+            self.problem = Problem.TOO_BIG
+            return b""
+        if self._line + len(region) > self.line_limit and self._too_long(region):
+            self.problem = Problem.TOO_LONG
+            return b""
+        last = region.rfind(_CRLF)
+        self._line = len(region) - last - 2 if last >= 0 else self._line + len(region)
+        content = bytes(region).replace(b"\r\n.", _CRLF)
+        return content[2:] if first else content
+
+    def _too_long(self, region: bytearray) -> bool:
+        """A line over the limit, CRLF included, the one under way counted whole
+        (bytes.split: no Python loop over lines)."""
+        lines = region.split(_CRLF)
+        ended = lines[:-1] if len(lines) > 1 else []
+        longest = max(map(len, ended), default=0)
+        if ended:
+            longest = max(longest, self._line + len(lines[0]))
+        carried = (self._line if len(lines) == 1 else 0) + len(lines[-1])
+        return max(longest + 2, carried) > self.line_limit
 
 
-def _longest_line(message: bytearray) -> int:
-    """The longest CRLF-ended line, its CRLF included (bytes.split: no Python loop)."""
-    return max(map(len, message.split(_CRLF))) + 2
-
-
-def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
+def unread(reader: asyncio.StreamReader, data: bytes) -> None:
     """Give back what was read past the end of data. StreamReader has no unread: its
     buffer is a bytearray (asyncio/streams.py, CPython 3.11 and later), read from the
     front, so what goes back goes in front of whatever came after it."""

@@ -48,14 +48,13 @@ from gateway.policy.facts import RDNSStatus
 from gateway.policy.keys import place_key
 from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
-from gateway.relay.backend import BackendError, BackendSession, ClientIdentity
+from gateway.relay.backend import BackendError, BackendSession, ClientIdentity, DotStuffer
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
-from gateway.smtp.data import Problem, read_message
+from gateway.smtp.data import CHUNK, Framer, Problem, unread
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
     Decide,
-    Deliver,
     Phase,
     Promote,
     RelayAuth,
@@ -453,18 +452,6 @@ class GatewaySMTP(EarlyStage):
         self.backend = BackendSession(services.backend, identity, services.capabilities)
         return self.backend
 
-    async def deliver(self, ask: Deliver) -> Say:
-        """The end of data at the backend; the client's reply is the backend's."""
-        assert self.backend is not None
-        started = self.loop.time()
-        try:
-            reply = await self.backend.data(ask.content)
-        except BackendError as exc:
-            self._still_on()
-            return self.core.delivered(exc.reply, self.loop.time() - started, str(exc))
-        self._still_on()
-        return self.core.delivered(reply, self.loop.time() - started)
-
     def said(self, say: Say) -> str:
         """The reply for aiosmtpd to write, once what the core noted is written down."""
         if self.core.notes:
@@ -715,17 +702,79 @@ class GatewaySMTP(EarlyStage):
         if out is not None:
             await self.push(self.said(out))
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        received = await read_message(self._reader, self.data_size_limit, self.line_length_limit)
-        if received.problem is not None:
-            self._set_post_data_state()
-            too_long = received.problem is Problem.TOO_LONG
-            await self.push(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA)
-            return
-        self.envelope.content = self.envelope.original_content = received.content
-        status = await self._call_handler_hook("DATA")
+        say = await self._stream_message()
         self._set_post_data_state()
-        await self.push(status)
+        await self.push(self.said(say))
+
+    async def _stream_message(self) -> Say:
+        """DATA at the backend first (its refusal is the client's answer, before any
+        upload), then 354, then the message piece by piece as it arrives: framed
+        (smtp/data.py), screened (the core), dot-stuffed again and written on, never
+        held whole. Any end but the backend's reply to the end of data leaves the
+        backend without one: its transaction is abandoned, nothing is delivered."""
+        core, backend = self.core, self.backend
+        assert backend is not None  # a recipient was accepted by it
+        try:
+            go = await backend.data_begin()
+        except BackendError as exc:
+            self._still_on()
+            return core.delivered(exc.reply, None, str(exc))
+        self._still_on()
+        if go.code != 354:
+            return core.delivered(go, None)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        stuffer = DotStuffer()
+        header = core.message_begins(self.services.clock())
+        framer = Framer(self.data_size_limit, self.line_length_limit)
+        failure: BackendError | None = None  # the backend broke off mid-message
+        try:
+            if header:
+                await backend.data_part(stuffer.stuff(header))
+        except BackendError as exc:
+            failure = exc
+        reader = self._reader
+        while not framer.done:
+            data = await reader.read(CHUNK)
+            if not data:
+                raise ConnectionResetError("the client hung up during DATA")
+            self._still_on()
+            piece = framer.feed(data)
+            if not piece or failure is not None or framer.problem is not None:
+                continue
+            part = core.message_part(piece)
+            if isinstance(part, Say):  # refused: the backend gets no end of data
+                backend.abort()
+                continue
+            if part:
+                try:
+                    await backend.data_part(stuffer.stuff(part))
+                except BackendError as exc:
+                    failure = exc
+                self._still_on()
+        if framer.leftover:
+            unread(reader, framer.leftover)
+        if framer.problem is not None:
+            backend.abort()
+            too_long = framer.problem is Problem.TOO_LONG
+            return Say(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA)
+        refused = core.message_complete(framer.size)
+        if refused is not None:
+            return refused
+        if failure is not None:
+            return core.delivered(failure.reply, None, str(failure))
+        started = self.loop.time()
+        try:
+            reply = await backend.data_end(stuffer.end())
+        except BackendError as exc:
+            self._still_on()
+            return core.delivered(exc.reply, self.loop.time() - started, str(exc))
+        self._still_on()
+        say = core.delivered(reply, self.loop.time() - started)
+        if say.refresh:
+            # A refresh lost to an outage costs nothing but an earlier expiry.
+            with contextlib.suppress(StoreError):
+                await self.services.decider.delivered(say.refresh)
+        return say
 
     async def handle_exception(self, error: Exception) -> str:
         core = self.core
@@ -812,16 +861,6 @@ class Hooks:
             out = await server.relay_rcpt(out)
         if isinstance(out, Strike):
             out = await server.strike(out)
-        return server.said(out)
-
-    async def handle_DATA(self, server: GatewaySMTP, session, envelope) -> str:
-        out = server.core.message(envelope.original_content, server.services.clock())
-        if isinstance(out, Deliver):
-            out = await server.deliver(out)
-            if out.refresh:
-                # A refresh lost to an outage costs nothing but an earlier expiry.
-                with contextlib.suppress(StoreError):
-                    await server.services.decider.delivered(out.refresh)
         return server.said(out)
 
     async def handle_RSET(self, server: GatewaySMTP, session, envelope) -> str:

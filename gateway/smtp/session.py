@@ -88,7 +88,7 @@ from gateway.policy.vocabulary import (
     RelayResult,
     TarpitResult,
 )
-from gateway.relay.content import screen_content
+from gateway.relay.content import REPAIRS, screen_content
 from gateway.relay.received import protocol_name, received_header
 from gateway.relay.reply import UNAVAILABLE, BackendReply
 
@@ -371,6 +371,8 @@ class Transaction:
     sender_refused: BackendReply | None = None
     keys: set[str] = field(default_factory=set)  # familiar keys (refreshed on 250)
     received: int = 0  # bytes of the message as received (0 until DATA)
+    repaired: set[str] = field(default_factory=set)  # what normalize mode repaired in it
+    content_refusal: str | None = None  # what the content met (bare line end, NUL)
 
 
 _SENDER_OK = Say(replies.SENDER_OK)
@@ -926,39 +928,77 @@ class Session:
             return Say(transaction.refusal_at_data or "", Then.CLOSE)
         return None
 
-    def message(self, content: bytes, now: float) -> Say | Deliver:
-        """The message as received (dot-stuffing undone): refused, or what goes on."""
+    # The message streams through: `message_begins` (the trace header to send first),
+    # `message_part` for each piece as it arrives (screened: what goes on to the
+    # backend, or the refusal), `message_complete` at its end. `message` does all three
+    # for a message at hand whole.
+    def message_begins(self, now: float) -> bytes:
+        """The Received header to send ahead of the content (b"" when it is off)."""
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
-        transaction.received = len(content)
-        screened = screen_content(content, self.rules.bare_newline)
+        transaction.received = 0
+        transaction.repaired = set()
+        transaction.content_refusal = None
+        if not self.rules.add_received:
+            return b""
+        assessment = self.assessment
+        recipients = transaction.recipients
+        return received_header(
+            helo=self.helo,
+            ptr=assessment.ptr if assessment is not None else None,
+            address=self.address_text,
+            protocol=protocol_name(
+                self.esmtp,
+                tls=self.tls is not None,
+                utf8=transaction.utf8,
+                authenticated=self.authenticated is not None,
+            ),
+            tls=self.tls,
+            hostname=self.rules.hostname,
+            transaction_id=transaction.id,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+            when=now,
+        )
+
+    def message_part(self, piece: bytes) -> bytes | Say:
+        """A piece of the content (dot-stuffing undone; smtp/data.py cuts pieces where
+        screening each alone is screening the whole): what goes on, or the refusal the
+        message meets (then nothing more goes on; the adapter stops the backend's DATA)."""
+        transaction = self.transaction
+        assert transaction is not None
+        if transaction.content_refusal is not None:
+            return b""
+        screened = screen_content(piece, self.rules.bare_newline)
         if screened.refusal is not None:
-            self.notes.append(Relayed(RelayResult.REJECTED, screened.refusal, transaction, None))
+            transaction.content_refusal = screened.refusal
             return Say(screened.refusal)
-        for what in screened.repaired:
-            self.notes.append(Repaired(what))
-        content = screened.content
-        if self.rules.add_received:
-            assessment = self.assessment
-            recipients = transaction.recipients
-            header = received_header(
-                helo=self.helo,
-                ptr=assessment.ptr if assessment is not None else None,
-                address=self.address_text,
-                protocol=protocol_name(
-                    self.esmtp,
-                    tls=self.tls is not None,
-                    utf8=transaction.utf8,
-                    authenticated=self.authenticated is not None,
-                ),
-                tls=self.tls,
-                hostname=self.rules.hostname,
-                transaction_id=transaction.id,
-                recipient=recipients[0] if len(recipients) == 1 else None,
-                when=now,
-            )
-            content = header + content
-        return Deliver(content)
+        transaction.repaired.update(screened.repaired)
+        return screened.content
+
+    def message_complete(self, size: int) -> Say | None:
+        """The end of data came (`size` bytes as sent): its refusal, or None when the
+        backend's end of data is next."""
+        transaction = self.transaction
+        assert transaction is not None
+        transaction.received = size
+        refusal = transaction.content_refusal
+        if refusal is not None:
+            self.notes.append(Relayed(RelayResult.REJECTED, refusal, transaction, None))
+            return Say(refusal)
+        for what in REPAIRS:
+            if what in transaction.repaired:
+                self.notes.append(Repaired(what))
+        return None
+
+    def message(self, content: bytes, now: float) -> Say | Deliver:
+        """A whole message (dot-stuffing undone): refused, or what goes on."""
+        header = self.message_begins(now)
+        part = self.message_part(content)
+        refused = self.message_complete(len(content))
+        if refused is not None:
+            return refused
+        assert isinstance(part, bytes)
+        return Deliver(header + part)
 
     def delivered(
         self, reply: BackendReply, seconds: float | None, failure: str | None = None
