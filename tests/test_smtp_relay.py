@@ -297,3 +297,41 @@ async def test_refused_connection_then_recovery() -> None:
         await env.stop()
         await backend.stop()
         env.dns.stop()
+
+
+# -- DATA streams: a message refused mid-way is never delivered ------------------------------
+
+
+def backend_abandoned(env) -> bool:
+    relayed = env.backend.sessions[1:]  # the first is the gateway's start-up probe
+    return bool(relayed) and all(s.transport.is_closing() for s in relayed)
+
+
+@pytest.mark.gateway({"limits": {"max_message_size": 100_000}})
+async def test_too_big_mid_stream_is_552_and_the_backend_gets_no_end(env) -> None:
+    client = await env.client()
+    assert (await client.start_data()).code == 354
+    line = b"x" * 998 + b"\r\n"
+    for _ in range(300):  # 300 KB, well past the limit, in many writes
+        await client.send(line)
+    await client.send(b".\r\n")
+    final = await client.read_reply()
+    assert final.code == 552
+    await eventually(lambda: backend_abandoned(env))
+    assert env.backend.accepted == []
+    assert (await client.cmd("NOOP")).code == 250  # the session goes on
+    await client.close()
+
+
+async def test_a_bare_line_end_late_in_a_long_message_is_refused_and_not_delivered(env) -> None:
+    client = await env.client()
+    assert (await client.start_data()).code == 354
+    clean = b"y" * 78 + b"\r\n"
+    await client.send(clean * 2000)  # 160 KB streamed on before the fault shows
+    await client.send(b"then\n.\nMAIL FROM:<forged@example.com>\r\n")
+    await client.send(clean + b".\r\n")
+    final = await client.read_reply()
+    assert final.code == 550
+    await eventually(lambda: backend_abandoned(env))
+    assert env.backend.accepted == [] and env.backend.messages == []
+    await client.close()
