@@ -17,7 +17,8 @@ Paths (the rows of issue 6's table):
 * S25R-suspect host deferred: the same kind of host, seen a moment ago (its DNS answers
   cached), retrying too early (`impatient_retries = 0`, so no penalty box);
 * familiar host relayed: a host with a familiar record sends 1,000-byte messages, each
-  relayed to the sink during the session; and the same with 100 KB messages;
+  relayed to the sink during the session; the same with 100 KB messages, and with a
+  realistic mix of sizes (50% 4 KB, 40% 40 KB, 9% 400 KB, 1% 4 MB);
 * the same with `server.workers = 2`;
 * 20 clients sending a 10 MB message each at once: peak RSS above idle (streamed);
 * idle open connection: RSS per connection with 10,000 greeted sessions held open;
@@ -317,7 +318,7 @@ def percentile(values: list[float], p: float) -> float:
 async def drive(
     port: int,
     source: Callable[[], str],
-    load: Load,
+    load: Load | Callable[[], Load],
     expect: bytes,
     gateway: GatewayProcess | None = None,
     seconds: float = SECONDS,
@@ -334,7 +335,8 @@ async def drive(
         nonlocal errors
         while time.perf_counter() < deadline and len(latencies) + errors < limit:
             try:
-                latencies.append(await session(port, source(), load, expect))
+                this = load if isinstance(load, Load) else load()
+                latencies.append(await session(port, source(), this, expect))
             except (OSError, RuntimeError, ConnectionError):
                 errors += 1
 
@@ -448,6 +450,43 @@ async def relay_row(gateway: GatewayProcess, sink: int) -> Row:
     return await cpu_row(
         "familiar host, message relayed", "msgs/s", 1.0, "1,000-byte messages to the sink",
         gateway, sink, familiar, RELAY,
+    )  # fmt: skip
+
+
+def _message_of(size: int) -> bytes:
+    body = _HEADERS + (b"QUJD" * 19 + b"\r\n") * max(0, (size - len(_HEADERS)) // 78)
+    return body + b"z" * max(0, size - len(body) - 2) + b"\r\n"
+
+
+# A day's mail by size: half of it short notes, most of the rest with a small attachment,
+# a few with a large one, one in a hundred near a mail server's usual limit.
+SIZE_MIX = (50 * [4_000]) + (40 * [40_000]) + (9 * [400_000]) + [4_000_000]
+
+
+def mixed_loads() -> Callable[[], Load]:
+    """The next message of the mix, in a fixed shuffled order (every run the same)."""
+    sizes = list(SIZE_MIX)
+    random.Random(25).shuffle(sizes)
+    loads = {
+        size: Load((EHLO, MAIL, RCPT, b"DATA\r\n"), _message_of(size) + b".\r\n", b"250", b"250")
+        for size in set(sizes)
+    }
+    order = itertools.cycle(sizes)
+    return lambda: loads[next(order)]
+
+
+async def relay_mix_row(gateway: GatewayProcess, sink: int) -> Row:
+    familiar = cycling(familiar_addresses())
+    mix = mixed_loads()
+    average = sum(SIZE_MIX) / len(SIZE_MIX)
+    through, direct = [], []
+    for _ in range(RUNS):
+        through.append(await drive(gateway.port, familiar, mix, b"250", gateway, seconds=3.0))
+        direct.append(await drive(sink, familiar, mix, b"250", seconds=3.0))
+    return path_row(
+        "familiar host, size mix relayed", "msgs/s", through, direct,
+        target=None, target_on="cpu_ms", higher_is_better=False,
+        note=f"50% 4 KB, 40% 40 KB, 9% 400 KB, 1% 4 MB (mean {average / 1000:.0f} KB)",
     )  # fmt: skip
 
 
@@ -661,6 +700,7 @@ async def run(tmp: Path) -> list[Row]:
             rows.append(await suspect_row(gateway, sink_port))
             rows.append(await relay_row(gateway, sink_port))
             rows.append(await relay_100k_row(gateway, sink_port))
+            rows.append(await relay_mix_row(gateway, sink_port))
             rows.append(await unloaded_latency_row(gateway, sink_port))
         finally:
             gateway.stop()
