@@ -302,3 +302,17 @@ async def test_auth_mode_off_offers_nothing(postfix, certificate) -> None:
     finally:
         await env.stop()
         env.dns.stop()
+
+
+async def test_a_refused_message_ends_an_authenticated_session_plainly(env) -> None:
+    """A message refused after the backend's 354 costs the backend connection, and an
+    authenticated one cannot be replaced: the refusal, then the session ends (the client
+    logs in afresh), never a 451 for every later message."""
+    client = await encrypted(env)
+    await client.ehlo()
+    assert (await client.cmd(f"AUTH PLAIN {PLAIN}")).code == 235
+    await client.cmd(f"MAIL FROM:<{USER}@example.com>")
+    assert (await client.cmd("RCPT TO:<carol@example.com>")).code == 250
+    refused = await client.data(b"Subject: x\r\n\r\na bare\nline feed\r\n")
+    assert refused.code == 550
+    assert await client.closed()

@@ -125,3 +125,26 @@ def test_dot_stuffing_for_the_backend_round_trips() -> None:
             unstuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n")[2:]
             whole = content if content.endswith(b"\r\n") or not content else content + b"\r\n"
             assert unstuffed == whole, (content, cut)
+
+
+def test_a_flood_of_cr_or_nul_is_never_held() -> None:
+    """CRs and NULs are held back at a piece's end (they may belong to what follows),
+    but a run of them longer than a line is one over-long line: refused, not held."""
+    framer = Framer(1_000_000, 1 << 16)
+    for _ in range(64):  # 4 MiB of NUL, no CRLF anywhere
+        assert framer.feed(b"\x00" * CHUNK) == b""
+    assert framer.problem is Problem.TOO_LONG
+    assert len(framer._buffer) <= CHUNK + 8  # what is kept is a chunk, never the flood
+    framer.feed(b"\r\n.\r\n")
+    assert framer.done and framer.size > 4_000_000
+
+
+def test_a_nul_refusal_gives_way_to_a_bare_line_end_as_the_whole_would() -> None:
+    from gateway.policy.replies import BARE_NEWLINE
+    from tests.test_session import in_transaction
+
+    session = in_transaction()  # relay.bare_newline = "reject", the default
+    session.message_begins(0.0)
+    session.message_part(b"a\x00b\r\n")  # a NUL first...
+    session.message_part(b"then a bare\nLF\r\n")  # ...then a bare LF
+    assert session.message_complete(40).reply == BARE_NEWLINE

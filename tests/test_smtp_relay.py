@@ -335,3 +335,17 @@ async def test_a_bare_line_end_late_in_a_long_message_is_refused_and_not_deliver
     await eventually(lambda: backend_abandoned(env))
     assert env.backend.accepted == [] and env.backend.messages == []
     await client.close()
+
+
+async def test_a_backend_lost_after_rcpt_gets_no_lone_data(env) -> None:
+    """DATA is never sent on a new connection: its MAIL and RCPT were on the lost one
+    (Postfix would answer 503, a permanent refusal for the client)."""
+    env.backend.faults["RCPT"] = "then-drop:250 2.1.5 Ok"
+    client = await env.client()
+    await client.ehlo()
+    await client.cmd("MAIL FROM:<alice@sender.example>")
+    assert (await client.cmd("RCPT TO:<bob@example.com>")).code == 250
+    refused = await client.cmd("DATA")
+    assert refused.code == 451 and refused.text.startswith("4.4.1")
+    assert "DATA" not in env.backend.commands
+    await client.close()

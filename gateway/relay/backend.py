@@ -5,8 +5,8 @@ backend's own code and text, and any failure to get one (refused connection, tim
 dropped connection, a 421) becomes `451 4.4.1` so the client keeps the message and
 retries. MAIL and RCPT are sent through `execute_command` with the client's address as
 given (aiosmtplib's `mail()`/`rcpt()` re-parse addresses, which turns `<>` into `<<>>`);
-DATA goes through `data()`, which is byte-exact for content that is already CRLF-only
-and un-stuffed, which is what the SMTP side hands over.
+DATA streams: `data_begin`, `data_part` for each piece of the message as the client
+sends it (CRLF-only by then, dot-stuffed here by DotStuffer), `data_end`.
 
 Forwarding the client's identity: XCLIENT resets the backend session and makes the
 backend log, filter and write its Received header as if the real client had connected
@@ -334,7 +334,12 @@ class BackendSession:
     # aiosmtplib's `data()`: it wants the whole message, and runs two regular
     # expressions over it (0.65 ms for 100 KB) for what one replace does here.
     async def data_begin(self) -> BackendReply:
-        """DATA: 354 when the content may follow; else the backend's refusal, mirrored."""
+        """DATA: 354 when the content may follow; else the backend's refusal, mirrored.
+        Never on a new connection: the transaction's MAIL and RCPT went on the old one
+        (a reconnection would get `503 need RCPT`, a permanent refusal for the client)."""
+        if not self.connected:
+            self.abort()
+            raise BackendError("backend: the connection was lost before DATA")
         smtp = await self._connection()
         self.in_transaction = False
         go = await self._guard(smtp.execute_command(b"DATA"), "DATA")

@@ -29,7 +29,7 @@ from enum import StrEnum
 CHUNK = 1 << 16
 _END = b"\r\n.\r\n"
 _CRLF = b"\r\n"
-_HELD = (13, 0)  # CR and NUL: what a piece may not end with (see the module docstring)
+_HELD = b"\r\x00"  # CR and NUL: what a piece may not end with (see the module docstring)
 
 
 class Problem(StrEnum):
@@ -59,8 +59,9 @@ class Framer:
         """The content `data` completes (dot-stuffing undone; b"" when none yet, or once
         there is a problem). At the end: `done`, and `leftover` what followed it."""
         buffer = self._buffer
+        start = max(0, len(buffer) - len(_END) + 1)  # an end may straddle what was held
         buffer += data
-        end = buffer.find(_END)
+        end = buffer.find(_END, start)
         if end >= 0:
             self.leftover = bytes(buffer[end + len(_END) :])
             self.done = True
@@ -68,10 +69,16 @@ class Framer:
             self._buffer = bytearray()
             return self._content(region)
         cut = len(buffer) - len(_END) + 1  # an end straddling chunks stays whole
-        while cut > 0 and buffer[cut - 1] in _HELD:
-            cut -= 1
-        if cut >= 2 and buffer[cut - 2 : cut] == _CRLF:
-            cut -= 2  # a CRLF and the dot that may follow it go together
+        if self.problem is None and cut > 0:
+            kept = len(buffer[:cut].rstrip(_HELD))
+            if cut - kept > self.line_limit:
+                # CRs and NULs with no CRLF among them: one line, too long (aiosmtpd's
+                # answer too), and nothing to hold back for: never an unbounded hold.
+                self.problem = Problem.TOO_LONG
+            else:
+                cut = kept
+                if cut >= 2 and buffer[cut - 2 : cut] == _CRLF:
+                    cut -= 2  # a CRLF and the dot that may follow it go together
         if cut <= (2 if self._first else 0):
             return b""
         region = buffer[:cut]

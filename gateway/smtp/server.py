@@ -753,13 +753,17 @@ class GatewaySMTP(EarlyStage):
                 self._still_on()
         if framer.leftover:
             unread(reader, framer.leftover)
+        # A message refused after the backend's 354 costs its connection (no end of data
+        # may reach it): an authenticated one cannot be replaced, so the session ends
+        # after the refusal and the client logs in afresh for its next message.
+        then = Then.CLOSE if backend.authenticated else Then.GO_ON
         if framer.problem is not None:
             backend.abort()
             too_long = framer.problem is Problem.TOO_LONG
-            return Say(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA)
+            return Say(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA, then)
         refused = core.message_complete(framer.size)
         if refused is not None:
-            return refused
+            return Say(refused.reply, then)
         if failure is not None:
             return core.delivered(failure.reply, None, str(failure))
         started = self.loop.time()

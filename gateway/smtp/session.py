@@ -77,6 +77,7 @@ from gateway.policy.facts import RDNS
 from gateway.policy.keys import is_null_sender
 from gateway.policy.net import IPAddress, address_text
 from gateway.policy.recipients import recipient_syntax
+from gateway.policy.replies import BARE_NEWLINE, NUL
 from gateway.policy.values import value
 from gateway.policy.vocabulary import (
     Action,
@@ -88,7 +89,7 @@ from gateway.policy.vocabulary import (
     RelayResult,
     TarpitResult,
 )
-from gateway.relay.content import REPAIRS, screen_content
+from gateway.relay.content import REPAIRS, has_bare_newline, screen_content
 from gateway.relay.received import protocol_name, received_header
 from gateway.relay.reply import UNAVAILABLE, BackendReply
 
@@ -967,6 +968,8 @@ class Session:
         transaction = self.transaction
         assert transaction is not None
         if transaction.content_refusal is not None:
+            if transaction.content_refusal == NUL and has_bare_newline(piece):
+                transaction.content_refusal = BARE_NEWLINE  # as the whole would have said
             return b""
         screened = screen_content(piece, self.rules.bare_newline)
         if screened.refusal is not None:
