@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 from gateway.store.base import Store
@@ -35,3 +36,11 @@ def open_store(url: str, clock: Callable[[], float] = time.time, timeout: float 
 
         return RedisStore(url, clock=clock, timeout=timeout)
     raise ConfigError(f"store.url: unsupported store {url!r}")
+
+
+def display_url(url: str) -> str:
+    """`store.url` fit to print or log: a Redis URL without its password and options."""
+    if not url.startswith("redis"):
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
