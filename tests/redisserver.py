@@ -1,6 +1,7 @@
-"""A private redis-server on a loopback port (Debian's redis-server package).
+"""A private redis-server on a loopback port (Debian's redis-server package), and a
+private Redis Cluster of three of them.
 
-No persistence, no daemonising: the test owns the process, and can SIGSTOP it to
+No persistence, no daemonising: the test owns the processes, and can SIGSTOP one to
 simulate a hung Redis or kill it to simulate a dead one.
 """
 
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,3 +94,111 @@ class RedisServer:
             self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             self.process.wait(10)
+            self.process = None
+
+
+HASH_SLOTS = 16384
+
+
+class RedisCluster:
+    """Three masters with `cluster-enabled yes`, no replicas, slots split in three.
+
+    Built by hand (CLUSTER ADDSLOTS, CLUSTER MEET) rather than with `redis-cli --cluster
+    create`, which sleeps a second per check: the start is then bound by the masters'
+    own two-second wait before a (re)started master calls the cluster state ok.
+    Each node's cluster bus gets a port of its own: the default, port + 10000, is not
+    free (or not even a port) for every port the kernel hands out. A node keeps its
+    nodes.conf in a private directory, so a killed node restarts with its identity and
+    its slots, as after a reboot.
+    """
+
+    def __init__(self, size: int = 3, *extra: str) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="onajimi-cluster-"))
+        self.nodes: list[RedisServer] = []
+        self.buses: list[int] = []
+        self.extra = extra
+        for n in range(size):
+            bus = free_port()
+            (self.directory / str(n)).mkdir()
+            self.buses.append(bus)
+            self.nodes.append(RedisServer(None, *self._options(n, bus)))
+
+    def _options(self, n: int, bus: int) -> tuple[str, ...]:
+        return (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            str(bus),
+            "--cluster-config-file",
+            "nodes.conf",
+            "--dir",
+            str(self.directory / str(n)),
+            "--cluster-node-timeout",
+            "1000",
+            *self.extra,
+        )
+
+    def start(self, timeout: float = 20) -> RedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            share = HASH_SLOTS // len(self.nodes)
+            for n, node in enumerate(self.nodes):
+                last = HASH_SLOTS if n == len(self.nodes) - 1 else (n + 1) * share
+                node.command("CLUSTER", "ADDSLOTS", *map(str, range(n * share, last)))
+            first = self.nodes[0]
+            for node in self.nodes[1:]:
+                node.command("CLUSTER", "MEET", "127.0.0.1", str(first.port), str(self.buses[0]))
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 20) -> None:
+        """Until every running node says the cluster is ok (all slots served)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [node for node in self.nodes if node.process is not None]
+            if all(b"cluster_state:ok" in node.command("CLUSTER", "INFO") for node in running):
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"the Redis Cluster on {self.seeds} did not come up")
+
+    @property
+    def seeds(self) -> str:
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{self.seeds}/"
+
+    def restart(self, n: int) -> None:
+        """Stop node `n` and start it again on the same ports, with its nodes.conf."""
+        node = self.nodes[n]
+        node.stop()
+        node.start()
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.command("FLUSHALL")
+
+    def errors(self) -> dict[str, int]:
+        """Error replies every node has sent since the last `reset_stats`, by error code
+        (`INFO errorstats`: CROSSSLOT, MOVED, NOSCRIPT, ...), added up."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            for line in node.command("INFO", "errorstats").decode().splitlines():
+                if line.startswith("errorstat_"):
+                    name, _, rest = line[len("errorstat_") :].partition(":count=")
+                    counts[name] = counts.get(name, 0) + int(rest)
+        return counts
+
+    def reset_stats(self) -> None:
+        for node in self.nodes:
+            node.command("CONFIG", "RESETSTAT")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
