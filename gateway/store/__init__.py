@@ -51,11 +51,12 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-def describe_url(url: str) -> str:
-    """`store.url` for `onajimi check`, which connects to nothing: what the URL says."""
-    shown = display_url(url)
+def describe_url(url: str, *notes: str) -> str:
+    """`store.url` for `onajimi check`, which connects to nothing: what the URL says,
+    with `notes` in the same parentheses."""
+    said = list(notes)
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         seeds = urlsplit(url).netloc.rpartition("@")[2].count(",") + 1
         tls = ", TLS" if url.startswith("rediss") else ""
-        return f"{shown} (Redis Cluster, {seeds} seed node{'s' if seeds > 1 else ''}{tls})"
-    return shown
+        said.insert(0, f"Redis Cluster, {seeds} seed node{'s' if seeds > 1 else ''}{tls}")
+    return f"{display_url(url)} ({'; '.join(said)})" if said else display_url(url)
