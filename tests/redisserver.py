@@ -183,6 +183,22 @@ class RedisCluster:
         for node in self.nodes:
             node.command("FLUSHALL")
 
+    def node_of(self, key: str) -> int:
+        """The index of the node that serves `key` (the slots as `start` split them)."""
+        from redis.crc import key_slot
+
+        share = HASH_SLOTS // len(self.nodes)
+        return min(key_slot(key.encode()) // share, len(self.nodes) - 1)
+
+    def calls(self, command: str) -> int:
+        """How many times the nodes ran `command` since the last `reset_stats`."""
+        total = 0
+        for node in self.nodes:
+            for line in node.command("INFO", "commandstats").decode().splitlines():
+                if line.startswith(f"cmdstat_{command.lower()}:calls="):
+                    total += int(line.split("calls=", 1)[1].split(",", 1)[0])
+        return total
+
     def errors(self) -> dict[str, int]:
         """Error replies every node has sent since the last `reset_stats`, by error code
         (`INFO errorstats`: CROSSSLOT, MOVED, NOSCRIPT, ...), added up."""
