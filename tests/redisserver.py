@@ -7,12 +7,15 @@ simulate a hung Redis or kill it to simulate a dead one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -23,23 +26,38 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, *extra: str, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *extra: str,
+        config: Path | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """`tls`: (certificate, key) to serve TLS only, on `port`; the certificate is
+        the CA too (self-signed), and clients need none of their own."""
         self.port = port or free_port()
         self.extra = extra
         self.config = config  # first on the command line: Sentinel needs a writable file
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @staticmethod
     def available() -> bool:
         return shutil.which("redis-server") is not None
 
+    def _ports(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        cert, key = self.tls
+        files = ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert]
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no", *files]
+
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             [
                 "redis-server",
                 *([str(self.config)] if self.config else []),
-                "--port",
-                str(self.port),
+                *self._ports(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -56,20 +74,29 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
+                if self.command("PING", timeout=0.5).startswith(b"+PONG"):
+                    return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    @contextlib.contextmanager
+    def _connection(self, timeout: float) -> Iterator[socket.socket]:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            if self.tls is None:
+                yield s
+                return
+            context = ssl.create_default_context(cafile=self.tls[0])
+            context.check_hostname = False  # the certificate names localhost
+            with context.wrap_socket(s) as wrapped:
+                yield wrapped
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def command(self, *args: str) -> bytes:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+    def command(self, *args: str, timeout: float = 2) -> bytes:
+        with self._connection(timeout) as s:
             payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
             s.sendall(payload.encode())
             return s.recv(65536)
@@ -112,16 +139,25 @@ class RedisCluster:
     its slots, as after a reboot.
     """
 
-    def __init__(self, size: int = 3, *extra: str) -> None:
+    def __init__(self, size: int = 3, *extra: str, tls: bool = False) -> None:
+        """`tls`: clients and the cluster bus speak TLS only, with a self-signed
+        certificate (`certificate`) made here."""
         self.directory = Path(tempfile.mkdtemp(prefix="onajimi-cluster-"))
         self.nodes: list[RedisServer] = []
         self.buses: list[int] = []
-        self.extra = extra
+        self.extra = (*extra, "--tls-cluster", "yes") if tls else extra
+        self.certificate = ""
+        pair = None
+        if tls:
+            from tests.tls import make_certificate
+
+            pair = make_certificate(self.directory, "localhost")
+            self.certificate = pair[0]
         for n in range(size):
             bus = free_port()
             (self.directory / str(n)).mkdir()
             self.buses.append(bus)
-            self.nodes.append(RedisServer(None, *self._options(n, bus)))
+            self.nodes.append(RedisServer(None, *self._options(n, bus), tls=pair))
 
     def _options(self, n: int, bus: int) -> tuple[str, ...]:
         return (
@@ -171,7 +207,14 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://{self.seeds}/"
+        if not self.certificate:
+            return f"redis+cluster://{self.seeds}/"
+        # The certificate is checked against itself as the CA; it names localhost, and
+        # the cluster gives its nodes' addresses: no host name to check.
+        return (
+            f"rediss+cluster://{self.seeds}/?ssl_ca_certs={self.certificate}"
+            "&ssl_check_hostname=false"
+        )
 
     def restart(self, n: int) -> None:
         """Stop node `n` and start it again on the same ports, with its nodes.conf."""

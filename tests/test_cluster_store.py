@@ -274,3 +274,27 @@ async def test_run_exits_2_when_no_node_answers(tmp_path: Path) -> None:
         lists=tmp_path,
     )
     await one_line_error(config, f"store.url {url}: cannot connect")
+
+
+async def test_rediss_cluster_speaks_tls_to_every_node(clock: FakeClock) -> None:
+    """`rediss+cluster://`: the TLS options of the URL reach every node the client finds,
+    not only the seed; a certificate it cannot check is one line naming the URL."""
+    cluster = RedisCluster(tls=True).start()
+    try:
+        seed = cluster.url.replace(cluster.seeds, cluster.seeds.split(",", 1)[0])
+        store = open_store(seed, clock=clock)
+        await store.open()
+        try:
+            keys = [f"defer:192.0.2.{n}" for n in range(12)]
+            assert len({cluster.node_of(RedisStore._record_key(k)) for k in keys}) == 3
+            for key in keys:
+                await store.update(key, bump)
+            assert [record.attempts for _, record in await store.scan()] == [1] * len(keys)
+            assert "3 primaries" in store.describe()
+        finally:
+            await store.close()
+        unchecked = open_store(f"rediss+cluster://{cluster.seeds}/", clock=clock)
+        with pytest.raises(StoreError, match=r"^store.url rediss\+cluster://.*certificate"):
+            await unchecked.open()
+    finally:
+        cluster.stop()
