@@ -209,10 +209,11 @@ async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
 # -- round trips and Sentinel --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 async def test_a_decision_from_a_snapshot_is_one_redis_round_trip(
-    redis_url, clock, monkeypatch
+    kind, request, tmp_path, clock, monkeypatch
 ) -> None:
-    store = open_store(redis_url, clock=clock)
+    store = open_store(url_of(kind, tmp_path, request), clock=clock)
     await store.open()
     try:
         snapshot = await store.read("defer:192.0.2.9")
