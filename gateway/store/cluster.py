@@ -7,9 +7,11 @@ served, and the client follows the cluster from then on (MOVED, failovers). The
 credentials, and TLS with `rediss+cluster://`, apply to every node. A cluster has only
 database 0.
 
-The key layout is the Redis store's (redis.py), unchanged: it was made for this. A
-cluster refuses a command whose keys lie in two hash slots (CROSSSLOT), in a MULTI as
-much as in a script, so each operation was checked for the slots its keys fall in:
+The key layout is the Redis store's (redis.py): it was made for this, and needed one
+change. A cluster refuses a command whose keys lie in two hash slots (CROSSSLOT), in a
+MULTI as much as in a script, so each operation was checked for the slots its keys
+fall in (tests/test_cluster_store.py runs them all and asks every node for CROSSSLOT
+errors):
 
 * the compare-and-set, take-turn and end-turn scripts: a record and its turn key, both
   tagged `{<client>}`: one slot. A client part with a brace in it (a PTR name can hold
@@ -40,14 +42,16 @@ BlockingConnectionPool (at most POOL_SIZE operations in flight, the others wait 
 `timeout`), and since an operation holds at most one connection per node, no node ever
 runs out. Timeouts are the Redis store's (small, no retries): a dead node fails the
 operations on its slots at once, and the next operation asks the cluster for its slots
-again (the client's own refresh), so a promoted replica takes over without a restart.
+again (the client's own refresh), so a restarted node, or a replica promoted in its
+place, is found without restarting the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -62,6 +66,7 @@ from gateway.store.redis import POOL_SIZE, RedisStore, _nodes
 TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 SCHEMES = ("redis+cluster://", "rediss+cluster://")
 HASH_SLOTS = 16384
+T = TypeVar("T")
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str]:
@@ -113,7 +118,7 @@ class RedisClusterStore(RedisStore):
             require_full_coverage=False,
         )
 
-    async def _call(self, awaitable):
+    async def _call(self, awaitable: Coroutine[Any, Any, T]) -> T:
         """As the Redis store's, within POOL_SIZE operations in flight."""
         try:
             async with asyncio.timeout(self.timeout):
@@ -136,7 +141,10 @@ class RedisClusterStore(RedisStore):
         return [Snapshot(self._live(raw), raw or b"") for raw in values]
 
     async def _scan_names(self, pattern: str) -> list[bytes]:
-        """SCAN on the one node that serves the `{meta}` slot, not on every node."""
+        """SCAN on the one node that serves the `{meta}` slot, not on every node. The
+        slot map is asked for again first if a failure left it in doubt (a keyed
+        command does that by itself; SCAN names its node)."""
+        await self.redis.initialize()
         node = self.redis.get_node_from_key(self._meta_key(""))
         return [
             key async for key in self.redis.scan_iter(match=pattern, count=500, target_nodes=node)
