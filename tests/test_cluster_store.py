@@ -188,6 +188,27 @@ async def test_a_gateway_rides_out_a_node_restart(
         await env.close()
 
 
+async def test_a_hung_node_costs_the_timeout_not_a_minute(
+    redis_cluster: RedisCluster, redis_cluster_url: str, clock: FakeClock
+) -> None:
+    """A master that stops answering (SIGSTOP) without closing its connections: each
+    operation on its slots fails within about `timeout`, including the slot-map refresh
+    that follows a failure (it asks the seeds, the hung one among them)."""
+    store = open_store(redis_cluster_url, clock=clock, timeout=0.5)
+    await store.open()
+    node = redis_cluster.nodes[redis_cluster.node_of(RedisStore._record_key("defer:192.0.2.9"))]
+    node.pause()
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="redis redis\\+cluster://"):
+                await store.update("defer:192.0.2.9", bump)
+            assert time.monotonic() - started < 2.5
+    finally:
+        node.resume()
+        await store.close()
+
+
 async def test_an_unreachable_cluster_is_one_line_naming_the_url(clock: FakeClock) -> None:
     url = f"redis+cluster://:s3cret@127.0.0.1:{free_port()},127.0.0.1:{free_port()}/"
     store = open_store(url, clock=clock, timeout=0.5)
