@@ -23,7 +23,7 @@ def _url(kind: str, tmp_path: Path) -> str:
     return "memory:" if kind == "memory" else f"sqlite://{tmp_path / 'state' / 'state.db'}"
 
 
-def url_of(kind: str, tmp_path: Path, request) -> str:
+def url_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """The URL of an empty store of this kind (Redis ones started by a fixture)."""
     if kind in SERVED:
         return request.getfixturevalue(SERVED[kind])
