@@ -293,7 +293,8 @@ def path(*, must_exist: bool = True) -> Parser:
 def store_url(value: Any, ctx: Context) -> str:
     """`memory:`, `sqlite://PATH` (`sqlite:///var/lib/x.db` is absolute; relative paths
     start at the config directory, and are made absolute here), `redis://[:PASSWORD@]HOST:PORT/DB`,
-    `rediss://...` (TLS) or `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`."""
+    `rediss://...` (TLS), `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`
+    or `redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/` (`rediss+cluster://`: TLS)."""
     if not isinstance(value, str):
         raise _Invalid(f"must be a URL string, got {value!r}")
     if value == "memory:":
@@ -312,6 +313,15 @@ def store_url(value: Any, ctx: Context) -> str:
         if database and not database.isdigit():
             raise _Invalid(f"{value!r}: the path must be a database number (/0)")
         return value
+    if value.startswith(("redis+cluster://", "rediss+cluster://")):
+        from gateway.store import display_url
+        from gateway.store.cluster import parse_cluster_url
+
+        try:
+            parse_cluster_url(value)
+        except ValueError as exc:  # named without its password
+            raise _Invalid(f"{display_url(value)!r}: {exc}") from None
+        return value
     if value.startswith("redis+sentinel://"):
         from gateway.store.redis import parse_sentinel_url
 
@@ -327,7 +337,8 @@ def store_url(value: Any, ctx: Context) -> str:
         db = Path(raw) if raw.startswith("/") else (ctx.base_dir / raw).resolve()
         return f"sqlite://{db}"
     raise _Invalid(
-        f"{value!r}: expected sqlite:///PATH, redis://HOST:PORT/DB, redis+sentinel://... or memory:"
+        f"{value!r}: expected sqlite:///PATH, redis://HOST:PORT/DB, redis+sentinel://...,"
+        " redis+cluster://HOST:PORT[,HOST:PORT...]/ or memory:"
     )
 
 

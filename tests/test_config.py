@@ -97,6 +97,26 @@ def test_relative_store_path_starts_at_config_dir(tmp_path: Path) -> None:
         ),
         ({"dns": {"timeout": 0}}, "dns.timeout: must be more than 0 seconds"),
         ({"store": {"url": "postgres://x"}}, "store.url: 'postgres://x': expected"),
+        (
+            {"store": {"url": "redis+cluster://"}},
+            "store.url: 'redis+cluster://': missing the nodes (HOST:PORT[,HOST:PORT...]",
+        ),
+        (
+            {"store": {"url": "redis+cluster://10.0.0.1:7000,10.0.0.2/"}},
+            "store.url: 'redis+cluster://10.0.0.1:7000,10.0.0.2/': node '10.0.0.2' is not",
+        ),
+        (
+            {"store": {"url": "redis+cluster://:pw@10.0.0.1:99999/"}},
+            "store.url: 'redis+cluster://10.0.0.1:99999/': node '10.0.0.1:99999' is not HOST:PORT",
+        ),
+        (
+            {"store": {"url": "redis+cluster://10.0.0.1:7000/3"}},
+            "a cluster has only database 0: end the URL with / after the nodes",
+        ),
+        (
+            {"store": {"url": "rediss+cluster://10.0.0.1:7000/?verify=no"}},
+            "store.url: 'rediss+cluster://10.0.0.1:7000/': unknown option 'verify' (known: ssl_",
+        ),
         ({"backend": {"tls": "yes"}}, "backend.tls: must be one of 'none', 'starttls', 'implicit'"),
         ({"tls": {"cert": "gateway.toml"}}, "tls.cert and tls.key: set both"),
         (
@@ -130,6 +150,18 @@ def test_bad_values_name_the_key(overrides, message: str) -> None:
     assert message in str(info.value)
     assert str(info.value).startswith("test.toml: ")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000/",
+        "redis+cluster://:pass%40word@redis.internal:7000",
+        "rediss+cluster://user:pw@[2001:db8::7]:7000,10.0.0.2:7000/0?ssl_ca_certs=/etc/ca.pem",
+    ],
+)
+def test_redis_cluster_urls(url: str) -> None:
+    assert make_settings({"store": {"url": url}}).store.url == url
 
 
 def test_accept_domains_is_required(tmp_path: Path) -> None:

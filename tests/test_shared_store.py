@@ -26,7 +26,7 @@ from tests.gatewayenv import populate, start_env, write_gateway_config
 from tests.redisserver import RedisServer, free_port
 from tests.smtpclient import Client
 from tests.test_run import start, wait_for_line
-from tests.test_store_contract import bump
+from tests.test_store_contract import bump, url_of
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(not RedisServer.available(), reason="needs redis-server")
@@ -46,11 +46,12 @@ async def rcpt(port: int, source: str, rcpt: str = "bob@example.com") -> int:
     return reply.code
 
 
-# -- two gateway processes, one Redis ----------------------------------------------------
+# -- two gateway processes, one Redis (or one Redis Cluster) ----------------------------
 
 
-@pytest.fixture
-async def two_gateways(tmp_path, redis_url):
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def two_gateways(request, tmp_path):
+    redis_url = url_of(request.param, tmp_path, request)
     dns = DnsServer().start()
     populate(dns)
     backend = await FakeBackend().start()
@@ -208,10 +209,11 @@ async def test_sqlite_locked_too_long_is_an_outage_too(tmp_path) -> None:
 # -- round trips and Sentinel --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 async def test_a_decision_from_a_snapshot_is_one_redis_round_trip(
-    redis_url, clock, monkeypatch
+    kind, request, tmp_path, clock, monkeypatch
 ) -> None:
-    store = open_store(redis_url, clock=clock)
+    store = open_store(url_of(kind, tmp_path, request), clock=clock)
     await store.open()
     try:
         snapshot = await store.read("defer:192.0.2.9")

@@ -15,20 +15,24 @@ from gateway.store.base import DynamicEntry, Outcome, Store
 from gateway.store.codec import decode, encode
 from tests.conftest import FakeClock
 
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
+SERVED = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}  # by a fixture
 
 
 def _url(kind: str, tmp_path: Path) -> str:
     return "memory:" if kind == "memory" else f"sqlite://{tmp_path / 'state' / 'state.db'}"
 
 
+def url_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty store of this kind (Redis ones started by a fixture)."""
+    if kind in SERVED:
+        return request.getfixturevalue(SERVED[kind])
+    return _url(kind, tmp_path)
+
+
 @pytest.fixture(params=BACKENDS)
 async def store(request, tmp_path, clock):
-    url = (
-        request.getfixturevalue("redis_url")
-        if request.param == "redis"
-        else _url(request.param, tmp_path)
-    )
+    url = url_of(request.param, tmp_path, request)
     s = open_store(url, clock=clock)
     await s.open()
     yield s
@@ -311,9 +315,9 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_open(tmp_path) -> None:
         assert [w.exitcode for w in workers] == [0] * 6
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-cluster"])
 def test_two_processes_hammering_one_key_lose_no_update(kind, tmp_path, request) -> None:
-    url = request.getfixturevalue("redis_url") if kind == "redis" else _url("sqlite", tmp_path)
+    url = url_of(kind, tmp_path, request)
     if kind == "sqlite":
         (tmp_path / "state").mkdir()
     ctx = multiprocessing.get_context("spawn")

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.assembly import build_policy, display_path
 from gateway.cli.common import print_table, settings_from
+from gateway.store import describe_url
 
 
 def _files(paths) -> str:
@@ -47,7 +48,7 @@ def run(args: Any) -> int:
         ("deny", f"{len(policy.deny)} entries ({_files(s.lists.deny_files)})"),
         ("trusted", ", ".join(str(n) for n in s.policy.trusted_networks) or "none"),
         ("dns", f"{nameservers}; timeout {s.dns.timeout:g}s; cache {s.dns.cache_size}"),
-        ("store", f"{s.store.url} (on error: {s.store.on_error})"),
+        ("store", describe_url(s.store.url, f"on error: {s.store.on_error}")),
         ("metrics", str(s.metrics.listen) if s.metrics.listen else "off"),
         ("web", _web(s)),
         ("help url", s.help_url or "none (deferral replies name no page)"),

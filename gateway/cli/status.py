@@ -1,5 +1,6 @@
-"""`onajimi status`: what the store holds, which store and config are in use, and which
-gateways are running against this store (from the heartbeats they write every 10 s)."""
+"""`onajimi status`: what the store holds, which store and config are in use (and what
+the store found, e.g. a Redis Cluster's nodes), and which gateways are running against
+this store (from the heartbeats they write every 10 s)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from gateway.cli.common import print_json, print_table, settings_from, timestamp, with_store
 from gateway.runtime import HEARTBEAT_PREFIX
+from gateway.store import display_url
 from gateway.store.base import Store
 
 KINDS = ("pending", "familiar", "penalty", "tally")
@@ -23,6 +25,7 @@ async def _gather(store: Store) -> dict[str, Any]:
         except json.JSONDecodeError:
             gateways.append({"name": name})
     return {
+        "store_detail": store.detail(),
         "records": {kind: counts.get(kind, 0) for kind in KINDS},
         "dynamic_allow": len(await store.entries("allow")),
         "dynamic_deny": len(await store.entries("deny")),
@@ -44,7 +47,7 @@ def _describe(gateway: dict[str, Any]) -> str:
 def run(args: Any) -> int:
     settings = settings_from(args)
     info = with_store(settings, _gather, read_only=True)
-    info = {"config": settings.source, "store": settings.store.url, **info}
+    info = {"config": settings.source, "store": display_url(settings.store.url), **info}
     if args.json:
         print_json(info)
         return 0
@@ -52,6 +55,7 @@ def run(args: Any) -> int:
     rows = [
         ("config", info["config"]),
         ("store", info["store"]),
+        *([("", info["store_detail"])] if info["store_detail"] else []),
         ("pending", str(records["pending"])),
         ("familiar", str(records["familiar"])),
         ("penalty", str(records["penalty"])),

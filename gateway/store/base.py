@@ -158,8 +158,14 @@ class Store(ABC):
     async def sweep(self, limit: int = 1000) -> int:
         """Delete up to `limit` expired records; returns how many went."""
 
+    def detail(self) -> str | None:
+        """What the open store knows of its own shape beyond its URL (a cluster's nodes),
+        for the start-up line and `onajimi status`; None when the URL says it all."""
+        return None
+
     def describe(self) -> str:
-        return self.url
+        detail = self.detail()
+        return f"{self.url} ({detail})" if detail else self.url
 
 
 def live(expires: float | None, now: float) -> bool:

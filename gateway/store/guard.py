@@ -62,6 +62,9 @@ class GuardedStore(Store):
             self._on_recovery()
         return result
 
+    def detail(self) -> str | None:
+        return self.inner.detail()
+
     def describe(self) -> str:
         return self.inner.describe()
 

@@ -1,10 +1,12 @@
 """`redis://`, `rediss://`, `redis+sentinel://`: one memory shared by every gateway.
 
-Layout (every key carries a hash tag, so a Redis Cluster would place and serve them
-unchanged; every hot-path operation touches one key, or keys of one client):
+Layout (every key carries a hash tag, so a Redis Cluster places and serves them
+unchanged, see cluster.py; every hot-path operation touches one key, or keys of one
+client):
 
     onajimi:{<client>}:defer:<key>    a record (the codec's JSON), with a Redis TTL; the
-                                      tag is the client key (a triplet's first part)
+                                      tag is the client key (a triplet's first part),
+                                      braces in it written as parentheses
     onajimi:{<address>}:penalty:<address>
                                       a penalty record, tagged by its address key: for an
                                       address-keyed client both records share a slot, and
@@ -51,10 +53,11 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.errors import StoreBusy, StoreError
 from gateway.policy.records import Record
+from gateway.store import display_url
 from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store, live
 from gateway.store.codec import KINDS, decode, encode, kind_of
 
@@ -65,6 +68,12 @@ PREFIX = "onajimi:"
 CAS_ATTEMPTS = 32
 POOL_SIZE = 64
 TURN_MS = 200  # how long a process that lost a race may hold a key's turn
+# What redis-py raises when the store does not answer as it should. RedisClusterException
+# (no node of a cluster reachable, a slot nobody serves) is not a RedisError.
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+# Braces in a hash tag would end it early (or, `{}`, hash the whole key): a record and
+# its turn key would then land in two slots, and the compare-and-set fail as CROSSSLOT.
+_TAG_SAFE = str.maketrans("{}", "()")
 
 # KEYS[1]: the record key, KEYS[2]: its turn key. ARGV: expected value ("" for absent),
 # new value ("" to delete), TTL in milliseconds, the caller's turn token ("" for none).
@@ -100,38 +109,39 @@ return 0
 """
 
 
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """`redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`.
+def _nodes(netloc: str, what: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """`[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]` -> (password, [(host, port), ...]).
 
-    Returns (sentinels, service name, db, password). Raises ValueError.
+    `what` names a host in messages ("sentinel", "node"). Raises ValueError.
     """
-    parts = urlsplit(url)
-    netloc = parts.netloc
     password = None
     if "@" in netloc:
         credentials, netloc = netloc.rsplit("@", 1)
         password = (
             unquote(credentials.split(":", 1)[1] if ":" in credentials else credentials) or None
         )
-    sentinels = []
+    nodes = []
     for item in netloc.split(","):
         host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"sentinel {item!r} is not HOST:PORT")
-        sentinels.append((host.strip("[]"), int(port)))
+        if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{what} {item!r} is not HOST:PORT")
+        nodes.append((host.strip("[]"), int(port)))
+    return password, nodes
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """`redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`.
+
+    Returns (sentinels, service name, db, password). Raises ValueError.
+    """
+    parts = urlsplit(url)
+    password, sentinels = _nodes(parts.netloc, "sentinel")
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError("missing the service name (/SERVICE after the sentinels)")
     if len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("expected /SERVICE or /SERVICE/DB after the sentinels")
     return sentinels, path[0], int(path[1]) if len(path) == 2 else 0, password
-
-
-def _describe(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 class RedisStore(Store):
@@ -141,7 +151,7 @@ class RedisStore(Store):
         self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0
     ) -> None:
         super().__init__(clock)
-        self.url = _describe(url)
+        self.url = display_url(url)
         self._raw_url = url
         self.timeout = timeout
         self._client: aioredis.Redis | None = None
@@ -179,9 +189,12 @@ class RedisStore(Store):
         try:
             self._client = self._connect()
             await self._client.ping()
-        except (RedisError, OSError, ValueError) as exc:
-            self._client = None
-            raise StoreError(f"store.url {self.url}: cannot connect: {exc}") from None
+        except (*FAILURES, ValueError) as exc:
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(*FAILURES):
+                    await client.aclose()
+            raise StoreError(f"store.url {self.url}: cannot connect: {_one_line(exc)}") from None
         self._cas = self._client.register_script(_CAS)
         self._take_turn = self._client.register_script(_TAKE_TURN)
         self._end_turn = self._client.register_script(_END_TURN)
@@ -189,9 +202,9 @@ class RedisStore(Store):
         try:
             for script in (_CAS, _TAKE_TURN, _END_TURN):
                 await self._client.script_load(script)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StoreError(
-                f"store.url {self.url}: cannot load the update script: {exc}"
+                f"store.url {self.url}: cannot load the update script: {_one_line(exc)}"
             ) from None
 
     async def close(self) -> None:
@@ -211,15 +224,17 @@ class RedisStore(Store):
         """Any Redis trouble becomes a StoreError naming the store."""
         try:
             return await awaitable
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"redis {self.url}: {type(exc).__name__}: {exc}") from None
+        except FAILURES as exc:
+            raise StoreError(f"redis {self.url}: {type(exc).__name__}: {_one_line(exc)}") from None
 
     # -- records --------------------------------------------------------------------------
     @staticmethod
     def _record_key(key: str, part: str = "") -> str:
         """`defer:<client>/<sender>/<rcpt>` -> `onajimi:{<client>}:defer:...`; with a
-        part (`turn:`), a companion key in the same hash slot."""
-        client = key.split(":", 1)[1].split("/", 1)[0]
+        part (`turn:`), a companion key in the same hash slot. The tag only places the
+        key (the whole store key follows it): braces in it become parentheses, and an
+        empty one a dash, so that the tag is always exactly the client part."""
+        client = key.split(":", 1)[1].split("/", 1)[0].translate(_TAG_SAFE) or "-"
         return f"{PREFIX}{{{client}}}:{part}{key}"
 
     @classmethod
@@ -328,8 +343,8 @@ class RedisStore(Store):
                 else:
                     pipe.zrem(f"{PREFIX}{{idx}}:{kind}", key)
             try:
-                await pipe.execute()
-            except (RedisError, OSError) as exc:  # the next write of the key repairs it
+                await self._call(pipe.execute())
+            except StoreError as exc:  # the next write of the key repairs it
                 log.debug("index update for %s failed: %s", key, exc)
 
         task = asyncio.get_running_loop().create_task(reindex())
@@ -444,12 +459,14 @@ class RedisStore(Store):
     async def get_meta(self, name: str) -> str | None:
         return self._meta_value(await self._call(self.redis.get(self._meta_key(name))))
 
+    async def _scan_names(self, pattern: str) -> list[bytes]:
+        """The names of the keys that match `pattern` (meta keys: a few, listed by the
+        CLI, never on the hot path)."""
+        return [key async for key in self.redis.scan_iter(match=pattern, count=500)]
+
     async def list_meta(self, prefix: str) -> dict[str, str]:
         pattern = self._meta_key(_glob_escape(prefix)) + "*"
-        try:
-            names = [key async for key in self.redis.scan_iter(match=pattern, count=500)]
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {self.url}: {type(exc).__name__}: {exc}") from None
+        names = await self._call(self._scan_names(pattern))
         if not names:
             return {}
         values = await self._call(self.redis.mget(names))
@@ -489,6 +506,11 @@ class RedisStore(Store):
                     removed += result[0] == 1
                 await self._call(self.redis.zrem(index, key))
         return removed
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line: redis-py's cluster errors span several."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _glob_escape(text: str) -> str:
