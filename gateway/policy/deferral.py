@@ -73,7 +73,7 @@ had (with "tarpit+defer"); one that hangs up has made an early retry (`abandoned
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally, Tried
@@ -307,13 +307,7 @@ def _before_delay(
         burst_over=burst_over,
     )
     if kind.counted and rules.impatient_retries and early >= rules.impatient_retries:
-        penalty = Penalty(
-            since=now,
-            expires=now + rules.penalty_ttl,
-            attempts=attempts,
-            client=updated.client,
-            ptr=updated.ptr,
-        )
+        penalty = _penalty(updated, now, rules)
         return Step(
             Action.PENALTY,
             Reason.IMPATIENT,
@@ -363,23 +357,10 @@ def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
     if counted_before and now - current.counted_at < rules.burst_window:
         return None
     early = current.early + 1
-    updated = Pending(
-        first_seen=current.first_seen,
-        last_seen=now,
-        attempts=current.attempts,
-        early=early,
-        reason=current.reason,
-        expires=current.expires,
-        client=current.client,
-        ptr=current.ptr,
-        messages=current.messages,
-        counted_at=now,
-        burst_over=True,
-    )
+    updated = replace(current, last_seen=now, early=early, counted_at=now, burst_over=True)
     penalty = None
     if rules.impatient_retries and early >= rules.impatient_retries:
-        expires = now + rules.penalty_ttl
-        penalty = Penalty(now, expires, current.attempts, current.client, current.ptr)
+        penalty = _penalty(updated, now, rules)
     action = Action.PENALTY if penalty is not None else Action.DEFER
     reason = Reason.IMPATIENT if penalty is not None else Reason.EARLY_RETRY
     return Step(
@@ -394,6 +375,11 @@ def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
         kind=Kind.EARLY_RETRY,
         early=early,
     )
+
+
+def _penalty(pending: Pending, now: float, rules: Rules) -> Penalty:
+    """The penalty box for the key whose early retries reached impatient_retries."""
+    return Penalty(now, now + rules.penalty_ttl, pending.attempts, pending.client, pending.ptr)
 
 
 def on_delivery(record: Record | None, now: float, rules: Rules) -> Familiar | None:

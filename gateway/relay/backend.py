@@ -407,20 +407,24 @@ class DotStuffer:
         return b".\r\n" if self.tail == b"\r\n" else b"\r\n.\r\n"
 
 
-async def _write(smtp: aiosmtplib.SMTP | None, wire: bytes) -> None:
-    """Write, and wait while the backend's socket buffer is full (aiosmtplib's protocol
-    carries asyncio's flow control: `_drain_helper` is what StreamWriter.drain awaits)."""
+def _protocol(smtp: aiosmtplib.SMTP | None):
+    """The connection's protocol, for writing past aiosmtplib's command helpers."""
     protocol = smtp.protocol if smtp is not None else None
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("the backend connection is gone")
+    return protocol
+
+
+async def _write(smtp: aiosmtplib.SMTP | None, wire: bytes) -> None:
+    """Write, and wait while the backend's socket buffer is full (aiosmtplib's protocol
+    carries asyncio's flow control: `_drain_helper` is what StreamWriter.drain awaits)."""
+    protocol = _protocol(smtp)
     protocol.write(wire)
     await protocol._drain_helper()
 
 
 async def _finish(smtp: aiosmtplib.SMTP | None, end: bytes, timeout: float):
-    protocol = smtp.protocol if smtp is not None else None
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("the backend connection is gone")
+    protocol = _protocol(smtp)
     protocol.write(end)
     return await protocol.read_response(timeout=timeout)
 

@@ -36,7 +36,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, login_always_fail, syntax
@@ -265,10 +265,7 @@ class GatewaySMTP(EarlyStage):
         finally:
             key = self.core.tarpit_abandoned()
             if key is not None and self.core.screening is not None:  # hung up in the tarpit
-                decider = self.services.decider
-                task = self.loop.create_task(decider.tarpit_abandoned(self.core.screening, key))
-                _SIDE_TASKS.add(task)
-                task.add_done_callback(_side_task_done)
+                _on_the_side(self.services.decider.tarpit_abandoned(self.core.screening, key))
             if self.core.notes:  # what a cancelled command had decided
                 self.services.observer.noted(self.core)
             self.services.sessions.closed(self)
@@ -338,9 +335,7 @@ class GatewaySMTP(EarlyStage):
         kind = core.loitered()
         if kind is not None and core.screening is not None:
             # The session is over: counted on the side, the penalty box meets it next time.
-            task = self.loop.create_task(self.services.decider.struck(core.screening, kind))
-            _SIDE_TASKS.add(task)  # held until done: the loop keeps only a weak reference
-            task.add_done_callback(_side_task_done)
+            _on_the_side(self.services.decider.struck(core.screening, kind))
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(f"{say.reply}\r\n".encode())
@@ -890,6 +885,13 @@ GatewaySMTP._handle_hooks = HOOKS.table
 
 
 _SIDE_TASKS: set[asyncio.Task] = set()
+
+
+def _on_the_side(count: Coroutine[Any, Any, Any]) -> None:
+    """Run a count for a session that is over (it has no command left to await it in)."""
+    task = asyncio.get_running_loop().create_task(count)
+    _SIDE_TASKS.add(task)  # held until done: the loop keeps only a weak reference
+    task.add_done_callback(_side_task_done)
 
 
 def _side_task_done(task: asyncio.Task) -> None:
