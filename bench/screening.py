@@ -15,7 +15,6 @@ the DNS server and the sink on the other.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -23,26 +22,25 @@ from pathlib import Path
 from bench.report import Row
 from bench.smtp import (
     DEFERRAL,
+    EHLO,
+    MAIL,
+    RCPT,
     RUNS,
     GatewayProcess,
     NewAddresses,
-    _reply,
     _runs_note,
-    connect,
     cpu_row,
-    cpus,
     cycling,
     drive,
-    free_port,
-    lift_open_files_limit,
+    helpers,
+    hold,
     rss,
-    spawn,
-    wait_port,
 )
 
 LISTS = '[dnsbl]\nsites = ["bl1.bench.example*2", "bl2.bench.example=127.0.0.[2..11]*1"]\n'
 PREGREET_SESSIONS = 2_000
 PREGREET_WAIT = 6.0
+SETTLE = 3.0  # seconds the CPU of held sessions is measured over
 TARPIT_SESSIONS = 5_000
 TARPIT_DELAY = 120  # longer than the measurement: every session is held throughout
 
@@ -79,29 +77,23 @@ async def lists_rows(tmp: Path, sink: int, dns: int, cpu: set[int]) -> list[Row]
     return rows
 
 
-async def _hold(port: int, count: int, source, commands: tuple[bytes, ...]):
-    """`count` sessions opened and taken as far as `commands`; they then wait, unanswered
-    (the last command's reply is the one held back). Returns the writers."""
-    writers: list[asyncio.StreamWriter] = []
-    semaphore = asyncio.Semaphore(256)
-
-    async def one() -> None:
-        async with semaphore:
-            reader, writer = await connect(port, source())
-            writers.append(writer)
-            if not commands:
-                return
-            await asyncio.wait_for(_reply(reader), 30)
-            for command in commands[:-1]:
-                writer.write(command)
-                await asyncio.wait_for(_reply(reader), 30)
-            writer.write(commands[-1])
-
-    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
+async def _hold(port: int, count: int, source, commands=(), greet: bool = True) -> list:
+    """bench/smtp.py's `hold`, every session a must: the writers of the held sessions."""
+    writers, _, failures = await hold(port, count, source, commands, greet)
     if failures:
         raise RuntimeError(f"{len(failures)} sessions failed: {failures[0]!r}")
     return writers
+
+
+async def _cpu_while_held(gateway: GatewayProcess, writers: list, sessions: int) -> float:
+    """µs of the gateway's CPU per held session and second, over SETTLE seconds; then
+    the sessions are let go."""
+    before = gateway.cpu()
+    await asyncio.sleep(SETTLE)
+    spent = gateway.cpu() - before
+    for writer in writers:
+        writer.close()
+    return 1e6 * spent / sessions / SETTLE
 
 
 async def pregreet_row(tmp: Path, sink: int, dns: int, cpu: set[int]) -> Row:
@@ -111,18 +103,12 @@ async def pregreet_row(tmp: Path, sink: int, dns: int, cpu: set[int]) -> Row:
     for run in range(RUNS):
         gateway = GatewayProcess(tmp, f"pregreet{run}", sink, dns, cpu, extra)
         try:
-            writers = await _hold(
-                gateway.port, PREGREET_SESSIONS, NewAddresses(40_000_000 + run * 100_000), ()
-            )
+            source = NewAddresses(40_000_000 + run * 100_000)
+            writers = await _hold(gateway.port, PREGREET_SESSIONS, source, greet=False)
             await asyncio.sleep(1.0)  # every connect stage done: they all wait now
-            before = gateway.cpu()
-            await asyncio.sleep(3.0)
-            spent = gateway.cpu() - before
-            for writer in writers:
-                writer.close()
+            per_wait.append(await _cpu_while_held(gateway, writers, PREGREET_SESSIONS))
         finally:
             gateway.stop()
-        per_wait.append(1e6 * spent / PREGREET_SESSIONS / 3.0)
     return Row(
         "screening",
         "pregreet wait, CPU while waiting",
@@ -136,8 +122,7 @@ async def pregreet_row(tmp: Path, sink: int, dns: int, cpu: set[int]) -> Row:
 async def tarpit_rows(tmp: Path, sink: int, dns: int, cpu: set[int]) -> list[Row]:
     """RSS per tarpitted session, and CPU while TARPIT_SESSIONS are held."""
     memory, spent_us = [], []
-    commands = (b"EHLO mta.bench\r\n", b"MAIL FROM:<a@sender.example>\r\n",
-                b"RCPT TO:<b@example.com>\r\n")  # fmt: skip
+    commands = (EHLO, MAIL, RCPT)  # the deferral session's, its RCPT the one held
     extra = f"[tarpit]\ndelay = {TARPIT_DELAY}\nmax_sessions = {TARPIT_SESSIONS + 1000}\n"
     for run in range(RUNS):
         gateway = GatewayProcess(
@@ -156,16 +141,10 @@ async def tarpit_rows(tmp: Path, sink: int, dns: int, cpu: set[int]) -> list[Row
             before = rss(gateway.proc)
             writers = await _hold(gateway.port, TARPIT_SESSIONS, source, commands)
             await asyncio.sleep(2.0)  # every RCPT decided and held
-            after = rss(gateway.proc)
-            cpu_before = gateway.cpu()
-            await asyncio.sleep(3.0)
-            spent = gateway.cpu() - cpu_before
-            for writer in writers:
-                writer.close()
+            memory.append((rss(gateway.proc) - before) / TARPIT_SESSIONS / 1024)
+            spent_us.append(await _cpu_while_held(gateway, writers, TARPIT_SESSIONS))
         finally:
             gateway.stop()
-        memory.append((after - before) / TARPIT_SESSIONS / 1024)
-        spent_us.append(1e6 * spent / TARPIT_SESSIONS / 3.0)
     return [
         Row(
             "screening",
@@ -188,23 +167,14 @@ async def tarpit_rows(tmp: Path, sink: int, dns: int, cpu: set[int]) -> list[Row
 
 
 async def run(tmp: Path) -> list[Row]:
-    files = lift_open_files_limit()
-    gateway_cpus, other_cpus = cpus()
-    os.sched_setaffinity(0, other_cpus)
-    sink_port, dns_port = free_port(), free_port()
-    sink = spawn(["-m", "bench.sink", str(sink_port)], other_cpus)
-    dns = spawn(["-m", "bench.dnsd", str(dns_port)], other_cpus)
     rows: list[Row] = []
-    try:
-        wait_port(sink_port)
-        rows += await lists_rows(tmp, sink_port, dns_port, gateway_cpus)
-        rows.append(await pregreet_row(tmp, sink_port, dns_port, gateway_cpus))
-        if files >= TARPIT_SESSIONS + 1000:
-            rows += await tarpit_rows(tmp, sink_port, dns_port, gateway_cpus)
+    with helpers() as h:
+        rows += await lists_rows(tmp, h.sink, h.dns, h.gateway_cpus)
+        rows.append(await pregreet_row(tmp, h.sink, h.dns, h.gateway_cpus))
+        if h.open_files >= TARPIT_SESSIONS + 1000:
+            rows += await tarpit_rows(tmp, h.sink, h.dns, h.gateway_cpus)
         else:
-            print(f"bench: tarpit rows skipped, open files limited to {files}", file=sys.stderr)
-    finally:
-        for process in (sink, dns):
-            process.terminate()
-            process.wait(10)
+            print(
+                f"bench: tarpit rows skipped, open files limited to {h.open_files}", file=sys.stderr
+            )
     return rows

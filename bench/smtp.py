@@ -28,6 +28,7 @@ Paths (the rows of issue 6's table):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import os
@@ -65,9 +66,16 @@ _LINE = b"x" * 78 + b"\r\n"
 MESSAGE = _HEADERS + _LINE * ((1000 - len(_HEADERS)) // len(_LINE))
 MESSAGE += b"y" * (1000 - len(MESSAGE) - 2) + b"\r\n"
 assert len(MESSAGE) == 1000
-# 100 KB: ordinary mail with a small attachment (base64 lines of 76 characters).
-MESSAGE_100K = _HEADERS + (b"QUJD" * 19 + b"\r\n") * ((100_000 - len(_HEADERS)) // 78)
-MESSAGE_100K += b"z" * (100_000 - len(MESSAGE_100K) - 2) + b"\r\n"
+
+
+def _message_of(size: int) -> bytes:
+    """`size` bytes of mail with an attachment (base64 lines of 76 characters)."""
+    body = _HEADERS + (b"QUJD" * 19 + b"\r\n") * max(0, (size - len(_HEADERS)) // 78)
+    return body + b"z" * max(0, size - len(body) - 2) + b"\r\n"
+
+
+# 100 KB: ordinary mail with a small attachment.
+MESSAGE_100K = _message_of(100_000)
 assert len(MESSAGE_100K) == 100_000
 REPO = Path(__file__).resolve().parent.parent
 
@@ -251,8 +259,15 @@ EHLO, MAIL, RCPT = (
     b"RCPT TO:<b@example.com>\r\n",
 )
 DEFERRAL = Load((EHLO, MAIL), RCPT, b"450", b"250")
-RELAY = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), MESSAGE + b".\r\n", b"250", b"250")
-RELAY_100K = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), MESSAGE_100K + b".\r\n", b"250", b"250")
+
+
+def relay_load(message: bytes) -> Load:
+    """A session that relays `message`: 250 at its end, through the gateway and straight."""
+    return Load((EHLO, MAIL, RCPT, b"DATA\r\n"), message + b".\r\n", b"250", b"250")
+
+
+RELAY = relay_load(MESSAGE)
+RELAY_100K = relay_load(MESSAGE_100K)
 
 
 _SOURCE_PORTS = (20_000, 60_000)
@@ -444,18 +459,18 @@ async def suspect_row(gateway: GatewayProcess, sink: int) -> Row:
     )  # fmt: skip
 
 
-async def relay_row(gateway: GatewayProcess, sink: int) -> Row:
+async def relay_row(
+    gateway: GatewayProcess,
+    sink: int,
+    load: Load = RELAY,
+    metric: str = "familiar host, message relayed",
+    target: float = 1.0,
+    note: str = "1,000-byte messages to the sink",
+) -> Row:
+    """Familiar hosts relaying `load`'s message, after a warm-up."""
     familiar = cycling(familiar_addresses())
-    await drive(gateway.port, familiar, RELAY, b"250", seconds=1.0)  # warm-up
-    return await cpu_row(
-        "familiar host, message relayed", "msgs/s", 1.0, "1,000-byte messages to the sink",
-        gateway, sink, familiar, RELAY,
-    )  # fmt: skip
-
-
-def _message_of(size: int) -> bytes:
-    body = _HEADERS + (b"QUJD" * 19 + b"\r\n") * max(0, (size - len(_HEADERS)) // 78)
-    return body + b"z" * max(0, size - len(body) - 2) + b"\r\n"
+    await drive(gateway.port, familiar, load, b"250", seconds=1.0)  # warm-up
+    return await cpu_row(metric, "msgs/s", target, note, gateway, sink, familiar, load)
 
 
 # A day's mail by size: half of it short notes, most of the rest with a small attachment,
@@ -467,10 +482,7 @@ def mixed_loads() -> Callable[[], Load]:
     """The next message of the mix, in a fixed shuffled order (every run the same)."""
     sizes = list(SIZE_MIX)
     random.Random(25).shuffle(sizes)
-    loads = {
-        size: Load((EHLO, MAIL, RCPT, b"DATA\r\n"), _message_of(size) + b".\r\n", b"250", b"250")
-        for size in set(sizes)
-    }
+    loads = {size: relay_load(_message_of(size)) for size in set(sizes)}
     order = itertools.cycle(sizes)
     return lambda: loads[next(order)]
 
@@ -491,11 +503,9 @@ async def relay_mix_row(gateway: GatewayProcess, sink: int) -> Row:
 
 
 async def relay_100k_row(gateway: GatewayProcess, sink: int) -> Row:
-    familiar = cycling(familiar_addresses())
-    await drive(gateway.port, familiar, RELAY_100K, b"250", seconds=1.0)  # warm-up
-    return await cpu_row(
-        "familiar host, 100 KB message relayed", "msgs/s", 1.5, "100,000-byte messages",
-        gateway, sink, familiar, RELAY_100K,
+    return await relay_row(
+        gateway, sink, RELAY_100K, "familiar host, 100 KB message relayed", 1.5,
+        "100,000-byte messages",
     )  # fmt: skip
 
 
@@ -506,8 +516,7 @@ LARGE_SIZE = 10_000_000
 async def large_messages_row(tmp: Path, sink: int, dns: int, cpus: set[int]) -> Row:
     """Peak RSS above idle with LARGE_SESSIONS clients sending a 10 MB message each at
     once: the message streams through to the sink, so it is never held whole."""
-    body = _HEADERS + (b"QUJD" * 19 + b"\r\n") * (LARGE_SIZE // 78)
-    load = Load((EHLO, MAIL, RCPT, b"DATA\r\n"), body + b".\r\n", b"250", b"250")
+    load = relay_load(_message_of(LARGE_SIZE))
     growth = []
     for run in range(RUNS):
         gateway = GatewayProcess(tmp, f"large{run}", sink, dns, cpus)
@@ -570,22 +579,35 @@ async def unloaded_latency_row(gateway: GatewayProcess, sink: int) -> Row:
     )
 
 
-async def hold_idle(port: int, count: int, sources: list[str]) -> tuple[list, int, list]:
-    """Open `count` sessions and read their greetings; they stay open, saying nothing.
-    Returns (writers, sessions greeted, failures)."""
+async def hold(
+    port: int,
+    count: int,
+    source: Callable[[], str],
+    commands: tuple[bytes, ...] = (),
+    greet: bool = True,
+) -> tuple[list, int, list]:
+    """Open `count` sessions, read their greetings (unless not `greet`), send `commands`
+    (each answered but the last, whose reply is left waiting); they then stay open,
+    saying nothing. Returns (writers, sessions greeted, failures)."""
     writers: list[asyncio.StreamWriter] = []
     greeted = 0
     semaphore = asyncio.Semaphore(256)  # connect in waves: no SYN-queue overflow
 
-    async def hold(n: int) -> None:
+    async def one() -> None:
         nonlocal greeted
         async with semaphore:
-            reader, writer = await connect(port, sources[n % len(sources)])
+            reader, writer = await connect(port, source())
             writers.append(writer)
-            if (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220"):
+            if not greet:
+                return
+            if (await asyncio.wait_for(_reply(reader), 30)).startswith(b"220"):
                 greeted += 1
+            for n, command in enumerate(commands, 1):
+                writer.write(command)
+                if n < len(commands):
+                    await asyncio.wait_for(_reply(reader), 30)
 
-    results = await asyncio.gather(*(hold(n) for n in range(count)), return_exceptions=True)
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     return writers, greeted, [r for r in results if isinstance(r, BaseException)]
 
 
@@ -595,16 +617,16 @@ async def idle_row(tmp: Path, sink: int, dns: int, cpus: set[int]) -> Row:
     A fresh gateway each run: a process that has held 10,000 sessions keeps the memory
     for the next 10,000, and would report almost nothing."""
     per_connection, held = [], []
-    sources = [f"127.0.0.{n}" for n in range(10, 30)]  # clean hosts, DNS cached after one
+    sources = cycling([f"127.0.0.{n}" for n in range(10, 30)])  # clean, DNS cached after one
     for run in range(RUNS):
         gateway = GatewayProcess(tmp, f"idle{run}", sink, dns, cpus)
         try:
-            writers, _, _ = await hold_idle(gateway.port, 200, sources)  # DNS, first sessions
+            writers, _, _ = await hold(gateway.port, 200, sources)  # DNS, first sessions
             for writer in writers:
                 writer.close()
             await asyncio.sleep(1.0)
             before = rss(gateway.proc)
-            writers, greeted, failures = await hold_idle(gateway.port, IDLE_CONNECTIONS, sources)
+            writers, greeted, failures = await hold(gateway.port, IDLE_CONNECTIONS, sources)
             await asyncio.sleep(1.0)  # every connect stage done
             after = rss(gateway.proc)
             for writer in writers:
@@ -684,34 +706,53 @@ async def workers_rows(
     return rows
 
 
-async def run(tmp: Path) -> list[Row]:
+@dataclass(frozen=True, slots=True)
+class Helpers:
+    """What every section's gateways run against, on the CPUs they do not use."""
+
+    sink: int  # the sink backend's port
+    dns: int  # the DNS server's port
+    gateway_cpus: set[int]
+    open_files: int  # the limit this process (and its children) can open
+    processes: tuple[subprocess.Popen, ...]
+
+
+@contextlib.contextmanager
+def helpers() -> Iterator[Helpers]:
+    """The sink and the DNS server started on the other CPU(s), with this process (the
+    load generator); stopped at the end."""
     files = lift_open_files_limit()
     gateway_cpus, other_cpus = cpus()
     os.sched_setaffinity(0, other_cpus)
     sink_port, dns_port = free_port(), free_port()
     sink = spawn(["-m", "bench.sink", str(sink_port)], other_cpus)
     dns = spawn(["-m", "bench.dnsd", str(dns_port)], other_cpus)
-    rows: list[Row] = []
     try:
         wait_port(sink_port)
-        gateway = GatewayProcess(tmp, "gateway", sink_port, dns_port, gateway_cpus)
-        try:
-            rows.append(await first_time_row(gateway, sink_port))
-            rows.append(await suspect_row(gateway, sink_port))
-            rows.append(await relay_row(gateway, sink_port))
-            rows.append(await relay_100k_row(gateway, sink_port))
-            rows.append(await relay_mix_row(gateway, sink_port))
-            rows.append(await unloaded_latency_row(gateway, sink_port))
-        finally:
-            gateway.stop()
-        rows.append(await large_messages_row(tmp, sink_port, dns_port, gateway_cpus))
-        if files >= IDLE_CONNECTIONS + 1000:
-            rows.append(await idle_row(tmp, sink_port, dns_port, gateway_cpus))
-        else:
-            print(f"bench: idle row skipped, open files limited to {files}", file=sys.stderr)
-        rows += await workers_rows(tmp, sink_port, dns_port, (sink, dns))
+        yield Helpers(sink_port, dns_port, gateway_cpus, files, (sink, dns))
     finally:
         for process in (sink, dns):
             process.terminate()
             process.wait(10)
+
+
+async def run(tmp: Path) -> list[Row]:
+    rows: list[Row] = []
+    with helpers() as h:
+        gateway = GatewayProcess(tmp, "gateway", h.sink, h.dns, h.gateway_cpus)
+        try:
+            rows.append(await first_time_row(gateway, h.sink))
+            rows.append(await suspect_row(gateway, h.sink))
+            rows.append(await relay_row(gateway, h.sink))
+            rows.append(await relay_100k_row(gateway, h.sink))
+            rows.append(await relay_mix_row(gateway, h.sink))
+            rows.append(await unloaded_latency_row(gateway, h.sink))
+        finally:
+            gateway.stop()
+        rows.append(await large_messages_row(tmp, h.sink, h.dns, h.gateway_cpus))
+        if h.open_files >= IDLE_CONNECTIONS + 1000:
+            rows.append(await idle_row(tmp, h.sink, h.dns, h.gateway_cpus))
+        else:
+            print(f"bench: idle row skipped, open files limited to {h.open_files}", file=sys.stderr)
+        rows += await workers_rows(tmp, h.sink, h.dns, h.processes)
     return rows
