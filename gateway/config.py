@@ -393,6 +393,9 @@ class BackendSettings:
     forward_client: str = _setting("auto", choice("auto", "xclient", "xforward", "off"))
     connect_timeout: float = _setting(10, seconds(positive=True))
     command_timeout: float = _setting(120, seconds(positive=True))
+    reuse: bool = _setting(False, boolean)
+    reuse_idle: float = _setting(30, seconds(positive=True))
+    reuse_max: int = _setting(50, integer(1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,6 +662,12 @@ def _check_together(settings: Settings) -> None:
         for key in ("public_url", "admin_token_file"):
             if getattr(settings.web, key):
                 raise ConfigError(f"{source}: web.{key}: needs web.listen (the pages are off)")
+    b = settings.backend
+    if b.reuse and b.forward_client not in ("xforward", "off"):
+        raise ConfigError(
+            f"{source}: backend.reuse: needs backend.forward_client = 'xforward' or 'off' "
+            f"(got {b.forward_client!r}: XCLIENT makes a connection one client's for good)"
+        )
     if settings.server.workers > 1 and settings.store.url == "memory:":
         raise ConfigError(
             f"{source}: server.workers: worker processes cannot share a 'memory:' store; "

@@ -46,6 +46,7 @@ from gateway.policy.lists import ClientList, Role
 from gateway.policy.net import NetSet
 from gateway.policy.vocabulary import OnError
 from gateway.relay.backend import BackendConfig, Capabilities, probe_backend
+from gateway.relay.pool import BackendPool
 from gateway.resolver.resolver import Resolver
 from gateway.smtp.limits import ConnectionLimits, TarpitSlots
 from gateway.smtp.server import GatewaySMTP
@@ -114,6 +115,7 @@ class Gateway:
         self.heartbeat_name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.started = time.time()
         self.capabilities = Capabilities()
+        self.backend_pool: BackendPool | None = None  # backend.reuse
         self.limits = ConnectionLimits(settings.limits)
         self.sessions = OpenSessions(self.limits, self.observer)
         self.tarpit = TarpitSlots(settings.tarpit.max_sessions)
@@ -154,7 +156,9 @@ class Gateway:
         self.tls_context = tls_context
         self.certificate = certificate
         self.proxy_trusted = proxy_trusted
-        self.backend_config = BackendConfig.from_settings(settings)
+        backend = BackendConfig.from_settings(settings)
+        self._keep_backend_connections(backend)
+        self.backend_config = backend
         self.limits.reconfigure(settings.limits)
         self.tarpit.limit = settings.tarpit.max_sessions
         self.observer.on_error = OnError(settings.store.on_error)
@@ -162,6 +166,18 @@ class Gateway:
             self.services = self._services()
         if self.own_logging:
             logs.configure(settings.log.level, settings.log.format)
+
+    def _keep_backend_connections(self, backend: BackendConfig) -> None:
+        """backend.reuse: the pool of idle connections, emptied when it goes off or the
+        backend changes (what it keeps may lead to the old one)."""
+        pool, reuse = self.backend_pool, self.settings.backend
+        if pool is not None and (not reuse.reuse or backend != self.backend_config):
+            pool.close()
+            pool = None
+        if reuse.reuse:
+            pool = pool or BackendPool(reuse.reuse_idle, reuse.reuse_max)
+            pool.idle_seconds, pool.size = reuse.reuse_idle, reuse.reuse_max
+        self.backend_pool = pool
 
     def _services(self) -> Services:
         settings = self.settings
@@ -182,6 +198,7 @@ class Gateway:
             pregreet_ttl=settings.pregreet.ttl,
             auth=settings.auth.mode == "auto",
             tarpit=self.tarpit,
+            backend_pool=self.backend_pool,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -422,6 +439,8 @@ class Gateway:
         for server in self._servers:
             server.close()
             await server.wait_closed()
+        if self.backend_pool is not None:
+            self.backend_pool.close()
         if self.resolver is not None:
             self.resolver.close()
         if self.store is not None:

@@ -20,7 +20,7 @@ import gateway.policy
 FORBIDDEN = (
     "asyncio",
     "aiosmtpd",
-    "aiosmtplib",
+    "gateway.relay.client",
     "redis",
     "sqlite3",
     "dns",

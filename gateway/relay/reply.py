@@ -1,6 +1,6 @@
 """The backend's replies as values: what the session core mirrors to the client.
 
-Pure (no aiosmtplib, no I/O): the session core (smtp/session.py) classifies and mirrors
+Pure (no I/O): the session core (smtp/session.py) classifies and mirrors
 these without knowing how they were obtained.
 """
 

@@ -118,3 +118,9 @@ def unread(reader: asyncio.StreamReader, data: bytes) -> None:
     buffer is a bytearray (asyncio/streams.py, CPython 3.11 and later), read from the
     front, so what goes back goes in front of whatever came after it."""
     reader._buffer[:0] = data  # type: ignore[attr-defined]
+
+
+def data_is_next(reader: asyncio.StreamReader) -> bool:
+    """Whether the client's next command, already read ahead, is DATA: it pipelined
+    (RFC 2920), so the backend can have DATA with the last RCPT, in the same write."""
+    return reader._buffer[:6].upper() == b"DATA\r\n"  # type: ignore[attr-defined]

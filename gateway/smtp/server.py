@@ -50,7 +50,7 @@ from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity, DotStuffer
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
-from gateway.smtp.data import CHUNK, Framer, Problem, unread
+from gateway.smtp.data import CHUNK, Framer, Problem, data_is_next, unread
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
@@ -270,8 +270,8 @@ class GatewaySMTP(EarlyStage):
                 self.services.observer.noted(self.core)
             self.services.sessions.closed(self)
             backend, self.backend = self.backend, None
-            if backend is not None:  # the client vanished: abandon the backend transaction
-                backend.abort()
+            if backend is not None:  # an unfinished backend transaction is abandoned
+                backend.release()
             for task in (self.ahead.assessment_task, self.ahead.snapshot_task):
                 if task is not None and not task.done():
                     task.cancel()
@@ -409,21 +409,29 @@ class GatewaySMTP(EarlyStage):
             return StoreFault.DOWN
 
     async def relay_rcpt(self, ask: RelayRcpt) -> Say | Strike:
-        """MAIL (once per transaction) and RCPT at the backend, opened on first need."""
+        """MAIL (once per transaction) and RCPT at the backend, opened on first need; DATA
+        with them when the client sent it right behind (pipelined) and it will pass."""
         core = self.core
         transaction = core.transaction
         assert transaction is not None
+        then_data = data_is_next(self._reader) and core.data_would_pass()
         try:
             backend = self.backend or self._open_backend()
             if ask.mail_first:
-                reply = await backend.begin(
-                    transaction.sender, transaction.options, transaction.utf8
+                mail, reply = await backend.begin(
+                    transaction.sender,
+                    transaction.options,
+                    transaction.utf8,
+                    ask.recipient,
+                    then_data,
                 )
                 self._still_on()
-                said = core.mail_relayed(reply)
+                said = core.mail_relayed(mail)
                 if said is not None:
                     return said
-            reply = await backend.rcpt(ask.recipient, transaction.utf8)
+                assert reply is not None  # MAIL was accepted
+            else:
+                reply = await backend.rcpt(ask.recipient, transaction.utf8, then_data)
         except BackendError as exc:
             self._still_on()
             return core.backend_failed(exc.reply, str(exc))
@@ -444,7 +452,9 @@ class GatewaySMTP(EarlyStage):
             port=core.peer_port,
         )
         services = self.services
-        self.backend = BackendSession(services.backend, identity, services.capabilities)
+        self.backend = BackendSession(
+            services.backend, identity, services.capabilities, services.backend_pool
+        )
         return self.backend
 
     def said(self, say: Say) -> str:
@@ -869,7 +879,7 @@ class Hooks:
     async def handle_QUIT(self, server: GatewaySMTP, session, envelope) -> str:
         backend, server.backend = server.backend, None
         if backend is not None:
-            await backend.quit()
+            backend.release()
         return server.core.quit().reply
 
     async def handle_VRFY(self, server: GatewaySMTP, session, envelope, address: str) -> str:

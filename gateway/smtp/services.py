@@ -17,6 +17,7 @@ from gateway.observer import Observer
 from gateway.policy.decision import Policy
 from gateway.policy.net import NetSet
 from gateway.relay.backend import BackendConfig, Capabilities
+from gateway.relay.pool import BackendPool
 from gateway.smtp.limits import ConnectionLimits, TarpitSlots
 from gateway.smtp.session import Session, SessionRules
 
@@ -91,3 +92,4 @@ class Services:
     auth: bool = False  # auth.mode = "auto": relay AUTH when the backend offers it
     # One for the process, shared by every session (none: the tarpit has no room).
     tarpit: TarpitSlots = field(default_factory=lambda: TarpitSlots(0))
+    backend_pool: BackendPool | None = None  # backend.reuse: idle connections kept

@@ -909,6 +909,19 @@ class Session:
         self._move(Happening.DATA)
         return None
 
+    def data_would_pass(self) -> bool:
+        """Whether DATA, if it came now, would go to the backend as it is (`data()` None):
+        nothing left to decide or refuse at DATA. The adapter may then write it to the
+        backend with the last RCPT, when the client pipelined it."""
+        transaction = self.transaction
+        return (
+            transaction is not None
+            and not transaction.decide_at_data
+            and transaction.refusal_at_data is None
+            and transaction.data_refusal is None
+            and not transaction.backend_failed
+        )
+
     def data_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | None:
         """A postponed decision, taken at DATA; then `data()` again. A store that could
         not decide gets 451 now, and the next DATA asks again."""

@@ -1,0 +1,62 @@
+"""Idle backend connections kept for the next client session (`backend.reuse`).
+
+Only with XFORWARD or no forwarding at all: XCLIENT makes a connection one client's for
+good (Postfix 3.7 refuses a second XCLIENT on a connection: `550 5.7.0 Error:
+insufficient authorization`), while XFORWARD is given per transaction. A connection
+comes back only clean (relay/backend.py, `release`): its last transaction answered, no
+AUTH ever tried on it. The newest idle connection is taken first, the least likely to
+have been closed by the backend; each waits at most `reuse_idle` seconds, on one timer.
+One that the backend closed or spoke on meanwhile is noticed by its reader and skipped;
+the first use of a taken one starts with RSET, and if it proves dead it is replaced by
+a fresh connection (BackendSession.begin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.relay.client import ReplyReader
+
+
+class BackendPool:
+    """One per worker process, shared by its sessions."""
+
+    def __init__(self, idle_seconds: float, size: int) -> None:
+        self.idle_seconds = idle_seconds
+        self.size = size
+        self._idle: list[tuple[ReplyReader, dict[str, str], asyncio.TimerHandle]] = []
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self) -> tuple[ReplyReader, dict[str, str]] | None:
+        """An idle connection and its EHLO keywords, or None (open a new one)."""
+        while self._idle:
+            link, extensions, timer = self._idle.pop()
+            timer.cancel()
+            if link.usable and not link.replies:  # a word while idle: a 421, say
+                return link, extensions
+            link.fail(ConnectionError("closed while idle"))
+        return None
+
+    def give(self, link: ReplyReader, extensions: dict[str, str]) -> None:
+        """A clean connection back, kept `idle_seconds` at most; QUIT when full."""
+        if len(self._idle) >= self.size:
+            link.quit()
+            return
+        timer = link.loop.call_later(self.idle_seconds, self._expire, link)
+        self._idle.append((link, extensions, timer))
+
+    def _expire(self, link: ReplyReader) -> None:
+        for n, (kept, _, _) in enumerate(self._idle):
+            if kept is link:
+                del self._idle[n]
+                link.quit()
+                return
+
+    def close(self) -> None:
+        """Shutdown or a new backend configuration: QUIT every idle connection."""
+        idle, self._idle = self._idle, []
+        for link, _, timer in idle:
+            timer.cancel()
+            link.quit()
