@@ -90,6 +90,7 @@ class _Session(asyncio.Protocol):
         if self.backend.drop_nul:  # as some MTAs do: a NUL next to a dot ends data then
             data = data.replace(b"\x00", b"")
         self.buffer += data
+        self.backend.groups.append([])  # the commands that came in this one read
         if self.hung:
             return
         while self.buffer and not self.hung and not self.transport.is_closing():
@@ -136,6 +137,7 @@ class _Session(asyncio.Protocol):
 
     def _command(self, line: str) -> None:
         self.backend.commands.append(line)
+        self.backend.groups[-1].append(line.split(" ", 1)[0].upper())
         verb = line.split(" ", 1)[0].upper()
         arg = line[len(verb) :].strip()
         if verb in ("EHLO", "HELO"):
@@ -178,6 +180,8 @@ class _Session(asyncio.Protocol):
             self.in_data = True
             self.reply("354 End data with <CR><LF>.<CR><LF>")
         elif verb == "RSET":
+            if self._fault("RSET"):
+                return
             self.sender, self.recipients = None, []
             self.reply("250 2.0.0 Ok")
         elif verb == "QUIT":
@@ -207,6 +211,8 @@ class FakeBackend:
         self.messages: list[Message] = []  # delivered with the normal 250
         self.accepted: list[Message] = []  # every message given a 2xx, faults included
         self.commands: list[str] = []
+        # The verbs of the commands that came in each read: a pipelined group comes in one.
+        self.groups: list[list[str]] = []
         self.mail_parameters: list[str] = []
         self.sessions: list[_Session] = []
         self.connections = 0

@@ -125,3 +125,64 @@ async def test_backend_certificate_from_another_ca_is_refused(tls_postfix) -> No
     instance, _, other_ca = tls_postfix
     replies = await _relay_over_tls(instance.port, other_ca)
     assert replies[1].code == 451 and replies[1].text.startswith("4.4.1")
+
+
+async def _pipelined_message(env, source: str) -> list[int]:
+    """MAIL, RCPT and DATA in one write (as Postfix's own client sends them), the
+    content, QUIT: the codes of MAIL, RCPT, DATA and the end of data."""
+    client = await env.client(source)
+    await client.ehlo("client.example")
+    await client.send(b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+    codes = [(await client.read_reply()).code for _ in range(3)]
+    await client.send(f"Subject: pipelined from {source}\r\n\r\nHello.\r\n.\r\n".encode())
+    codes.append((await client.read_reply()).code)
+    await client.cmd("QUIT")
+    await client.close()
+    return codes
+
+
+async def _gateway_to(postfix, overrides: dict | None = None):
+    backend = FakeBackend()  # only its port is used: Postfix listens there
+    backend.port = postfix.port
+    return await start_env(overrides, backend=backend)
+
+
+async def test_pipelined_groups_keep_to_postfix_pipelining_rules(postfix) -> None:
+    """smtpd_forbid_unauth_pipelining is on (tests/postfix.py): a group Postfix does not
+    allow (anything after EHLO or DATA) would be cut off with 554 5.5.0."""
+    before = len(postfix.messages())
+    env = await _gateway_to(postfix)
+    try:
+        assert await _pipelined_message(env, "127.0.0.2") == [250, 250, 354, 250]
+    finally:
+        await env.stop()
+        env.dns.stop()
+    await asyncio.to_thread(postfix.delivered, before + 1)
+    log = postfix.log_text()
+    assert "improper command pipelining" not in log
+    session = [line for line in log.splitlines() if "disconnect from mail.example.org" in line]
+    assert "data=1" in session[-1] and "quit=1" in session[-1]
+    assert "xforward" not in session[-1]  # XCLIENT said who the client is
+
+
+async def test_reused_connection_carries_each_client_by_xforward(postfix) -> None:
+    """backend.reuse: two clients, one after the other, on one Postfix connection; each
+    message carries its own client (XFORWARD), and Postfix sees one session for both."""
+    before = len(postfix.messages())
+    env = await _gateway_to(postfix, {"backend": {"forward_client": "xforward", "reuse": True}})
+    try:
+        for source in ("127.0.0.2", "127.0.0.14"):
+            assert await _pipelined_message(env, source) == [250, 250, 354, 250]
+        kept = env.gateway.backend_pool
+        assert kept is not None and len(kept) == 1
+    finally:
+        await env.stop()
+        env.dns.stop()
+    messages = await asyncio.to_thread(postfix.delivered, before + 2)
+    received = [m.split(b"\n\n" if b"\r\n\r\n" not in m else b"\r\n\r\n", 1)[0] for m in messages]
+    assert any(b"from client.example (mail.example.org [127.0.0.2])" in h for h in received)
+    assert any(b"from client.example (mx1.example.org [127.0.0.14])" in h for h in received)
+    log = postfix.log_text()
+    assert "improper command pipelining" not in log
+    sessions = [line for line in log.splitlines() if "disconnect from localhost" in line]
+    assert "mail=2" in sessions[-1] and "data=2" in sessions[-1] and "rset=1" in sessions[-1]

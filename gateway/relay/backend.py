@@ -7,9 +7,9 @@ retries. Addresses go out as the client gave them, never re-parsed. DATA streams
 `data_begin`, `data_part` for each piece of the message as the client sends it
 (CRLF-only by then, dot-stuffed here by DotStuffer), `data_end`.
 
-Fewer round trips (RFC 2920, when the backend offers PIPELINING): XCLIENT goes out with
-the EHLO that must follow it; XFORWARD, MAIL and the first RCPT in one write; DATA with
-the last RCPT when the client sent it right behind. Each group is written once and its
+Fewer round trips (RFC 2920, when the backend offers PIPELINING): XFORWARD, MAIL and
+the first RCPT in one write; DATA with the last RCPT when the client sent it right
+behind. Each group is written once and its
 replies read in order (relay/client.py).
 
 Forwarding the client's identity: XCLIENT resets the backend session and makes the
@@ -160,6 +160,7 @@ class BackendSession:
         self._link: ReplyReader | None = None
         self._extensions: dict[str, str] = {}  # this connection's EHLO keywords
         self._forwarded: dict[str, bytes] = {}  # XCLIENT/XFORWARD lines, made once
+        self._xclient_done = False  # this connection is the client's (XCLIENT accepted)
         self.in_transaction = False  # MAIL accepted, DATA not yet sent
         self._in_content = False  # the backend said 354 and has not answered the end yet
         # The reply to a DATA written with the last RCPT (pipelined), not yet asked for.
@@ -185,6 +186,7 @@ class BackendSession:
     async def _open(self) -> ReplyReader:
         """Connect, EHLO (STARTTLS, EHLO), forward the client's identity."""
         link, extensions = await greeted(self.config)
+        self._xclient_done = False
         try:
             self._extensions = await self._forward_identity(link, extensions)
         except BaseException:
@@ -194,9 +196,10 @@ class BackendSession:
         return link
 
     async def _forward_identity(self, link: ReplyReader, extensions: dict[str, str]):
-        """XCLIENT (and the EHLO it needs after it, in one write with it where the backend
-        pipelines: Postfix does not count XCLIENT as last of a group); the keywords that
-        hold from now on."""
+        """XCLIENT, and the EHLO it needs after it; the keywords that hold from now on.
+        Never in one write: XCLIENT takes the backend back to its greeting, and Postfix
+        (smtpd_forbid_unauth_pipelining, on by default since 3.9) cuts off a client that
+        talks before a greeting."""
         mode = self.config.forward_client
         if mode == "off":
             return extensions
@@ -207,16 +210,12 @@ class BackendSession:
             name = _helo_token(self.identity.helo) or self.config.helo_name
             ehlo = b"EHLO " + name.encode("ascii")
             timeout = self.config.command_timeout
-            if "pipelining" in extensions:
-                link.send(xclient, ehlo)
-                response, again = await link.reply(timeout), await link.reply(timeout)
-            else:
-                response = await link.command(xclient, timeout)
-                again = await link.command(ehlo, timeout) if response.code == 220 else None
+            response = await link.command(xclient, timeout)
             if response.code == 220:
-                assert again is not None
+                again = await link.command(ehlo, timeout)
                 if again.code != 250:
                     raise BackendError(f"backend EHLO after XCLIENT: {again.code} {again.text}")
+                self._xclient_done = True
                 return extensions_of(again)
             detail = f"backend refused XCLIENT: {response.code} {response.text}"
             if mode == "xclient" or "xforward" not in extensions:
@@ -228,11 +227,13 @@ class BackendSession:
         return extensions
 
     def _uses_xforward(self) -> bool:
+        """XFORWARD before each MAIL: configured, or "auto" without XCLIENT. After an
+        XCLIENT, Postfix's EHLO offers XFORWARD (allowed for the gateway's address) but
+        no longer XCLIENT (the client's address is not allowed): XCLIENT said it all."""
         mode = self.config.forward_client
         if mode == "xforward":
             return True
-        extensions = self._extensions
-        return mode == "auto" and "xclient" not in extensions and "xforward" in extensions
+        return mode == "auto" and not self._xclient_done and "xforward" in self._extensions
 
     def _forwarding(self, extensions: dict[str, str], extension: str) -> bytes:
         """The XCLIENT or XFORWARD command: NAME/ADDR/PORT/PROTO/HELO(/REVERSE_NAME) as
