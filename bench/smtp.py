@@ -163,6 +163,7 @@ class GatewayProcess:
         cpus: set[int],
         extra: str = "",
         policy: str = "",
+        backend: str = "",
     ):
         self.port = free_port()
         self.db = tmp / f"bench-{name}.db"
@@ -175,6 +176,7 @@ class GatewayProcess:
             lists=REPO / "conf",
             # The suspects retry early without end.
             policy="impatient_retries = 0\n" + policy,
+            backend_extra=backend,
             extra="[limits]\nmax_connections = 12000\nmax_connections_per_client = 12000\n" + extra,
         )
         seed_familiar(self.db)
@@ -261,12 +263,16 @@ EHLO, MAIL, RCPT = (
 DEFERRAL = Load((EHLO, MAIL), RCPT, b"450", b"250")
 
 
-def relay_load(message: bytes) -> Load:
-    """A session that relays `message`: 250 at its end, through the gateway and straight."""
-    return Load((EHLO, MAIL, RCPT, b"DATA\r\n"), message + b".\r\n", b"250", b"250")
+def relay_load(message: bytes, pipelined: bool = False) -> Load:
+    """A session that relays `message`: 250 at its end, through the gateway and straight.
+    `pipelined`: MAIL, RCPT and DATA in one write, as Postfix's own client sends them."""
+    envelope = (MAIL + RCPT + b"DATA\r\n",) if pipelined else (MAIL, RCPT, b"DATA\r\n")
+    return Load((EHLO, *envelope), message + b".\r\n", b"250", b"250")
 
 
 RELAY = relay_load(MESSAGE)
+RELAY_PIPELINED = relay_load(MESSAGE, pipelined=True)
+REUSE_BACKEND = 'forward_client = "xforward"\nreuse = true\n'
 RELAY_100K = relay_load(MESSAGE_100K)
 
 
@@ -303,7 +309,8 @@ async def session(port: int, source: str, load: Load, expect: bytes) -> float:
         await _reply(reader)
         for command in load.commands:
             writer.write(command)
-            await _reply(reader)
+            for _ in range(command.count(b"\r\n")):  # a pipelined group: a reply each
+                await _reply(reader)
         writer.write(load.last)
         reply = await _reply(reader)
         if not reply.startswith(expect):
@@ -499,6 +506,18 @@ async def relay_mix_row(gateway: GatewayProcess, sink: int) -> Row:
         "familiar host, size mix relayed", "msgs/s", through, direct,
         target=None, target_on="cpu_ms", higher_is_better=False,
         note=f"50% 4 KB, 40% 40 KB, 9% 400 KB, 1% 4 MB (mean {average / 1000:.0f} KB)",
+    )  # fmt: skip
+
+
+async def relay_pipelined_row(gateway: GatewayProcess, sink: int, reuse: bool = False) -> Row:
+    """The 1 KB row with clients that pipeline, as real MTAs do: the gateway can write
+    DATA to the backend with the RCPT; with `reuse`, its backend connections are kept."""
+    return await relay_row(
+        gateway, sink, RELAY_PIPELINED,
+        "familiar host, relayed, pipelining client" + (", backend.reuse" if reuse else ""),
+        1.0,
+        "1,000-byte messages; MAIL, RCPT and DATA in one write"
+        + ("; forward_client = xforward, reuse = true" if reuse else ""),
     )  # fmt: skip
 
 
@@ -747,8 +766,16 @@ async def run(tmp: Path) -> list[Row]:
             rows.append(await relay_100k_row(gateway, h.sink))
             rows.append(await relay_mix_row(gateway, h.sink))
             rows.append(await unloaded_latency_row(gateway, h.sink))
+            rows.append(await relay_pipelined_row(gateway, h.sink))
         finally:
             gateway.stop()
+        reusing = GatewayProcess(
+            tmp, "reuse", h.sink, h.dns, h.gateway_cpus, backend=REUSE_BACKEND
+        )  # fmt: skip
+        try:
+            rows.append(await relay_pipelined_row(reusing, h.sink, reuse=True))
+        finally:
+            reusing.stop()
         rows.append(await large_messages_row(tmp, h.sink, h.dns, h.gateway_cpus))
         if h.open_files >= IDLE_CONNECTIONS + 1000:
             rows.append(await idle_row(tmp, h.sink, h.dns, h.gateway_cpus))

@@ -29,11 +29,12 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from gateway import __version__, logs
 from gateway.assembly import build_policy, dynamic_list, session_rules_from
-from gateway.config import Settings, load_settings
+from gateway.config import BackendSettings, Settings, load_settings
 from gateway.decider import Decider
 from gateway.errors import ConfigError, StoreError, UserError
 from gateway.listening import listen_smtp, start_management
@@ -150,15 +151,15 @@ class Gateway:
             proxy_trusted = NetSet()
             for network in settings.listen.proxy_trusted:
                 proxy_trusted.add(network, str(network))
+        before = self.settings.backend
         self.settings = settings
         self._static_policy = static
         self.policy = static.with_dynamic(*self._dynamic)
         self.tls_context = tls_context
         self.certificate = certificate
         self.proxy_trusted = proxy_trusted
-        backend = BackendConfig.from_settings(settings)
-        self._keep_backend_connections(backend)
-        self.backend_config = backend
+        self.backend_config = BackendConfig.from_settings(settings)
+        self._keep_backend_connections(before)
         self.limits.reconfigure(settings.limits)
         self.tarpit.limit = settings.tarpit.max_sessions
         self.observer.on_error = OnError(settings.store.on_error)
@@ -167,11 +168,17 @@ class Gateway:
         if self.own_logging:
             logs.configure(settings.log.level, settings.log.format)
 
-    def _keep_backend_connections(self, backend: BackendConfig) -> None:
-        """backend.reuse: the pool of idle connections, emptied when it goes off or the
-        backend changes (what it keeps may lead to the old one)."""
+    def _keep_backend_connections(self, before: BackendSettings) -> None:
+        """backend.reuse: the pool of idle connections, emptied when it goes off or any
+        other backend setting changes (what it keeps may lead to the old backend)."""
         pool, reuse = self.backend_pool, self.settings.backend
-        if pool is not None and (not reuse.reuse or backend != self.backend_config):
+        kept = ("reuse_idle", "reuse_max")
+        changed = any(
+            getattr(before, f.name) != getattr(reuse, f.name)
+            for f in fields(reuse)
+            if f.name not in kept
+        )
+        if pool is not None and (not reuse.reuse or changed):
             pool.close()
             pool = None
         if reuse.reuse:

@@ -127,3 +127,35 @@ def test_ehlo_keywords_lower_case_with_the_old_auth_form() -> None:
         "auth": "PLAIN LOGIN",
         "xforward": "NAME ADDR",
     }
+
+
+def test_xtext_plain_values_go_through_and_the_rest_is_encoded() -> None:
+    from gateway.relay.xtext import xtext
+
+    for code in range(0x100):
+        char = chr(code)
+        plain = 33 <= code <= 126 and char not in "+="
+        expected = char if plain else "".join(f"+{b:02X}" for b in char.encode("utf-8"))
+        assert xtext(f"a{char}b") == f"a{expected}b", code
+    assert xtext("mail.example.org") == "mail.example.org"
+    assert xtext("two words+=") == "two+20words+2B+3D"
+
+
+async def test_the_pool_lends_only_idle_connections_and_none_after_close() -> None:
+    from gateway.relay.pool import BackendPool
+
+    pool = BackendPool(idle_seconds=5, size=2)
+    busy, _ = reader()
+    busy.data_received(b"220 greeting\r\n")
+    await busy.reply(1)
+    busy.send(b"RSET")  # its answer is still owed
+    pool.give(busy, {})
+    assert len(pool) == 0 and not busy.usable
+    idle, transport = reader()
+    idle.data_received(b"220 greeting\r\n")
+    await idle.reply(1)
+    pool.give(idle, {"pipelining": ""})
+    assert pool.take() == (idle, {"pipelining": ""}) and pool.take() is None
+    pool.close()
+    pool.give(idle, {})  # a session that began before a reload gives back
+    assert len(pool) == 0 and transport.written == b"QUIT\r\n"

@@ -219,3 +219,50 @@ async def test_reuse_needs_xforward_or_nothing(dns_server) -> None:
     assert env_settings(
         dns_server, backend, {"backend": {"reuse": True, "forward_client": "off"}}
     ).backend.reuse
+
+
+@pytest.mark.gateway(REUSE)
+async def test_a_client_gone_while_its_group_is_answered_never_lends_its_connection(
+    env,
+) -> None:
+    """The client hangs up while the backend is still answering its MAIL/RCPT/DATA (a
+    slow recipient check): those replies are on their way, so the connection must not
+    serve the next client, whose own commands would otherwise become that message."""
+    assert await pipelined_session(env) == [250, 250, 354, 250]
+    await eventually(lambda: len(env.gateway.backend_pool) == 1)
+    env.backend.faults["RSET"] = "late:0.5:250 2.0.0 Ok"
+    client = await env.client()
+    await client.ehlo()
+    await client.send(b"MAIL FROM:<b@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+    await asyncio.sleep(0.2)
+    await client.close()
+    await asyncio.sleep(0.1)
+    assert len(env.gateway.backend_pool) == 0
+    del env.backend.faults["RSET"]
+    assert await pipelined_session(env, "127.0.0.14") == [250, 250, 354, 250]
+    await asyncio.sleep(0.6)  # the slow replies would have come by now
+    delivered = [(m.sender, m.recipients, m.xforward.get("ADDR")) for m in env.backend.accepted]
+    assert delivered == [
+        ("alice@sender.example", ["bob@example.com"], "127.0.0.2"),
+        ("alice@sender.example", ["bob@example.com"], "127.0.0.14"),
+    ]
+    assert all(b"MAIL FROM" not in m.data for m in env.backend.accepted)
+
+
+async def test_a_recipient_after_the_connection_was_lost_gets_451_not_a_new_connection(
+    env,
+) -> None:
+    """MAIL went on a connection that is gone: the next RCPT on a new one would meet
+    `503 need MAIL` (a bounce) or make a message without the recipients before."""
+    client = await env.client()
+    await client.ehlo()
+    assert (await client.cmd("MAIL FROM:<a@sender.example>")).code == 250
+    assert (await client.cmd("RCPT TO:<bob@example.com>")).code == 250
+    for session in env.backend.sessions[1:]:  # a backend restart
+        session.transport.close()
+    await asyncio.sleep(0.1)
+    refused = await client.cmd("RCPT TO:<carol@example.com>")
+    assert refused.code == 451 and refused.text.startswith("4.4.1")
+    assert (await client.cmd("DATA")).code == 451
+    await client.close()
+    assert env.backend.accepted == [] and connections(env.backend) == 1

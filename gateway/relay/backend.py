@@ -404,8 +404,8 @@ class BackendSession:
             group.append(b"DATA")
         link.send(*group)
         replies = await self._replies(link, len(group), "MAIL")
-        self._unproven = False
         mail = self._opened(group[:checks], replies[:checks], replies[checks])
+        self._unproven = False
         if not mail.accepted:  # its RCPT got a 503 (and its DATA too): the refusal counts
             return mail, None
         if then_data:
@@ -420,8 +420,8 @@ class BackendSession:
         for command in group:
             link.send(command)
             replies += await self._replies(link, 1, "MAIL")
-        self._unproven = False
         mail = self._opened(group[:checks], replies[:checks], replies[checks])
+        self._unproven = False
         if not mail.accepted:
             return mail, None
         link.send(rcpt)
@@ -447,8 +447,14 @@ class BackendSession:
         return mail
 
     async def rcpt(self, recipient: str, utf8: bool, then_data: bool) -> BackendReply:
-        """RCPT TO (and DATA, when the client sent it right behind, in the same write)."""
-        link = await self._connection()
+        """RCPT TO (and DATA, when the client sent it right behind, in the same write).
+        Only on the connection the transaction's MAIL went on: on another the backend
+        would refuse it (503) for good, or take the message without the recipients
+        before; its loss is a 451 here, and the client tries the whole message again."""
+        link = self._link
+        if link is None or not link.usable or not self.in_transaction:
+            self.abort()
+            raise BackendError("backend: the connection was lost mid-transaction")
         rcpt = b"RCPT TO:" + _path(recipient, utf8)
         if then_data and self._pipelining:
             link.send(rcpt, b"DATA")
@@ -500,7 +506,7 @@ class BackendSession:
         if link is None:
             raise BackendError("backend end of data: the connection is gone")
         try:
-            link.write(end)
+            link.write(end, replies=1)
         except (OSError, ValueError) as exc:
             self.abort()
             raise BackendError(f"backend end of data: {type(exc).__name__}: {exc}") from None
@@ -519,7 +525,10 @@ class BackendSession:
         link, self._link = self._link, None
         if link is None or not link.usable:
             return
-        if self.in_transaction or self._in_content or self._data_reply is not None:
+        if self.in_transaction or self._in_content or self._data_reply is not None or not link.idle:
+            # Mid-transaction, or replies still on their way (the client hung up while
+            # the gateway waited for them): no QUIT could end it cleanly, no one else
+            # may have it.
             link.fail(BackendGone("the client left mid-transaction"))
             return
         if self.pool is not None and not self._auth_tried:

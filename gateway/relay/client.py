@@ -24,6 +24,7 @@ from gateway.relay.reply import BackendReply
 
 MAX_LINE = 4096  # a reply line (RFC 5321 allows 512) from a backend gone wrong
 MAX_LINES = 1000  # lines of one reply (an EHLO has a dozen)
+_SEPARATORS = (b" ", b"-", b"\r", b"")  # after the code: more text, more lines, or none
 
 
 class BackendGone(ConnectionError):
@@ -42,8 +43,9 @@ class ReplyReader(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.error: Exception | None = None  # set once: the connection is unusable
         self.replies: deque[BackendReply] = deque()
+        self.owed = 1  # replies not yet taken: the greeting, then one per command written
         self._buffer = b""
-        self._lines: list[str] = []  # the reply being read
+        self._lines: list[bytes] = []  # the reply being read
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -54,13 +56,11 @@ class ReplyReader(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            if not self._line(buffer[start:end]):
+        lines = (self._buffer + data if self._buffer else data).split(b"\n")
+        self._buffer = lines.pop()  # what follows the last line end: the next line's start
+        for line in lines:
+            if not self._line(line):
                 return
-            start = end + 1
-        self._buffer = buffer[start:]
         if len(self._buffer) > MAX_LINE:
             self.fail(MalformedReply("a reply line from the backend is too long"))
             return
@@ -87,21 +87,20 @@ class ReplyReader(asyncio.Protocol):
 
     # -- replies --------------------------------------------------------------------------
     def _line(self, line: bytes) -> bool:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        code, separator = line[:3], line[3:4]
-        if len(line) > MAX_LINE or not code.isdigit() or separator not in (b"", b" ", b"-"):
+        separator = line[3:4]
+        if not line[:3].isdigit() or separator not in _SEPARATORS or len(line) > MAX_LINE:
             shown = line[:80].decode("ascii", "backslashreplace")
             self.fail(MalformedReply(f"not an SMTP reply from the backend: {shown!r}"))
             return False
         lines = self._lines
-        lines.append(line[4:].strip(b" \t").decode("utf-8", "surrogateescape"))
+        lines.append(line[4:].strip(b" \t\r"))
         if separator == b"-":
             if len(lines) > MAX_LINES:
                 self.fail(MalformedReply("a reply from the backend has too many lines"))
                 return False
             return True
-        self.replies.append(BackendReply(int(code), "\n".join(lines)))
+        text = b"\n".join(lines) if len(lines) > 1 else lines[0]
+        self.replies.append(BackendReply(int(line[:3]), text.decode("utf-8", "surrogateescape")))
         self._lines = []
         return True
 
@@ -116,7 +115,9 @@ class ReplyReader(asyncio.Protocol):
                 await waiter
             finally:
                 timer.cancel()
-                self._waiter = None
+                if self._waiter is waiter:
+                    self._waiter = None
+        self.owed -= 1
         return self.replies.popleft()
 
     def _timed_out(self, timeout: float) -> None:
@@ -144,15 +145,29 @@ class ReplyReader(asyncio.Protocol):
     def usable(self) -> bool:
         return self.error is None and self.transport is not None
 
-    def write(self, data: bytes) -> None:
+    @property
+    def idle(self) -> bool:
+        """Usable, and nothing in flight: every reply owed taken, nothing more said.
+        Only such a connection may serve another client (relay/pool.py)."""
+        return (
+            self.usable
+            and self.owed == 0
+            and not self.replies
+            and not self._buffer
+            and not self._lines
+        )
+
+    def write(self, data: bytes, replies: int = 0) -> None:
+        """Bytes as they are (message content); `replies`: how many they are owed."""
         if self.error is not None:
             raise self.error
         assert self.transport is not None
         self.transport.write(data)
+        self.owed += replies
 
     def send(self, *commands: bytes) -> None:
         """Commands (without their CRLF) in one write: one command, or a pipelined group."""
-        self.write(b"\r\n".join(commands) + b"\r\n")
+        self.write(b"\r\n".join(commands) + b"\r\n", len(commands))
 
     async def command(self, command: bytes, timeout: float) -> BackendReply:
         self.send(command)
@@ -197,9 +212,16 @@ async def start_tls(
         )
 
 
+_KNOWN_EHLOS: dict[str, dict[str, str]] = {}  # a backend says the same EHLO every time
+
+
 def extensions_of(ehlo: BackendReply) -> dict[str, str]:
     """The EHLO keywords (lower case) and their parameters; the first line is the name.
-    The old `AUTH=` form (Postfix's broken_sasl_auth_clients) counts as AUTH."""
+    The old `AUTH=` form (Postfix's broken_sasl_auth_clients) counts as AUTH. The same
+    text gives the same (shared, never changed) dict: two EHLOs per connection."""
+    known = _KNOWN_EHLOS.get(ehlo.text)
+    if known is not None:
+        return known
     extensions: dict[str, str] = {}
     for line in ehlo.text.split("\n")[1:]:
         keyword, _, parameters = line.strip().partition(" ")
@@ -208,4 +230,7 @@ def extensions_of(ehlo: BackendReply) -> dict[str, str]:
             extensions.setdefault("auth", line.strip()[5:])
         elif keyword:
             extensions[keyword] = parameters.strip()
+    if len(_KNOWN_EHLOS) >= 16:
+        _KNOWN_EHLOS.clear()
+    _KNOWN_EHLOS[ehlo.text] = extensions
     return extensions

@@ -25,6 +25,7 @@ class BackendPool:
         self.idle_seconds = idle_seconds
         self.size = size
         self._idle: list[tuple[ReplyReader, dict[str, str], asyncio.TimerHandle]] = []
+        self.closed = False  # sessions of before a reload or the stop still give back
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -34,14 +35,18 @@ class BackendPool:
         while self._idle:
             link, extensions, timer = self._idle.pop()
             timer.cancel()
-            if link.usable and not link.replies:  # a word while idle: a 421, say
+            if link.idle:  # not closed meanwhile, and no word while idle (a 421, say)
                 return link, extensions
             link.fail(ConnectionError("closed while idle"))
         return None
 
     def give(self, link: ReplyReader, extensions: dict[str, str]) -> None:
-        """A clean connection back, kept `idle_seconds` at most; QUIT when full."""
-        if len(self._idle) >= self.size:
+        """A clean connection back, kept `idle_seconds` at most; QUIT when full or closed.
+        One with anything in flight is dropped: its replies would answer the next client."""
+        if not link.idle:
+            link.fail(ConnectionError("given back with a reply in flight"))
+            return
+        if self.closed or len(self._idle) >= self.size:
             link.quit()
             return
         timer = link.loop.call_later(self.idle_seconds, self._expire, link)
@@ -56,6 +61,7 @@ class BackendPool:
 
     def close(self) -> None:
         """Shutdown or a new backend configuration: QUIT every idle connection."""
+        self.closed = True
         idle, self._idle = self._idle, []
         for link, _, timer in idle:
             timer.cancel()
