@@ -60,6 +60,21 @@ def die_with_parent() -> None:
         pass
 
 
+def worker_command() -> list[str]:
+    """A worker: this interpreter, this gateway package. `-P` keeps the working
+    directory off sys.path: a directory named `gateway` where the supervisor was started
+    (../shared/peers has one) shadowed the package, and every worker died at start."""
+    return [sys.executable, "-P", "-m", "gateway"]
+
+
+def worker_environment() -> dict[str, str]:
+    """PYTHONPATH names where this gateway package is, first: a checkout run without
+    installing still finds it, and nothing in the working directory comes before it."""
+    home = str(Path(__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": home + (os.pathsep + inherited if inherited else "")}
+
+
 class Supervisor:
     def __init__(self, settings: Settings, config_path: str, metrics_dir: str) -> None:
         self.settings = settings
@@ -73,15 +88,14 @@ class Supervisor:
 
     async def _spawn(self, slot: int) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
+            *worker_command(),
             "run",
             "-c",
             self.config_path,
             "--worker",
             str(slot),
             preexec_fn=die_with_parent,
+            env=worker_environment(),
         )
         self.workers[slot] = process
         self.started[slot] = time.monotonic()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,7 +23,6 @@ from tests.gatewayenv import populate, write_gateway_config
 from tests.redisserver import free_port
 from tests.smtpclient import Client
 from tests.test_observability import http_get, samples
-from tests.test_run import start
 from tests.waiting import eventually
 
 
@@ -71,7 +71,17 @@ async def supervised(tmp_path):
         extra="[server]\nworkers = 2\n",
         metrics=f"127.0.0.1:{metrics}",
     )
-    process = await start(config, stderr=asyncio.subprocess.DEVNULL)
+    # Started as operators start it (the console script), from a directory that holds a
+    # `gateway` directory of its own (../shared/peers does): workers must import the
+    # real package, not that one.
+    (tmp_path / "gateway").mkdir()
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("onajimi")),
+        *("run", "-c", str(config)),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
     await eventually(lambda: both_listening(process.pid, port), timeout=30)
     yield process, port, metrics, tmp_path
