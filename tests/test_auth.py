@@ -258,7 +258,7 @@ async def test_one_session_cannot_keep_guessing_with_the_store_down(
 
 
 async def test_no_log_line_carries_a_password_or_its_base64(env, caplog) -> None:
-    caplog.set_level(logging.DEBUG)  # every logger, aiosmtpd's and aiosmtplib's included
+    caplog.set_level(logging.DEBUG)  # every logger, aiosmtpd's and the backend client's included
     for answer in (PLAIN, WRONG):
         client = await encrypted(env)
         await client.ehlo()
