@@ -146,6 +146,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.backend_connections = Counter(
+            "onajimi_backend_connections",
+            "Backend connections a client session used, by how: opened for it, or reused "
+            "(backend.reuse)",
+            ["how"],
+            registry=r,
+        )
         self.dns_seconds = Histogram(
             "onajimi_dns_seconds", "Uncached DNS lookups", buckets=_DNS_BUCKETS, registry=r
         )
@@ -191,6 +198,8 @@ class Metrics:
             self.tarpit.labels(outcome.value)
         for kind in RECORD_KINDS:
             self.store_records.labels(kind)
+        self.backend_opened = self.backend_connections.labels("opened")
+        self.backend_reused = self.backend_connections.labels("reused")
 
     def decision(self, action: Action, reason: Reason, retry: Retry | None) -> None:
         child = self._decision_children.get((action, reason))

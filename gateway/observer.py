@@ -138,6 +138,10 @@ class Observer:
         if self.recent is not None:
             self.recent.add(fields)
 
+    def backend_connection(self, reused: bool) -> None:
+        """A backend connection a session began to use (metrics only: no log line)."""
+        (self.metrics.backend_reused if reused else self.metrics.backend_opened).inc()
+
     def relayed(self, session: Session, note: Relayed) -> None:
         self.metrics.relayed(note.result, note.seconds)
         transaction = note.transaction

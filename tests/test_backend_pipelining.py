@@ -130,6 +130,9 @@ async def test_clients_one_after_another_share_one_backend_connection(env) -> No
     for source in ("127.0.0.2", "127.0.0.14", "127.0.0.2"):
         assert await pipelined_session(env, source) == [250, 250, 354, 250]
     assert connections(env.backend) == 1
+    metric = env.gateway.metrics.registry.get_sample_value
+    assert metric("onajimi_backend_connections_total", {"how": "opened"}) == 1
+    assert metric("onajimi_backend_connections_total", {"how": "reused"}) == 2
     first, second, third = env.backend.messages
     assert first.xforward["ADDR"] == "127.0.0.2" and second.xforward["ADDR"] == "127.0.0.14"
     assert third.xforward["ADDR"] == "127.0.0.2"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gateway.policy.values import value
@@ -152,11 +152,13 @@ class BackendSession:
         identity: ClientIdentity,
         capabilities: Capabilities,
         pool: BackendPool | None = None,
+        counted: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.capabilities = capabilities
         self.pool = pool
+        self.counted = counted  # told of each connection used: True when it was reused
         self._link: ReplyReader | None = None
         self._extensions: dict[str, str] = {}  # this connection's EHLO keywords
         self._forwarded: dict[str, bytes] = {}  # XCLIENT/XFORWARD lines, made once
@@ -274,9 +276,12 @@ class BackendSession:
                 raise BackendError("backend: the authenticated connection was lost")
             self.in_transaction = False
             link = self._from_pool() if pooled else None
+            reused = link is not None
             if link is None:
                 link = await self._guard(self._open(), "connect")
             self._link = link
+            if self.counted is not None:
+                self.counted(reused)
         return link
 
     def _from_pool(self) -> ReplyReader | None:

@@ -453,7 +453,11 @@ class GatewaySMTP(EarlyStage):
         )
         services = self.services
         self.backend = BackendSession(
-            services.backend, identity, services.capabilities, services.backend_pool
+            services.backend,
+            identity,
+            services.capabilities,
+            services.backend_pool,
+            services.observer.backend_connection,
         )
         return self.backend
 
