@@ -269,3 +269,17 @@ async def test_a_recipient_after_the_connection_was_lost_gets_451_not_a_new_conn
     assert (await client.cmd("DATA")).code == 451
     await client.close()
     assert env.backend.accepted == [] and connections(env.backend) == 1
+
+
+@pytest.mark.gateway(
+    {"backend": {**REUSE["backend"], "connect_timeout": 0.5, "command_timeout": 60}}
+)
+async def test_a_kept_connection_gone_silent_is_given_up_after_connect_timeout(env) -> None:
+    """No FIN, no reply (the backend host rebooted): the RSET that opens the group is
+    waited for connect_timeout, not command_timeout, then a fresh connection serves."""
+    assert await pipelined_session(env) == [250, 250, 354, 250]
+    await eventually(lambda: len(env.gateway.backend_pool) == 1)
+    env.backend.faults["RSET"] = "hang"
+    assert await pipelined_session(env, "127.0.0.14") == [250, 250, 354, 250]  # within 10 s
+    assert connections(env.backend) == 2
+    assert [m.xforward.get("ADDR") for m in env.backend.accepted] == ["127.0.0.2", "127.0.0.14"]

@@ -306,8 +306,14 @@ class BackendSession:
             raise BackendError(f"backend {what}: {type(exc).__name__}: {exc}") from None
 
     async def _replies(self, link: ReplyReader, count: int, what: str) -> list[BackendReply]:
+        """`count` replies in order. On a kept connection not yet proven, the first (to its
+        RSET) gets connect_timeout, not command_timeout: a backend that went away without
+        a word (a reboot, a lost route) shows it there, and a fresh connection replaces it."""
         timeout = self.config.command_timeout
-        return [await self._guard(link.reply(timeout), what) for _ in range(count)]
+        first = self.config.connect_timeout if self._unproven else timeout
+        return [
+            await self._guard(link.reply(first if n == 0 else timeout), what) for n in range(count)
+        ]
 
     async def _command(self, what: str, command: bytes) -> BackendReply:
         link = await self._connection()
