@@ -249,6 +249,26 @@ async def test_a_backlog_one_session_at_a_time(dns53, backend, caplog) -> None:
     await run_scenario(scenario, dns53, backend, "memory:", caplog)
 
 
+async def test_a_backlog_through_kept_backend_connections(dns53, backend, caplog) -> None:
+    """backend.reuse with XFORWARD: the backlog's sessions, several at once, share kept
+    connections to the backend Postfix; every message is delivered once and still names
+    its client there (orig_client=)."""
+    scenario = Scenario(
+        "backlog of 20, defer=all, backend.reuse",
+        "127.0.0.25",
+        20,
+        {"defer": "all"},
+        sections={"backend": {"forward_client": "xforward", "reuse": True}},
+    )
+    await run_scenario(scenario, dns53, backend, "memory:", caplog)
+    kept = [
+        line
+        for line in backend.log_text().splitlines()
+        if "disconnect from localhost[127.0.0.1]" in line and " xforward=" in line
+    ]
+    assert any(re.search(r" mail=(\d\d|[2-9])\b", line) for line in kept), kept  # reused
+
+
 async def test_a_real_server_misjudged_by_s25r(dns53, backend, caplog, tmp_path) -> None:
     # With the pregreet test on: a real MTA waits for the whole greeting.
     scenario = Scenario(
