@@ -137,11 +137,13 @@ async def test_clients_one_after_another_share_one_backend_connection(env) -> No
     assert first.xforward["ADDR"] == "127.0.0.2" and second.xforward["ADDR"] == "127.0.0.14"
     assert third.xforward["ADDR"] == "127.0.0.2"
     assert env.backend.commands.count("QUIT") == 1  # the probe's: this one is kept
-    # The first transaction on a kept connection starts with RSET, in the same write.
+    # A kept connection is proven by an RSET of its own before the next client's group.
     assert groups_of(env.backend)[1:] == [
         ["XFORWARD", "MAIL", "RCPT", "DATA"],
-        ["RSET", "XFORWARD", "MAIL", "RCPT", "DATA"],
-        ["RSET", "XFORWARD", "MAIL", "RCPT", "DATA"],
+        ["RSET"],
+        ["XFORWARD", "MAIL", "RCPT", "DATA"],
+        ["RSET"],
+        ["XFORWARD", "MAIL", "RCPT", "DATA"],
     ]
 
 
@@ -233,7 +235,7 @@ async def test_a_client_gone_while_its_group_is_answered_never_lends_its_connect
     serve the next client, whose own commands would otherwise become that message."""
     assert await pipelined_session(env) == [250, 250, 354, 250]
     await eventually(lambda: len(env.gateway.backend_pool) == 1)
-    env.backend.faults["RSET"] = "late:0.5:250 2.0.0 Ok"
+    env.backend.faults["MAIL"] = "late:0.5:250 2.1.0 Ok"  # a slow sender check
     client = await env.client()
     await client.ehlo()
     await client.send(b"MAIL FROM:<b@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
@@ -241,7 +243,7 @@ async def test_a_client_gone_while_its_group_is_answered_never_lends_its_connect
     await client.close()
     await asyncio.sleep(0.1)
     assert len(env.gateway.backend_pool) == 0
-    del env.backend.faults["RSET"]
+    del env.backend.faults["MAIL"]
     assert await pipelined_session(env, "127.0.0.14") == [250, 250, 354, 250]
     await asyncio.sleep(0.6)  # the slow replies would have come by now
     delivered = [(m.sender, m.recipients, m.xforward.get("ADDR")) for m in env.backend.accepted]
@@ -283,3 +285,39 @@ async def test_a_kept_connection_gone_silent_is_given_up_after_connect_timeout(e
     assert await pipelined_session(env, "127.0.0.14") == [250, 250, 354, 250]  # within 10 s
     assert connections(env.backend) == 2
     assert [m.xforward.get("ADDR") for m in env.backend.accepted] == ["127.0.0.2", "127.0.0.14"]
+
+
+async def test_after_a_refused_data_the_next_transaction_starts_with_rset(env) -> None:
+    """A refused DATA leaves the backend's transaction open (Postfix resets nothing): the
+    next MAIL must follow an RSET, or Postfix says "503 nested MAIL command"."""
+    env.backend.faults["DATA"] = "554 5.7.1 Refused by a DATA restriction"
+    client = await env.client()
+    await client.ehlo()
+    replies = await client.send_mail("a@sender.example", ["bob@example.com"], BODY)
+    assert [r.code for r in replies] == [250, 250, 554]
+    del env.backend.faults["DATA"]
+    assert (await client.cmd("RSET")).code == 250
+    replies = await client.send_mail("a@sender.example", ["carol@example.com"], BODY)
+    assert [r.code for r in replies] == [250, 250, 250]
+    await client.close()
+    mails = [n for n, c in enumerate(env.backend.commands) if c.startswith("MAIL")]
+    assert env.backend.commands[mails[1] - 1] == "RSET"
+    (message,) = env.backend.messages
+    assert message.recipients == ["carol@example.com"]
+
+
+@pytest.mark.gateway(REUSE)
+async def test_a_client_that_leaves_before_data_still_lends_its_connection(env) -> None:
+    """Every recipient deferred, then QUIT: the MAIL the backend has open ends with the
+    RSET the next user sends first, so the connection is kept, not dropped."""
+    client = await env.client()
+    await client.ehlo()
+    assert (await client.cmd("MAIL FROM:<a@sender.example>")).code == 250
+    assert (await client.cmd("RCPT TO:<bob@example.com>")).code == 250
+    await client.cmd("QUIT")
+    await client.close()
+    await eventually(lambda: len(env.gateway.backend_pool) == 1)
+    assert await pipelined_session(env, "127.0.0.14") == [250, 250, 354, 250]
+    assert connections(env.backend) == 1
+    (message,) = env.backend.messages
+    assert message.xforward["ADDR"] == "127.0.0.14" and message.sender == "alice@sender.example"

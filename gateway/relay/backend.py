@@ -167,9 +167,6 @@ class BackendSession:
         self._in_content = False  # the backend said 354 and has not answered the end yet
         # The reply to a DATA written with the last RCPT (pipelined), not yet asked for.
         self._data_reply: BackendReply | None = None
-        # From the pool and not yet used: an RSET goes first, and if the connection
-        # turns out dead, one fresh connection replaces it (nothing was sent on it).
-        self._unproven = False
         # AUTH was tried on this connection: it never goes back to the pool.
         self._auth_tried = False
         # The backend said 235 on this connection: its authorisation is the connection's,
@@ -275,7 +272,7 @@ class BackendSession:
             if self.authenticated:
                 raise BackendError("backend: the authenticated connection was lost")
             self.in_transaction = False
-            link = self._from_pool() if pooled else None
+            link = await self._from_pool() if pooled else None
             reused = link is not None
             if link is None:
                 link = await self._guard(self._open(), "connect")
@@ -284,14 +281,29 @@ class BackendSession:
                 self.counted(reused)
         return link
 
-    def _from_pool(self) -> ReplyReader | None:
+    async def _from_pool(self) -> ReplyReader | None:
+        """A kept connection, proven first by RSET alone (it also ends whatever the last
+        client left open), answered within connect_timeout: a backend gone without a word
+        (a reboot, a lost route) shows it there. Alone, because in a pipelined group its
+        reply would wait for the backend's checks of the whole group. None: open a new
+        connection (nothing was sent on the kept one but RSET, so nothing is sent twice)."""
         if self.pool is None:
             return None
         taken = self.pool.take()
         if taken is None:
             return None
-        link, self._extensions = taken
-        self._unproven = True
+        link, extensions = taken
+        try:
+            reply = await link.command(b"RSET", self.config.connect_timeout)
+        except (OSError, ValueError):  # gone, silent (TimeoutError), or no SMTP reply
+            return None
+        except BaseException:  # the client left meanwhile: the RSET's answer is owed
+            link.fail(BackendGone("given up while proving"))
+            raise
+        if reply.code != 250:  # a 421 from the backend's idle timer, say
+            link.fail(BackendGone(f"kept connection answered RSET with {reply.code}"))
+            return None
+        self._extensions = extensions
         return link
 
     async def _guard(self, step, what: str):
@@ -306,14 +318,8 @@ class BackendSession:
             raise BackendError(f"backend {what}: {type(exc).__name__}: {exc}") from None
 
     async def _replies(self, link: ReplyReader, count: int, what: str) -> list[BackendReply]:
-        """`count` replies in order. On a kept connection not yet proven, the first (to its
-        RSET) gets connect_timeout, not command_timeout: a backend that went away without
-        a word (a reboot, a lost route) shows it there, and a fresh connection replaces it."""
         timeout = self.config.command_timeout
-        first = self.config.connect_timeout if self._unproven else timeout
-        return [
-            await self._guard(link.reply(first if n == 0 else timeout), what) for n in range(count)
-        ]
+        return [await self._guard(link.reply(timeout), what) for _ in range(count)]
 
     async def _command(self, what: str, command: bytes) -> BackendReply:
         link = await self._connection()
@@ -368,39 +374,16 @@ class BackendSession:
     ) -> tuple[BackendReply, BackendReply | None]:
         """Start a transaction with its first recipient: XFORWARD, MAIL FROM, RCPT TO
         (and DATA, when the client sent it right behind), in one write when the backend
-        offers PIPELINING. The replies to MAIL and to RCPT (None when MAIL was refused).
-
-        A pooled connection that proves dead before it answers is replaced once by a
-        fresh one: nothing before the end of data delivers anything, so nothing is sent
-        twice."""
-        try:
-            return await self._begin(sender, options, utf8, recipient, then_data, True)
-        except BackendError:
-            if not self._unproven:
-                raise
-            self._unproven = False
-            return await self._begin(sender, options, utf8, recipient, then_data, False)
-
-    async def _begin(
-        self,
-        sender: str,
-        options: Iterable[str],
-        utf8: bool,
-        recipient: str,
-        then_data: bool,
-        pooled: bool,
-    ) -> tuple[BackendReply, BackendReply | None]:
-        link = await self._connection(pooled)
+        offers PIPELINING. The replies to MAIL and to RCPT (None when MAIL was refused)."""
+        link = await self._connection()
         if self.in_transaction:
             await self.reset()
-            link = await self._connection(pooled)
+            link = await self._connection()
         extensions = self._extensions
         group: list[bytes] = []
-        if self._unproven:
-            group.append(b"RSET")  # the last client's transaction is over, for sure
         if self._uses_xforward():
             group.append(self._forwarding(extensions, "xforward"))
-        checks = len(group)  # RSET, XFORWARD: their replies are checked, not mirrored
+        checks = len(group)  # XFORWARD: its reply is checked, not mirrored
         parameters = [b""]
         for option in options:
             keyword = option.split("=", 1)[0].upper()
@@ -416,7 +399,6 @@ class BackendSession:
         link.send(*group)
         replies = await self._replies(link, len(group), "MAIL")
         mail = self._opened(group[:checks], replies[:checks], replies[checks])
-        self._unproven = False
         if not mail.accepted:  # its RCPT got a 503 (and its DATA too): the refusal counts
             return mail, None
         if then_data:
@@ -432,7 +414,6 @@ class BackendSession:
             link.send(command)
             replies += await self._replies(link, 1, "MAIL")
         mail = self._opened(group[:checks], replies[:checks], replies[checks])
-        self._unproven = False
         if not mail.accepted:
             return mail, None
         link.send(rcpt)
@@ -441,8 +422,8 @@ class BackendSession:
     def _opened(
         self, commands: list[bytes], replies: list[BackendReply], mail: BackendReply
     ) -> BackendReply:
-        """The transaction's start: RSET's and XFORWARD's replies checked (a refusal is
-        a misconfiguration, not the client's business), MAIL's mirrored."""
+        """The transaction's start: XFORWARD's reply checked (a refusal is a
+        misconfiguration, not the client's business), MAIL's mirrored."""
         for command, reply in zip(commands, replies, strict=True):
             if not reply.accepted:
                 self.abort()
@@ -485,14 +466,16 @@ class BackendSession:
         if link is None or not link.usable:
             self.abort()
             raise BackendError("backend: the connection was lost before DATA")
-        self.in_transaction = False
         go, self._data_reply = self._data_reply, None
         if go is None:
             link.send(b"DATA")
             go = (await self._replies(link, 1, "DATA"))[0]
         if go.code == 354:
-            self._in_content = True
+            self.in_transaction, self._in_content = False, True
             return go
+        # A refused DATA leaves the backend's transaction open (Postfix: data_cmd resets
+        # nothing): in_transaction stays, so the next MAIL goes after an RSET, not into
+        # a "503 nested MAIL command" the client would take for a permanent refusal.
         if 200 <= go.code < 300:  # "ok" to the DATA command itself: nothing was taken
             self.abort()
             raise BackendError(f"backend DATA: {go.code} instead of 354")
@@ -531,17 +514,19 @@ class BackendSession:
         self.in_transaction = False
 
     def release(self) -> None:
-        """The client is done: a clean connection goes back to the pool (with reuse), any
-        other gets QUIT without waiting for the answer; one mid-transaction is dropped."""
+        """The client is done: the connection goes back to the pool (with reuse) or gets
+        QUIT without waiting for the answer; one in DATA or awaiting replies is dropped."""
         link, self._link = self._link, None
         if link is None or not link.usable:
             return
-        if self.in_transaction or self._in_content or self._data_reply is not None or not link.idle:
-            # Mid-transaction, or replies still on their way (the client hung up while
-            # the gateway waited for them): no QUIT could end it cleanly, no one else
-            # may have it.
+        waiting_for_content = self._data_reply is not None and self._data_reply.code == 354
+        if self._in_content or waiting_for_content or not link.idle:
+            # In DATA, or replies still on their way (the client hung up while the gateway
+            # waited for them): no QUIT could end it cleanly, no one else may have it.
             link.fail(BackendGone("the client left mid-transaction"))
             return
+        # A transaction before DATA (every recipient deferred, say) ends with the QUIT,
+        # or with the RSET the next user of a kept connection sends first.
         if self.pool is not None and not self._auth_tried:
             self.pool.give(link, self._extensions)
         else:
