@@ -3,12 +3,12 @@
 Only with XFORWARD or no forwarding at all: XCLIENT makes a connection one client's for
 good (Postfix 3.7 refuses a second XCLIENT on a connection: `550 5.7.0 Error:
 insufficient authorization`), while XFORWARD is given per transaction. A connection
-comes back only clean (relay/backend.py, `release`): its last transaction answered, no
-AUTH ever tried on it. The newest idle connection is taken first, the least likely to
-have been closed by the backend; each waits at most `reuse_idle` seconds, on one timer.
-One that the backend closed or spoke on meanwhile is noticed by its reader and skipped;
-the first use of a taken one starts with RSET, and if it proves dead it is replaced by
-a fresh connection (BackendSession.begin).
+comes back only idle (relay/backend.py, `release`): no reply owed, not in DATA, no AUTH
+ever tried on it. The newest idle connection is taken first, the least likely to have
+been closed by the backend; each waits at most `reuse_idle` seconds, on one timer. One
+that the backend closed or spoke on meanwhile is noticed by its reader and skipped; a
+taken one is proven by RSET alone before use, and one that fails it gives way to a
+fresh connection (BackendSession._from_pool).
 """
 
 from __future__ import annotations
