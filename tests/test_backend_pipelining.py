@@ -17,13 +17,19 @@ BODY = b"Subject: pipelined\r\n\r\nHello.\r\n"
 ENVELOPE = b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
 
 
-async def pipelined_session(env, source: str = "127.0.0.2", body: bytes = BODY) -> list[int]:
-    """EHLO, then MAIL, RCPT and DATA in one write, as Postfix's own client sends them;
-    the content after the 354; QUIT. The codes of MAIL, RCPT, DATA and the end."""
+async def pipelined_envelope(env, source: str = "127.0.0.2"):
+    """EHLO, then MAIL, RCPT and DATA in one write, as Postfix's own client sends them:
+    the client, and the codes of MAIL, RCPT and DATA."""
     client = await env.client(source)
     await client.ehlo()
     await client.send(ENVELOPE)
-    codes = [(await client.read_reply()).code for _ in range(3)]
+    return client, [(await client.read_reply()).code for _ in range(3)]
+
+
+async def pipelined_session(env, source: str = "127.0.0.2", body: bytes = BODY) -> list[int]:
+    """The pipelined envelope, the content after the 354, QUIT: the codes of MAIL, RCPT,
+    DATA and the end of data."""
+    client, codes = await pipelined_envelope(env, source)
     if codes[-1] == 354:
         await client.send(body + b".\r\n")
         codes.append((await client.read_reply()).code)
@@ -100,10 +106,7 @@ async def test_a_data_the_client_never_used_is_never_completed(env) -> None:
     gets 503 here, and the backend's waiting DATA costs its connection (no dot may end
     it), so the next transaction delivers exactly its own message."""
     env.backend.refuse["bob@example.com"] = "550 5.1.1 <bob@example.com>: User unknown"
-    client = await env.client()
-    await client.ehlo()
-    await client.send(ENVELOPE)
-    codes = [(await client.read_reply()).code for _ in range(3)]
+    client, codes = await pipelined_envelope(env)
     assert codes == [250, 550, 503]
     assert (await client.cmd("RSET")).code == 250
     replies = await client.send_mail("a@sender.example", ["carol@example.com"], BODY)
@@ -182,10 +185,8 @@ async def test_an_idle_kept_connection_is_closed_after_reuse_idle(env) -> None:
 
 @pytest.mark.gateway(REUSE)
 async def test_a_client_gone_mid_message_never_lends_its_connection(env) -> None:
-    client = await env.client()
-    await client.ehlo()
-    await client.send(ENVELOPE)
-    assert [(await client.read_reply()).code for _ in range(3)] == [250, 250, 354]
+    client, codes = await pipelined_envelope(env)
+    assert codes == [250, 250, 354]
     await client.send(b"Subject: half\r\n\r\nonly half of it")
     await asyncio.sleep(0.1)
     await client.close()

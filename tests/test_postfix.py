@@ -10,6 +10,7 @@ import pytest
 from tests.backend import FakeBackend
 from tests.gatewayenv import start_env
 from tests.postfix import PostfixInstance, available, free_port
+from tests.test_backend_pipelining import pipelined_session
 from tests.tls import make_certificate
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
@@ -128,17 +129,9 @@ async def test_backend_certificate_from_another_ca_is_refused(tls_postfix) -> No
 
 
 async def _pipelined_message(env, source: str) -> list[int]:
-    """MAIL, RCPT and DATA in one write (as Postfix's own client sends them), the
-    content, QUIT: the codes of MAIL, RCPT, DATA and the end of data."""
-    client = await env.client(source)
-    await client.ehlo("client.example")
-    await client.send(b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
-    codes = [(await client.read_reply()).code for _ in range(3)]
-    await client.send(f"Subject: pipelined from {source}\r\n\r\nHello.\r\n.\r\n".encode())
-    codes.append((await client.read_reply()).code)
-    await client.cmd("QUIT")
-    await client.close()
-    return codes
+    """MAIL, RCPT and DATA in one write, its content, QUIT: the codes of each."""
+    body = f"Subject: pipelined from {source}\r\n\r\nHello.\r\n".encode()
+    return await pipelined_session(env, source, body)
 
 
 async def _gateway_to(postfix, overrides: dict | None = None):

@@ -163,11 +163,11 @@ class BackendSession:
         self._extensions: dict[str, str] = {}  # this connection's EHLO keywords
         self._forwarded: dict[str, bytes] = {}  # XCLIENT/XFORWARD lines, made once
         self._xclient_done = False  # this connection is the client's (XCLIENT accepted)
-        self.in_transaction = False  # MAIL accepted, DATA not yet sent
+        self.in_transaction = False  # MAIL accepted, and no 354 since (RSET before MAIL)
         self._in_content = False  # the backend said 354 and has not answered the end yet
         # The reply to a DATA written with the last RCPT (pipelined), not yet asked for.
         self._data_reply: BackendReply | None = None
-        # AUTH was tried on this connection: it never goes back to the pool.
+        # AUTH was tried in this session: none of its connections goes back to the pool.
         self._auth_tried = False
         # The backend said 235 on this connection: its authorisation is the connection's,
         # so a lost connection is never silently replaced by an unauthenticated one.
@@ -176,6 +176,12 @@ class BackendSession:
     @property
     def connected(self) -> bool:
         return self._link is not None and self._link.usable
+
+    @property
+    def _awaiting_content(self) -> bool:
+        """A 354 read ahead (DATA pipelined with the last RCPT) and not yet used: the
+        backend waits for content, and only a dropped connection ends that cleanly."""
+        return self._data_reply is not None and self._data_reply.code == 354
 
     @property
     def _pipelining(self) -> bool:
@@ -263,10 +269,9 @@ class BackendSession:
         """The connection for the next command: this session's, one from the pool (unless
         not `pooled`), or a new one. A DATA left waiting for content (pipelined, never
         used) cannot be taken back: that connection is dropped."""
-        if self._data_reply is not None:
-            if self._data_reply.code == 354:
-                self.abort()
-            self._data_reply = None
+        if self._awaiting_content:
+            self.abort()
+        self._data_reply = None
         link = self._link
         if link is None or not link.usable:
             if self.authenticated:
@@ -318,13 +323,15 @@ class BackendSession:
             raise BackendError(f"backend {what}: {type(exc).__name__}: {exc}") from None
 
     async def _replies(self, link: ReplyReader, count: int, what: str) -> list[BackendReply]:
-        timeout = self.config.command_timeout
-        return [await self._guard(link.reply(timeout), what) for _ in range(count)]
+        return [await self._reply(link, what) for _ in range(count)]
+
+    async def _reply(self, link: ReplyReader, what: str) -> BackendReply:
+        return await self._guard(link.reply(self.config.command_timeout), what)
 
     async def _command(self, what: str, command: bytes) -> BackendReply:
         link = await self._connection()
         link.send(command)
-        return self._mirrored((await self._replies(link, 1, what))[0], what)
+        return self._mirrored(await self._reply(link, what), what)
 
     def _mirrored(self, response: BackendReply, what: str) -> BackendReply:
         """The backend's reply, fit to give the client; else a BackendError (451 4.4.1)."""
@@ -350,7 +357,7 @@ class BackendSession:
         if initial is not None:
             command += b" " + initial
         link.send(command)
-        return self._auth_step((await self._replies(link, 1, "AUTH"))[0])
+        return self._auth_step(await self._reply(link, "AUTH"))
 
     async def auth_response(self, line: bytes) -> BackendReply:
         """The client's answer to a challenge (base64, or `*` to cancel), passed on."""
@@ -358,7 +365,7 @@ class BackendSession:
         if link is None or not link.usable:
             raise BackendError("backend AUTH: the connection was lost")
         link.send(line)
-        return self._auth_step((await self._replies(link, 1, "AUTH"))[0])
+        return self._auth_step(await self._reply(link, "AUTH"))
 
     def _auth_step(self, response: BackendReply) -> BackendReply:
         if response.code == 334:  # a challenge: the exchange goes on
@@ -412,12 +419,12 @@ class BackendSession:
         replies = []
         for command in group:
             link.send(command)
-            replies += await self._replies(link, 1, "MAIL")
+            replies.append(await self._reply(link, "MAIL"))
         mail = self._opened(group[:checks], replies[:checks], replies[checks])
         if not mail.accepted:
             return mail, None
         link.send(rcpt)
-        return mail, self._mirrored((await self._replies(link, 1, "RCPT"))[0], "RCPT")
+        return mail, self._mirrored(await self._reply(link, "RCPT"), "RCPT")
 
     def _opened(
         self, commands: list[bytes], replies: list[BackendReply], mail: BackendReply
@@ -453,7 +460,7 @@ class BackendSession:
             reply, self._data_reply = await self._replies(link, 2, "RCPT")
         else:
             link.send(rcpt)
-            reply = (await self._replies(link, 1, "RCPT"))[0]
+            reply = await self._reply(link, "RCPT")
         return self._mirrored(reply, "RCPT")
 
     # DATA streams: `data_begin` (the backend's 354, or its refusal), `data_part` for
@@ -469,7 +476,7 @@ class BackendSession:
         go, self._data_reply = self._data_reply, None
         if go is None:
             link.send(b"DATA")
-            go = (await self._replies(link, 1, "DATA"))[0]
+            go = await self._reply(link, "DATA")
         if go.code == 354:
             self.in_transaction, self._in_content = False, True
             return go
@@ -484,29 +491,28 @@ class BackendSession:
     async def data_part(self, wire: bytes) -> None:
         """Content, dot-stuffed (DotStuffer); waits while the backend reads slower than
         the client sends, so a large message is never held here."""
-        link = self._link
-        if link is None:
-            raise BackendError("backend DATA: the connection is gone")
-        try:
-            link.write(wire)
-        except (OSError, ValueError) as exc:
-            self.abort()
-            raise BackendError(f"backend DATA: {type(exc).__name__}: {exc}") from None
+        link = self._written(wire, "DATA")
         await self._guard(link.drain(), "DATA")
 
     async def data_end(self, end: bytes = b".\r\n") -> BackendReply:
         """The end-of-data line (DotStuffer.end); the backend's final reply."""
-        link = self._link
-        if link is None:
-            raise BackendError("backend end of data: the connection is gone")
-        try:
-            link.write(end, replies=1)
-        except (OSError, ValueError) as exc:
-            self.abort()
-            raise BackendError(f"backend end of data: {type(exc).__name__}: {exc}") from None
-        reply = (await self._replies(link, 1, "end of data"))[0]
+        link = self._written(end, "end of data", replies=1)
+        reply = await self._reply(link, "end of data")
         self._in_content = False
         return self._mirrored(reply, "end of data")
+
+    def _written(self, data: bytes, what: str, replies: int = 0) -> ReplyReader:
+        """Content (or its end) written on the transaction's connection; its loss is a
+        BackendError, like a reply that does not come."""
+        link = self._link
+        if link is None:
+            raise BackendError(f"backend {what}: the connection is gone")
+        try:
+            link.write(data, replies)
+        except (OSError, ValueError) as exc:
+            self.abort()
+            raise BackendError(f"backend {what}: {type(exc).__name__}: {exc}") from None
+        return link
 
     async def reset(self) -> None:
         if self.connected and self.in_transaction:
@@ -519,8 +525,7 @@ class BackendSession:
         link, self._link = self._link, None
         if link is None or not link.usable:
             return
-        waiting_for_content = self._data_reply is not None and self._data_reply.code == 354
-        if self._in_content or waiting_for_content or not link.idle:
+        if self._in_content or self._awaiting_content or not link.idle:
             # In DATA, or replies still on their way (the client hung up while the gateway
             # waited for them): no QUIT could end it cleanly, no one else may have it.
             link.fail(BackendGone("the client left mid-transaction"))

@@ -896,6 +896,9 @@ class Session:
         first, or None: say 354 and read the message."""
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
+        if self.data_would_pass():
+            self._move(Happening.DATA)
+            return None
         if transaction.data_refusal is not None:  # DATA again: the same answer
             return Say(transaction.data_refusal)
         if transaction.decide_at_data:  # every recipient's key is recorded
@@ -904,15 +907,12 @@ class Session:
         if refusal is not None:
             transaction.data_refusal = refusal
             return Say(refusal)
-        if transaction.backend_failed:
-            return Say(UNAVAILABLE.as_smtp())
-        self._move(Happening.DATA)
-        return None
+        return Say(UNAVAILABLE.as_smtp())  # the backend failed in this transaction
 
     def data_would_pass(self) -> bool:
-        """Whether DATA, if it came now, would go to the backend as it is (`data()` None):
-        nothing left to decide or refuse at DATA. The adapter may then write it to the
-        backend with the last RCPT, when the client pipelined it."""
+        """Whether DATA, if it came now, would go to the backend as it is: nothing left to
+        decide or refuse at DATA. `data()` goes by it; the adapter may write DATA to the
+        backend with the last RCPT when it holds and the client pipelined DATA."""
         transaction = self.transaction
         return (
             transaction is not None
