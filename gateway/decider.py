@@ -26,6 +26,7 @@ from gateway.policy.decision import (
     Policy,
     RcptDecision,
     Screening,
+    SessionDecisions,
     Verdict,
     verdict_of,
 )
@@ -235,13 +236,14 @@ class Decider:
         recipient: str,
         *,
         dry_run: bool = False,
-        session: dict[str, RcptDecision] | None = None,
+        session: SessionDecisions | None = None,
         snapshot: Snapshot | None = None,
         place: str = "",
         size: int | None = None,
     ) -> RcptDecision:
         """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
-        session: three recipients of one message are one attempt, not two early retries.
+        session: three recipients of one message are one attempt, not two early retries,
+        and a later transaction is known as one (SessionDecisions).
         `snapshot` is a read ahead of the client key's record (see `prefetch_plan`).
         `place` names the listening address the client reached (see keys.place_key):
         the same message at another of our MX hosts at once is the sender's fallback.
@@ -261,8 +263,10 @@ class Decider:
         now = self.clock()
         client_key = assessment.client_key
         key = policy.deferral_key(assessment, sender, recipient)
-        if session is not None and key in session:
-            return replace(session[key], repeated=True)
+        if session is not None:
+            given = session.given(key)
+            if given is not None:
+                return given
         if verdict is not None or key != client_key:
             # DNS failed (a familiar record under the address key still passes), or triplet
             # mode (a familiar client key passes every triplet): look at the client first.
@@ -273,6 +277,8 @@ class Decider:
                 return RcptDecision(verdict, client_key)
 
         attempt = policy.attempt(assessment, sender, recipient, place, size)
+        if session is not None:
+            attempt = session.attempt(key, attempt)
         if dry_run:
             record = await self.store.get(_defer_key(key))
             step = policy.step(assessment, record, now, attempt)
@@ -291,7 +297,7 @@ class Decider:
         sibling = await self._sibling_retry(policy, assessment, attempt, key, step, now)
         if sibling is not None:
             if session is not None:
-                session[key] = sibling
+                session.remember(key, sibling, attempt.message)
             return sibling
         if step.penalty is not None:
             await self.store.put(
@@ -307,7 +313,7 @@ class Decider:
             await self.store.update(_defer_key(client_key), count)
         decision = RcptDecision(verdict_of(step), key, step)
         if session is not None:
-            session[key] = decision
+            session.remember(key, decision, attempt.message)
         return decision
 
     async def _sibling_retry(

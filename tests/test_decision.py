@@ -93,7 +93,9 @@ async def test_suspect_is_deferred_retried_early_promoted_then_familiar(make, cl
     assert (first.action, first.reason, first.reply.code) == (Action.DEFER, Reason.S25R_RULE1, 450)
     clock.advance(60)
     early = await session(decider, "203.0.113.9", ptr)
-    assert early.reason is Reason.EARLY_RETRY and "retry in 4m00s" in early.reply.text
+    # A retry a minute later: before the delay, but patient enough not to be counted.
+    assert early.reason is Reason.S25R_RULE1 and "retried before the delay" in early.reply.text
+    assert "retry in 4m00s" in early.reply.text
     clock.advance(240)
     promoted = await session(decider, "203.0.113.9", ptr)
     assert (promoted.action, promoted.reason) == (Action.PASS, Reason.PROMOTED)

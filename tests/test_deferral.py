@@ -49,11 +49,12 @@ def test_new_key_is_deferred_and_recorded() -> None:
         T0 + 2 * 86400,
         "192.0.2.9",
         "p1.dyn.example.net",
-        messages=(("m1", T0, "mx1"),),
+        messages=(("m1", T0, "mx1", 0),),
         counted_at=T0,
     )
     assert s.reply is not None and str(s.reply) == (
-        "450 4.7.1 Try again later: first contact from this host (s25r_rule1)"
+        "450 4.7.1 Try again later: first contact from this host (s25r_rule1);"
+        " retry in 5m00s at the earliest"
     )
     assert s.retry is None and s.attempt == 1 and s.wait == 300
 
@@ -71,8 +72,13 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
     assert "retry in 4m40s at the earliest" in s2.reply.text
     # Half a minute or more after its previous try: a (short) retry timer, not counted.
     s3 = step(s2.record, T0 + 299.5, RULES, R1, attempt=MSG)
-    assert s3.kind is Kind.PATIENT_RETRY and s3.early == 1 and s3.reason is Reason.EARLY_RETRY
-    assert "retry in 1s at the earliest" in s3.reply.text
+    assert s3.kind is Kind.PATIENT_RETRY and s3.early == 1
+    # Not counted, so not an early retry: the key's reason, and words for a retry.
+    assert s3.reason is R1 and s3.retry is Retry.EARLY
+    assert s3.reply.text == (
+        "Try again later: retried before the delay (s25r_rule1); retry in 1s at the earliest"
+    )
+    assert "retried too soon (early_retry)" in s2.reply.text
 
 
 # -- what counts as impatient (issue 9): real MTAs never, bots always -------------------
@@ -106,7 +112,7 @@ def test_a_backlog_in_parallel_sessions_is_not_a_retry() -> None:
 def test_the_same_message_at_our_other_mx_at_once_is_a_fallback() -> None:
     steps = attempts([(0, "m", "mx1"), (0.2, "m", "mx2"), (0.4, "m", "mx3")])
     assert [s.kind for s in steps] == [Kind.FIRST, Kind.MX_FALLBACK, Kind.MX_FALLBACK]
-    assert steps[-1].record.early == 0 and steps[-1].reason is Reason.EARLY_RETRY
+    assert steps[-1].record.early == 0 and steps[-1].reason is R1
     # At the other MX after the burst, it is a retry.
     late = attempts([(0, "m", "mx1"), (6, "m", "mx2")])
     assert late[-1].kind is Kind.EARLY_RETRY and late[-1].early == 1
@@ -201,6 +207,72 @@ def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
     assert steady[-1].record.early == 0
 
 
+def sessions(events, rules: Rules = RULES, record=None):
+    """Run (seconds after T0, [message of each transaction], place) sessions through one
+    key, each transaction as decider.at_rcpt makes it (SessionDecisions): the steps."""
+    steps = []
+    for at, messages, place in events:
+        earlier: list[str] = []
+        counted = False
+        for message in messages:
+            attempt = Attempt(message, place, earlier=tuple(earlier), counted=counted)
+            s = step(record, T0 + at, rules, R1, client="192.0.2.9", attempt=attempt)
+            steps.append(s)
+            record = s.record
+            if s.action is not Action.DEFER:
+                break
+            counted = counted or s.kind.counted
+            if message not in earlier:
+                earlier.append(message)
+    return steps
+
+
+def test_a_backlog_without_size_ten_a_session_is_never_counted() -> None:
+    # OpenSMTPD: no SIZE, so 200 notices from one sender to one address share one
+    # message key; ten a session, the next session five seconds after, then its first
+    # retry at 400 s.
+    flush = [(i * 5.0, ["notice"] * 10, "mx1") for i in range(20)]
+    steps = sessions([*flush, (400.0, ["notice"] * 10, "mx1")])
+    deferred = steps[:200]
+    assert all(s.action is Action.DEFER for s in deferred)
+    assert deferred[-1].record.early == 0 and deferred[-1].record.attempts == 20  # sessions
+    assert {s.kind for s in deferred} == {Kind.FIRST, Kind.COPY, Kind.LOOK_ALIKE}
+    assert all(s.reason is R1 and s.retry is None for s in deferred)
+    assert all("first contact from this host" in s.reply.text for s in deferred)
+    assert steps[200].reason is Reason.PROMOTED  # the retry at 400 s
+
+
+def test_a_bot_with_one_message_a_session_is_boxed_as_before() -> None:
+    # One message, session after session, five seconds apart: never a copy to show.
+    steps = sessions([(i * 5.0, ["spam"], "mx1") for i in range(60)])
+    penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
+    assert penalised * 5 <= 30
+    # With a copy shown once, the sessions it pays for are not counted, and then the
+    # count goes on: boxed a session later.
+    once = sessions(
+        [(0.0, ["spam", "spam"], "mx1"), *((i * 5.0, ["spam"], "mx1") for i in range(1, 60))]
+    )
+    boxed = next(i for i, s in enumerate(once) if s.action is Action.PENALTY)
+    assert once[2].kind is Kind.LOOK_ALIKE and boxed == penalised + 2
+
+
+def test_a_bot_that_sends_its_message_twice_a_session_is_not_counted_but_waits() -> None:
+    # What the rule cannot tell apart (README): it looks like a backlog of copies. It is
+    # never boxed, and never passes before the delay either.
+    steps = sessions([(i * 5.0, ["spam", "spam"], "mx1") for i in range(59)])
+    assert all(s.action is Action.DEFER for s in steps) and steps[-1].record.early == 0
+
+
+def test_a_session_counts_once_and_is_one_attempt() -> None:
+    first = sessions([(0.0, ["a", "b", "c"], "mx1")])
+    assert [s.kind for s in first] == [Kind.FIRST, Kind.NEW_MESSAGE, Kind.NEW_MESSAGE]
+    assert first[-1].record.attempts == 1 and len(first[-1].record.messages) == 3
+    # Ten seconds later, all three again: one early retry, counted once for the session.
+    again = sessions([(10.0, ["a", "b", "c"], "mx1")], record=first[-1].record)
+    assert [s.kind for s in again] == [Kind.EARLY_RETRY] * 3
+    assert [s.early for s in again] == [1, 1, 1] and again[-1].record.attempts == 2
+
+
 def test_the_penalty_box_keeps_the_pending_record() -> None:
     rules = Rules(impatient_retries=2, penalty_ttl=3600)
     steps = attempts([(0, "m", "mx1"), (6, "m", "mx1"), (12, "m", "mx1")], rules)
@@ -273,7 +345,10 @@ def test_foreign_record_kinds_count_as_absent() -> None:
 def test_defer_text_and_help_url() -> None:
     rules = Rules(wording=Wording("Greylisted ({reason})", "https://help.example.com/onajimi"))
     s = step(None, T0, rules, Reason.ICHIGEN)
-    assert str(s.reply) == "450 4.7.1 Greylisted (ichigen), see https://help.example.com/onajimi"
+    assert str(s.reply) == (
+        "450 4.7.1 Greylisted (ichigen); retry in 5m00s at the earliest,"
+        " see https://help.example.com/onajimi"
+    )
 
 
 # -- the tarpit ---------------------------------------------------------------------------

@@ -191,3 +191,64 @@ async def test_a_bounce_to_several_recipients_is_greylisted_for_each_triplet() -
         assert len(env.backend.messages) == 1
     finally:
         await env.close()
+
+
+async def test_a_backlog_without_size_ten_a_session_is_not_boxed(caplog) -> None:
+    """OpenSMTPD's flush of a backlog: no SIZE at MAIL, ten transactions a session (RSET
+    after each deferral), the next session five seconds later; 200 notices from one
+    sender to one address. Never counted, never boxed; its retry at 400 s passes."""
+    caplog.set_level(logging.INFO, logger="onajimi.decision")
+    env = await start_env()
+    try:
+        source = "127.0.0.3"  # p1234-ip45.dyn.example.jp: S25R rule 1
+
+        async def session(count: int) -> list[int]:
+            client = await env.client(source)
+            assert client.greeting.code == 220, client.greeting
+            await client.ehlo("opensmtpd.example.jp")
+            codes = []
+            for _ in range(count):
+                assert (await client.cmd("MAIL FROM:<notices@app.example.jp>")).code == 250
+                reply = await client.cmd("RCPT TO:<bob@example.com>")
+                codes.append(reply.code)
+                if reply.code != 250:
+                    await client.cmd("RSET")
+                    continue
+                assert (await client.data(MESSAGE)).code == 250
+            await client.cmd("QUIT")
+            await client.close()
+            return codes
+
+        for _ in range(20):
+            assert await session(10) == [450] * 10
+            env.clock.advance(5)
+        env.clock.advance(400 - 100)
+        assert await session(10) == [250] * 10
+        assert len(env.backend.messages) == 10
+        lines = [r.getMessage() for r in caplog.records if r.name == "onajimi.decision"]
+        assert not any("reason=early_retry" in line or "penalty" in line for line in lines)
+        deferred = [line for line in lines if "action=defer" in line]
+        kinds = {line.split(" kind=")[1].split()[0] for line in deferred}
+        assert kinds == {"first", "copy", "look_alike"} and len(deferred) == 200
+        passed = [line.split(" reason=")[1].split()[0] for line in lines if "action=pass" in line]
+        assert passed == ["promoted"] + ["familiar"] * 9  # one promotion, then familiar
+    finally:
+        await env.close()
+
+
+async def test_a_bot_hammering_one_message_a_session_is_boxed_without_size() -> None:
+    """The same bot as above but one message a session, no SIZE: boxed within half a
+    minute, as with SIZE."""
+    env = await start_env()
+    try:
+        source = "127.0.0.3"
+        codes = [(await rcpt(env, source, "win@lottery.example", "bob@example.com", None)).code]
+        elapsed = 0
+        while codes[-1] != 421 and elapsed < 60:
+            env.clock.advance(5)
+            elapsed += 5
+            reply = await rcpt(env, source, "win@lottery.example", "bob@example.com", None)
+            codes.append(reply.code)
+        assert codes[-1] == 421 and elapsed <= 30, codes
+    finally:
+        await env.close()

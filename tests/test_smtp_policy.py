@@ -74,7 +74,9 @@ async def test_suspect_deferred_early_promoted_familiar(env, source: str, reason
     assert first.code == 450 and first.text.startswith("4.7.1 ") and f"({reason})" in first.text
     env.clock.advance(120)
     early = await attempt(env, source)
-    assert early.code == 450 and "(early_retry)" in early.text and "retry in 3m00s" in early.text
+    # Two minutes on: a patient retry, before the delay but not counted.
+    assert early.code == 450 and f"retried before the delay ({reason})" in early.text
+    assert "retry in 3m00s" in early.text
     assert env.backend.connections == 1  # only the start-up probe: deferred hosts never reach it
     env.clock.advance(180)  # exactly min_retry_delay after the first attempt
     promoted = await deliver(env, source)

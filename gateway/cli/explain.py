@@ -282,7 +282,7 @@ async def _explain(
                 "impatient_retries": settings.policy.impatient_retries,
             }
             if args.size is None and decision.step.kind is Kind.NEW_MESSAGE:
-                # Real MTAs declare SIZE, and it is part of what makes a message the same.
+                # Most MTAs declare SIZE, and it is part of what makes a message the same.
                 out["this_attempt"] += "; --size N judges a real MTA's message"
         verdict = decision.verdict
         out["stage"] = "RCPT"

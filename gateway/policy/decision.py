@@ -353,6 +353,67 @@ class RcptDecision:
     record: Record | None = None  # dry runs: the record the decision started from
 
 
+@dataclass(slots=True)
+class KeyInSession:
+    """What one SMTP session has had decided under one deferral key."""
+
+    transaction: int  # the transaction `decision` was given in
+    decision: RcptDecision
+    messages: list[str]  # the messages (keys.message_key) the session brought under it
+    counted: bool  # an early retry was counted for the session already
+
+
+class SessionDecisions:
+    """The decisions of one SMTP session, by deferral key (decider.at_rcpt).
+
+    The recipients of one transaction are one attempt: the first one's decision goes for
+    the rest. A pass goes for the rest of the session. A deferral does not: each later
+    transaction is a message of its own (no MTA retries a message twice in a session),
+    judged again, knowing what the session brought before (deferral.Attempt.earlier).
+    The session moves `transaction` on at each MAIL.
+    """
+
+    __slots__ = ("keys", "transaction")
+
+    def __init__(self) -> None:
+        self.transaction = 0
+        self.keys: dict[str, KeyInSession] = {}
+
+    def given(self, key: str) -> RcptDecision | None:
+        """The decision that goes for this recipient as it is, if any."""
+        held = self.keys.get(key)
+        if held is None:
+            return None
+        decision = held.decision
+        if held.transaction == self.transaction:
+            return replace(decision, repeated=True)
+        if decision.verdict.action is not Action.PASS:
+            return None
+        if decision.verdict.reason is Reason.PROMOTED:  # one promotion; familiar since
+            verdict = Verdict(Action.PASS, Reason.FAMILIAR, detail="promoted in this session")
+            return RcptDecision(verdict, key, record_kind="familiar", repeated=True)
+        return replace(decision, repeated=True)
+
+    def attempt(self, key: str, attempt: deferral.Attempt) -> deferral.Attempt:
+        """The attempt as a later transaction of this session makes it."""
+        held = self.keys.get(key)
+        if held is None:
+            return attempt
+        return replace(attempt, earlier=tuple(held.messages), counted=held.counted)
+
+    def remember(self, key: str, decision: RcptDecision, message: str) -> None:
+        step = decision.step
+        counted = step is not None and step.kind is not None and step.kind.counted
+        held = self.keys.get(key)
+        if held is None:
+            self.keys[key] = KeyInSession(self.transaction, decision, [message], counted)
+            return
+        held.transaction, held.decision = self.transaction, decision
+        held.counted = held.counted or counted
+        if message not in held.messages:
+            held.messages.append(message)
+
+
 # The setting behind a reason whose word is not the setting's own (SPEC fixes both words:
 # the metric label and the config value), named in the decision line's `detail=`.
 SETTING_BEHIND = {

@@ -25,34 +25,56 @@ below a minute or so), sender-verification callbacks.
 
 A message is known by its sender, first recipient and declared SIZE (keys.message_key):
 a sender retries a message with the same three, and two messages of one backlog rarely
-share all three. Rarely is not never (twenty alerts of one template to one address), so
-the first contact's burst is forgiven: round 0, attempts less than `burst_window` apart
-from the first contact on, for at most `first_burst` (a fifth of min_retry_delay).
+share all three. Rarely is not never: twenty alerts of one template to one address
+share them, and so does every message of a backlog from a sender that declares no SIZE
+(OpenSMTPD: about ten messages a session, the next session five seconds later). Two
+things tell such copies from retries:
+
+* Several transactions in one session are several messages: no MTA retries a message
+  twice in one session. A session that carries one message more than once shows the
+  sender holds copies of it, and each extra copy is remembered as `spare`: a later
+  session bringing that message again before the delay is one of those copies, not a
+  retry, as long as the sender has shown more copies than sessions since. A bot that
+  sends one message session after session never shows a copy.
+* The first contact's burst is forgiven: round 0, attempts less than `burst_window`
+  apart from the first contact on, for at most `first_burst` (a fifth of
+  min_retry_delay).
 
 An attempt before the delay is one of (`Kind`):
 
     new_message    a message not deferred under this key before: part of the sender's
                    backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
+    copy           a message this session has already brought: another copy of it,
+                   certainly (adds one `spare`).
     mx_fallback    a remembered message at one of our listening addresses it has not
                    tried yet, within burst_window of its try: the sender's MX fallback.
     patient_retry  a remembered message again `patience` (a tenth of min_retry_delay)
                    or more after its previous try: a retry timer, if a short one.
-    look_alike     a remembered message again within round 0: another copy in the
-                   sender's backlog, as far as anyone can tell.
-    early_retry    a remembered message again, sooner than `patience`, after round 0:
-                   counted.
+    look_alike     a remembered message again within round 0, or with a spare copy
+                   left (uses it): another copy in the sender's backlog.
+    early_retry    a remembered message again, sooner than `patience`, after round 0,
+                   no spare copy left: counted.
     pace           a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
                    keeps up: a bot rotating senders and recipients): counted, at most
                    once per burst_window. Not judged for keys that gather many hosts
                    (rDNS lumping).
 
-Only `early_retry` and `pace` count towards `impatient_retries`. So with the defaults a
+Only `early_retry` and `pace` count towards `impatient_retries`, and a session counts at
+most once (its transactions are judged one by one: each may bring a new message, or
+the retry that promotes; `attempts` and the pace count sessions). So with the defaults a
 bot retrying one message every few seconds is boxed at its fifth retry, one hammering
 without pause a little after its first minute, one rotating its messages fast by its
-pace: all before min_retry_delay could promote them. Ten immediate retries at first
-contact alone look exactly like ten look-alike messages and count nothing (a bot that
-stops there never gets in anyway); messages identical in sender, recipient and size sent
-more often than `patience` after the first burst count as retries: no one can tell.
+pace: all before min_retry_delay could promote them. What it cannot tell apart: ten
+immediate retries at first contact look exactly like ten look-alike messages and count
+nothing (a bot that stops there never gets in anyway); a bot that sends its message
+twice in every session looks like a backlog of copies and is never counted (it still
+waits out the delay like any stranger); messages identical in sender, recipient and
+size, one a session, sent more often than `patience` after the first burst, count as
+retries: no one can tell.
+
+Words: only counted attempts are logged and told `early_retry`; the retries that are
+not counted (mx_fallback, patient_retry) keep the key's reason and are told they came
+before the delay; the rest (new_message, copy, look_alike) are first contact still.
 
 The null sender's callbacks never get here: their decision waits for DATA (see the SMTP
 handler).
@@ -121,6 +143,7 @@ class Kind(StrEnum):
 
     FIRST = "first"  # no record: the first deferral
     NEW_MESSAGE = "new_message"
+    COPY = "copy"
     MX_FALLBACK = "mx_fallback"
     PATIENT_RETRY = "patient_retry"
     LOOK_ALIKE = "look_alike"
@@ -129,7 +152,14 @@ class Kind(StrEnum):
 
     @property
     def counted(self) -> bool:
+        """Counted towards impatient_retries (at most once a session)."""
         return self in (Kind.EARLY_RETRY, Kind.PACE)
+
+    @property
+    def retry(self) -> bool:
+        """A retry before the delay (`onajimi_retries_total{outcome="early"}`), counted
+        or not; the other kinds are more of the first contact."""
+        return self in (Kind.MX_FALLBACK, Kind.PATIENT_RETRY, Kind.EARLY_RETRY, Kind.PACE)
 
 
 @value
@@ -139,6 +169,10 @@ class Attempt:
     message: str = ""  # keys.message_key of the attempt; "": unknown, counts as new
     place: str = ""  # which of our listening addresses it reached; "": unknown
     judge_pace: bool = True  # False when the key gathers many hosts (rDNS lumping)
+    # A later transaction of a session already judged under this key: the messages the
+    # session brought before (empty: its first), and whether it was counted already.
+    earlier: tuple[str, ...] = ()
+    counted: bool = False
 
 
 UNKNOWN = Attempt()
@@ -179,7 +213,7 @@ def _new_pending(
     attempt: Attempt,
     retry: Retry | None,
 ) -> Step:
-    tried = ((attempt.message, now, attempt.place),) if attempt.message else ()
+    tried = ((attempt.message, now, attempt.place, 0),) if attempt.message else ()
     record = Pending(
         first_seen=now,
         last_seen=now,
@@ -197,7 +231,7 @@ def _new_pending(
         reason,
         record,
         changed=True,
-        reply=rules.wording.defer(reason.value),
+        reply=rules.wording.defer(reason.value, rules.min_retry_delay),
         retry=retry,
         attempt=1,
         wait=rules.min_retry_delay,
@@ -252,47 +286,59 @@ def _judge(
     of messages afterwards and whether round 0 is over."""
     message, place, window = attempt.message, attempt.place, rules.burst_window
     messages = current.messages
+    later = bool(attempt.earlier)  # a later transaction: the session's round is its first's
     opening = (
-        not current.burst_over
+        not later
+        and not current.burst_over
         and now - current.last_seen < window
         and now - current.first_seen < rules.first_burst
     )
+    burst_over = current.burst_over if later else not opening
     index = next((i for i, tried in enumerate(messages) if tried[0] == message), -1)
     if not message or index < 0:
         if message:
-            messages = (*messages, (message, now, place))[-MESSAGES_KEPT:]
-        return Kind.NEW_MESSAGE, messages, not opening
-    _, tried_at, places = messages[index]
-    if place and place not in places.split() and now - tried_at < window:
-        kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip())
+            messages = (*messages, (message, now, place, 0))[-MESSAGES_KEPT:]
+        return Kind.NEW_MESSAGE, messages, burst_over
+    _, tried_at, places, spare = messages[index]
+    if message in attempt.earlier:
+        kind, tried = Kind.COPY, (message, now, places, spare + 1)
+    elif place and place not in places.split() and now - tried_at < window:
+        kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip(), spare)
     else:
         if now - tried_at >= rules.patience:
             kind = Kind.PATIENT_RETRY
+        elif opening:
+            kind = Kind.LOOK_ALIKE
+        elif spare:
+            kind, spare = Kind.LOOK_ALIKE, spare - 1
         else:
-            kind = Kind.LOOK_ALIKE if opening else Kind.EARLY_RETRY
-        tried = (message, now, place)
-    return kind, (*messages[:index], tried, *messages[index + 1 :]), not opening
+            kind = Kind.EARLY_RETRY
+        tried = (message, now, place, spare)
+    return kind, (*messages[:index], tried, *messages[index + 1 :]), burst_over
 
 
 def _before_delay(
     current: Pending, now: float, age: float, rules: Rules, client: str, ptr: str, attempt: Attempt
 ) -> Step:
     kind, messages, burst_over = _judge(current, now, rules, attempt)
-    attempts = current.attempts + 1
+    first_of_session = not attempt.earlier
+    attempts = current.attempts + first_of_session  # sessions, not transactions
     counted_at = current.counted_at
     if (
-        not kind.counted
+        first_of_session
+        and not kind.counted
         and attempt.judge_pace
         and rules.pace_allowance
         and attempts > rules.pace_allowance + rules.pace_rate * age
         and now - counted_at >= rules.burst_window
     ):
         kind = Kind.PACE
-    if kind.counted:
+    counts = kind.counted and not attempt.counted  # a session counts once
+    if counts:
         counted_at = now
     # A record written before early retries were judged per message (counted_at 0)
     # counted every early attempt: that count means nothing now.
-    early = (current.early if current.counted_at else 0) + kind.counted
+    early = (current.early if current.counted_at else 0) + counts
     updated = Pending(
         first_seen=current.first_seen,
         last_seen=now,
@@ -306,7 +352,7 @@ def _before_delay(
         counted_at=counted_at,
         burst_over=burst_over,
     )
-    if kind.counted and rules.impatient_retries and early >= rules.impatient_retries:
+    if counts and rules.impatient_retries and early >= rules.impatient_retries:
         penalty = _penalty(updated, now, rules)
         return Step(
             Action.PENALTY,
@@ -321,17 +367,15 @@ def _before_delay(
             early=early,
         )
     wait = rules.min_retry_delay - age
-    if kind in (Kind.NEW_MESSAGE, Kind.LOOK_ALIKE):  # more of the first contact, not a retry
-        reason, retry = Reason(current.reason), None
-    else:
-        reason, retry = Reason.EARLY_RETRY, Retry.EARLY
+    # Only what is counted is an early retry; the rest keeps the key's own reason.
+    reason = Reason.EARLY_RETRY if kind.counted else Reason(current.reason)
     return Step(
         Action.DEFER,
         reason,
         updated,
         changed=True,
-        reply=rules.wording.defer(reason.value, wait),
-        retry=retry,
+        reply=rules.wording.defer(reason.value, wait, kind.value),
+        retry=Retry.EARLY if kind.retry else None,
         attempt=attempts,
         wait=wait,
         kind=kind,

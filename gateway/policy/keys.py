@@ -12,7 +12,8 @@
 * The *message key* names a message within a key's record, so a retry of the same
   message can be told from the next message of a backlog: the normalized sender, the
   first recipient (a sender retries a message with its recipients in the same order) and
-  the SIZE it declared at MAIL (every real MTA declares it; it is the same on a retry).
+  the SIZE it declared at MAIL (the same on a retry; absent when the MTA declares none,
+  as OpenSMTPD: deferral.py tells its backlog's copies from retries).
 """
 
 from __future__ import annotations

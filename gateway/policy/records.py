@@ -18,12 +18,21 @@ from enum import StrEnum
 
 from gateway.policy.values import value
 
-Tried = tuple[str, float, str]
-"""A deferred message a Pending record remembers: (message, tried_at, places).
+Tried = tuple[str, float, str, int]
+"""A deferred message a Pending record remembers: (message, tried_at, places, spare).
 
 `message` is its keys.message_key; `tried_at` when its latest try began; `places`
-which of our MX addresses (keys.place_key) that try reached, space-separated.
+which of our MX addresses (keys.place_key) that try reached, space-separated; `spare`
+the copies of it the sender has shown and no later session has brought yet (a session
+that carries one envelope several times holds a backlog of it: deferral.py). Records
+written before `spare` existed hold three-item entries: read as `spare` 0.
 """
+
+
+def tried(entry) -> Tried:
+    """A remembered message as stored (a JSON array), in this version's shape."""
+    message, tried_at, places, *rest = entry
+    return (message, tried_at, places, int(rest[0]) if rest else 0)
 
 
 @value

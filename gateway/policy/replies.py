@@ -48,12 +48,12 @@ class Wording:
     def _with_help(self, text: str) -> str:
         return f"{text}, see {self.help_url}" if self.help_url else text
 
-    def defer(self, reason: str, wait: float | None = None) -> Reply:
-        if wait is None or wait <= 0:
-            return _plain_deferral(self, reason)
-        text = self.defer_text.format(reason=reason)
-        text = f"{text}; retry in {human_duration(wait)} at the earliest"
-        return Reply(450, "4.7.1", self._with_help(text))
+    def defer(self, reason: str, wait: float | None = None, kind: str = "") -> Reply:
+        """450 for a deferred attempt: `defer_text` for a first contact (and what is
+        more of it: a new message, a copy), fixed words for a retry before the delay
+        (`kind`, deferral.Kind's value), and when a retry can pass, if `wait` is given."""
+        until = human_duration(wait) if wait is not None and wait > 0 else ""
+        return _deferral(self, reason, _RETRIED.get(kind, ""), until)
 
     def penalty(self, remaining: float, reason: str = "impatient") -> Reply:
         why = _PENALISED_FOR.get(reason, _PENALISED_FOR["impatient"])
@@ -61,6 +61,14 @@ class Wording:
         return Reply(421, "4.7.0", self._with_help(text))
 
 
+# What a retry before the delay is told instead of `defer_text` (which speaks of a first
+# contact), by deferral.Kind value.
+_RETRIED = {
+    "mx_fallback": "retried before the delay",
+    "patient_retry": "retried before the delay",
+    "early_retry": "retried too soon",
+    "pace": "too many sessions before the delay",
+}
 _PENALISED_FOR = {
     "impatient": "Too many retries before the delay",
     "auth_failures": "Too many failed authentications",
@@ -70,10 +78,16 @@ _PENALISED_FOR = {
 }
 
 
-@functools.lru_cache(maxsize=256)
-def _plain_deferral(wording: Wording, reason: str) -> Reply:
-    """The reply every first contact gets: the same few texts all day long."""
-    return Reply(450, "4.7.1", wording._with_help(wording.defer_text.format(reason=reason)))
+@functools.lru_cache(maxsize=1024)
+def _deferral(wording: Wording, reason: str, retried: str, until: str) -> Reply:
+    """The same few texts all day long (every first contact gets one of them)."""
+    if retried:
+        text = f"Try again later: {retried} ({reason})"
+    else:
+        text = wording.defer_text.format(reason=reason)
+    if until:
+        text = f"{text}; retry in {until} at the earliest"
+    return Reply(450, "4.7.1", wording._with_help(text))
 
 
 DNS_TEMPFAIL = Reply(451, "4.4.3", "Temporary DNS failure looking up your address, try again later")

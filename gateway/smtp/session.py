@@ -39,8 +39,9 @@ Flags and what they may never do:
     .mail_sent              MAIL goes to the backend at most once per transaction
     .sender_refused         the backend refused MAIL: each RCPT gets that reply, unrelayed
     .keys                   familiar keys refreshed only when the backend said 250 to DATA
-    decided                 one decision per deferral key per session: three recipients
-                            of one message are one attempt
+    decided                 one decision per deferral key per transaction: three
+                            recipients of one message are one attempt; a pass goes for
+                            the session, a deferral is judged again at the next MAIL
     tarpit                  None until a suspect's deferred RCPT meets the tarpit
                             (policy.suspect_action); then held (the adapter waits
                             tarpit.delay), waited, or full (no room: the plain deferral).
@@ -70,6 +71,7 @@ from gateway.policy.decision import (
     Policy,
     RcptDecision,
     Screening,
+    SessionDecisions,
     Verdict,
     decided_at_data,
 )
@@ -441,7 +443,7 @@ class Session:
         self.esmtp = False
         self.tls: str | None = None  # "using TLSv1.3 with cipher ..." once STARTTLS is done
         self.tls_version = ""  # "TLSv1.3/TLS_AES_256_GCM_SHA384" for the relay line
-        self.decided: dict[str, RcptDecision] = {}
+        self.decided = SessionDecisions()
         self.transactions = 0
         self.transaction: Transaction | None = None
         self.junk = 0  # commands without progress since the last MAIL
@@ -618,6 +620,7 @@ class Session:
     def mail(self, sender: str, options: list[str], utf8: bool) -> Say:
         self.junk = 0  # a transaction is progress
         self.transactions += 1
+        self.decided.transaction = self.transactions
         self.transaction = Transaction(
             f"{self.id}.{self.transactions}", sender, options, utf8, declared_size(options)
         )

@@ -20,6 +20,7 @@ from gateway.policy.records import (
     Sibling,
     Strikes,
     Tally,
+    tried,
 )
 
 KINDS: dict[type, str] = {
@@ -55,7 +56,7 @@ def decode(text: str | bytes) -> Record:
         # store) are left out, so gateways of two versions can share a store.
         known = values[: len(_FIELDS[cls])]
         if cls is Pending and len(known) > _MESSAGES:
-            known[_MESSAGES] = tuple(map(tuple, known[_MESSAGES]))
+            known[_MESSAGES] = tuple(map(tried, known[_MESSAGES]))
         return cls(*known)
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a stored record: {text!r:.80}") from exc
