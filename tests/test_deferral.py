@@ -213,15 +213,13 @@ def sessions(events, rules: Rules = RULES, record=None):
     steps = []
     for at, messages, place in events:
         earlier: list[str] = []
-        counted = False
         for message in messages:
-            attempt = Attempt(message, place, earlier=tuple(earlier), counted=counted)
+            attempt = Attempt(message, place, earlier=tuple(earlier))
             s = step(record, T0 + at, rules, R1, client="192.0.2.9", attempt=attempt)
             steps.append(s)
             record = s.record
             if s.action is not Action.DEFER:
                 break
-            counted = counted or s.kind.counted
             if message not in earlier:
                 earlier.append(message)
     return steps
@@ -263,13 +261,24 @@ def test_a_bot_that_sends_its_message_twice_a_session_is_not_counted_but_waits()
     assert all(s.action is Action.DEFER for s in steps) and steps[-1].record.early == 0
 
 
+def test_a_backlog_down_cached_connections_is_never_counted() -> None:
+    # Postfix's connection cache: five sessions at once, each then carrying more of the
+    # backlog (three sizes, so look-alikes of the other sessions' messages) for a while.
+    events = [(i * 0.1, [f"size{(i + k) % 3}" for k in range(4)], "mx1") for i in range(5)]
+    events += [(7.0 + i, [f"size{(i + k) % 3}" for k in range(4)], "mx1") for i in range(5)]
+    steps = sessions(events)
+    assert all(s.action is Action.DEFER for s in steps) and steps[-1].record.early == 0
+    assert steps[-1].record.attempts == 10  # sessions
+
+
 def test_a_session_counts_once_and_is_one_attempt() -> None:
     first = sessions([(0.0, ["a", "b", "c"], "mx1")])
     assert [s.kind for s in first] == [Kind.FIRST, Kind.NEW_MESSAGE, Kind.NEW_MESSAGE]
     assert first[-1].record.attempts == 1 and len(first[-1].record.messages) == 3
-    # Ten seconds later, all three again: one early retry, counted once for the session.
+    # Ten seconds later, all three again: one early retry, counted once for the session
+    # (its later transactions are more of the queue down one connection).
     again = sessions([(10.0, ["a", "b", "c"], "mx1")], record=first[-1].record)
-    assert [s.kind for s in again] == [Kind.EARLY_RETRY] * 3
+    assert [s.kind for s in again] == [Kind.EARLY_RETRY, Kind.LOOK_ALIKE, Kind.LOOK_ALIKE]
     assert [s.early for s in again] == [1, 1, 1] and again[-1].record.attempts == 2
 
 

@@ -360,7 +360,6 @@ class KeyInSession:
     transaction: int  # the transaction `decision` was given in
     decision: RcptDecision
     messages: list[str]  # the messages (keys.message_key) the session brought under it
-    counted: bool  # an early retry was counted for the session already
 
 
 class SessionDecisions:
@@ -399,17 +398,14 @@ class SessionDecisions:
         held = self.keys.get(key)
         if held is None:
             return attempt
-        return replace(attempt, earlier=tuple(held.messages), counted=held.counted)
+        return replace(attempt, earlier=tuple(held.messages))
 
     def remember(self, key: str, decision: RcptDecision, message: str) -> None:
-        step = decision.step
-        counted = step is not None and step.kind is not None and step.kind.counted
         held = self.keys.get(key)
         if held is None:
-            self.keys[key] = KeyInSession(self.transaction, decision, [message], counted)
+            self.keys[key] = KeyInSession(self.transaction, decision, [message])
             return
         held.transaction, held.decision = self.transaction, decision
-        held.counted = held.counted or counted
         if message not in held.messages:
             held.messages.append(message)
 

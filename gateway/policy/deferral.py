@@ -51,7 +51,8 @@ An attempt before the delay is one of (`Kind`):
     patient_retry  a remembered message again `patience` (a tenth of min_retry_delay)
                    or more after its previous try: a retry timer, if a short one.
     look_alike     a remembered message again within round 0, or with a spare copy
-                   left (uses it): another copy in the sender's backlog.
+                   left (uses it), or in a later transaction of a session: another
+                   copy in the sender's backlog.
     early_retry    a remembered message again, sooner than `patience`, after round 0,
                    no spare copy left: counted.
     pace           a session beyond `pace_allowance + pace_rate * age` (a pace no MTA
@@ -59,18 +60,21 @@ An attempt before the delay is one of (`Kind`):
                    once per burst_window. Not judged for keys that gather many hosts
                    (rDNS lumping).
 
-Only `early_retry` and `pace` count towards `impatient_retries`, and a session counts at
-most once (its transactions are judged one by one: each may bring a new message, or
-the retry that promotes; `attempts` and the pace count sessions). So with the defaults a
-bot retrying one message every few seconds is boxed at its fifth retry, one hammering
-without pause a little after its first minute, one rotating its messages fast by its
-pace: all before min_retry_delay could promote them. What it cannot tell apart: ten
-immediate retries at first contact look exactly like ten look-alike messages and count
-nothing (a bot that stops there never gets in anyway); a bot that sends its message
-twice in every session looks like a backlog of copies and is never counted (it still
-waits out the delay like any stranger); messages identical in sender, recipient and
-size, one a session, sent more often than `patience` after the first burst, count as
-retries: no one can tell.
+Only `early_retry` and `pace` count towards `impatient_retries`, and only a session's
+first transaction can count: a session is one attempt (`attempts` and the pace count
+sessions). Its later transactions are judged one by one all the same (each may bring a
+new message to remember, a copy, or the retry that promotes), and never counted: an MTA
+sends more of its queue down a connection it holds (Postfix's connection cache).
+
+So with the defaults a bot retrying one message every few seconds is boxed at its fifth
+retry, one hammering without pause a little after its first minute, one rotating its
+messages fast by its pace: all before min_retry_delay could promote them. What it cannot
+tell apart: ten immediate retries at first contact look exactly like ten look-alike
+messages and count nothing (a bot that stops there never gets in anyway); a bot that
+sends its message twice in every session looks like a backlog of copies and is never
+counted (it still waits out the delay like any stranger); messages identical in sender,
+recipient and size, one a session, sent more often than `patience` after the first
+burst, count as retries: no one can tell.
 
 Words: only counted attempts are logged and told `early_retry`; the retries that are
 not counted (mx_fallback, patient_retry) keep the key's reason and are told they came
@@ -170,9 +174,8 @@ class Attempt:
     place: str = ""  # which of our listening addresses it reached; "": unknown
     judge_pace: bool = True  # False when the key gathers many hosts (rDNS lumping)
     # A later transaction of a session already judged under this key: the messages the
-    # session brought before (empty: its first), and whether it was counted already.
+    # session brought before (empty: its first).
     earlier: tuple[str, ...] = ()
-    counted: bool = False
 
 
 UNKNOWN = Attempt()
@@ -307,7 +310,7 @@ def _judge(
     else:
         if now - tried_at >= rules.patience:
             kind = Kind.PATIENT_RETRY
-        elif opening:
+        elif opening or later:  # a later transaction: more of the queue, one connection
             kind = Kind.LOOK_ALIKE
         elif spare:
             kind, spare = Kind.LOOK_ALIKE, spare - 1
@@ -333,7 +336,7 @@ def _before_delay(
         and now - counted_at >= rules.burst_window
     ):
         kind = Kind.PACE
-    counts = kind.counted and not attempt.counted  # a session counts once
+    counts = kind.counted
     if counts:
         counted_at = now
     # A record written before early retries were judged per message (counted_at 0)
