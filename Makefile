@@ -7,8 +7,11 @@ CONFIG ?= conf/gateway.toml
 # chromium and its driver for the web pages' browser test, a Japanese font for its screenshots.
 DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules \
 	chromium chromium-driver fonts-ipafont-gothic
+# Sending MTAs that conflict with Postfix as packages: unpacked into .cache/debian, never
+# installed, and run in private namespaces by the real-sender tests (tests/mta.py).
+UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd
 
-.PHONY: run test quick lint format bench check clean debian-packages
+.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +31,10 @@ check: $(VENV)/.installed
 debian-packages:
 	@.ci/install-debian-packages $(DEBIAN_PACKAGES)
 
-test: $(VENV)/.installed debian-packages
+unpacked-packages: debian-packages
+	@.ci/unpack-debian-packages $(UNPACKED_PACKAGES)
+
+test: $(VENV)/.installed debian-packages unpacked-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A developer's loop: everything but the real sending Postfix and the fault suite (~1 min).

@@ -109,23 +109,60 @@ def redis_cluster_url(redis_cluster) -> str:
     return redis_cluster.url
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """OpenSMTPD's real-time scenarios are waited for last: they run beside everything
+    else (see pytest_collection_finish)."""
+    late = [item for item in items if item.originalname == "test_opensmtpd"]
+    if late:
+        items[:] = [item for item in items if item not in late] + late
+
+
+def pytest_collection_finish(session) -> None:
+    """Start OpenSMTPD's scenarios (tests/realsenders.py) in a process of their own when
+    they are among the tests to run: its retry timer is 400 s, so they run in real time,
+    beside the rest of the suite."""
+    if not any(item.originalname == "test_opensmtpd" for item in session.items):
+        return
+    import subprocess
+    import sys
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="onajimi-opensmtpd-runs-")) / "results.json"
+    log = (out.parent / "runner.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.realsenders", str(out)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    session.config.opensmtpd_runner = (process, out)
+
+
+def pytest_unconfigure(config) -> None:
+    runner = getattr(config, "opensmtpd_runner", None)
+    if runner is not None and runner[0].poll() is None:
+        runner[0].terminate()
+        runner[0].wait(timeout=30)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The real-sender scenarios' figures (tests/test_real_senders.py), when they ran."""
+    """The real-sender scenarios' figures (tests/realsenders.py), when they ran."""
     import sys
 
-    module = sys.modules.get("tests.test_real_senders")
+    module = sys.modules.get("tests.realsenders")
     rows = getattr(module, "RESULTS", None)
     if not rows:
         return
     terminalreporter.section("real senders through the gateway")
     header = ("scenario", "sent", "delivered", "duplicates", "attempts", "delay", "421s")
     terminalreporter.write_line(
-        f"{header[0]:<44} {header[1]:>5} {header[2]:>9} {header[3]:>10} {header[4]:>8}"
-        f" {header[5]:>17} {header[6]:>5}"
+        f"{header[0]:<52} {header[1]:>5} {header[2]:>9} {header[3]:>10} {header[4]:>8}"
+        f" {header[5]:>17} {header[6]:>5}  kind= of the attempts judged"
     )
     for row in rows:
         delay = f"{row['delay_median']:.1f} / {row['delay_max']:.1f} s" if row["delay_max"] else "-"
         terminalreporter.write_line(
-            f"{row['scenario']:<44} {row['sent']:>5} {row['delivered']:>9} {row['duplicates']:>10}"
+            f"{row['scenario']:<52} {row['sent']:>5} {row['delivered']:>9} {row['duplicates']:>10}"
             f" {row['attempts']:>8} {delay:>17} {row['refusals_421']:>5}  {row.get('kinds', '')}"
         )

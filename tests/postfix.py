@@ -21,14 +21,14 @@ import os
 import pwd
 import re
 import shutil
-import smtplib
 import socket
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.sending import SendingMTA, wait_listening
 
 MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
 
@@ -125,18 +125,8 @@ class PrivatePostfix:
         self._wait_listening()
         return self
 
-    def _wait_listening(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"postfix exited: {self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(100).startswith(b"220"):
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"postfix did not start listening: {self.log.read_text()}")
+    def _wait_listening(self) -> None:
+        wait_listening("postfix", self.port, self.process, lambda: self.log.read_text())
 
     def log_text(self) -> str:
         return self.log.read_text()
@@ -250,7 +240,7 @@ _STATUS = re.compile(
 )
 
 
-class SendingPostfix(PrivatePostfix):
+class SendingPostfix(PrivatePostfix, SendingMTA):
     """A real sending MTA: queue, parallel sessions, MX fallback, retries on its own timer.
 
     `source` is the 127.x address its SMTP client binds (its PTR name is the test's);
@@ -301,12 +291,6 @@ class SendingPostfix(PrivatePostfix):
             with contextlib.suppress(OSError):
                 shutil.copy(Path("/etc") / name, etc / name)
 
-    def submit(self, messages: list[tuple[str, list[str], bytes]]) -> None:
-        """Queue messages through its own smtpd, in one session: a backlog at once."""
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as smtp:
-            for sender, recipients, body in messages:
-                smtp.sendmail(sender, recipients, body)
-
     def deliveries(self) -> dict[str, Delivery]:
         """Per queue id: each deferral, and whether (and after how long) it was sent."""
         found: dict[str, Delivery] = {}
@@ -327,20 +311,3 @@ class SendingPostfix(PrivatePostfix):
             ["postqueue", "-c", str(self.conf), "-j"], capture_output=True, text=True
         ).stdout
         return sum(1 for line in out.splitlines() if line.strip())
-
-    def wait_until_empty(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.queued() == 0:
-                return True
-            time.sleep(0.25)
-        return False
-
-    def replies_seen(self) -> Counter[str]:
-        """How often each reply code appears in its deferral lines (e.g. '421')."""
-        codes: Counter[str] = Counter()
-        for delivery in self.deliveries().values():
-            for text in delivery.deferred:
-                match = re.search(r"said: (\d{3})", text)
-                codes[match[1] if match else "other"] += 1
-        return codes
