@@ -50,6 +50,7 @@ def rules_from(settings: Settings) -> deferral.Rules:
         burst_window=p.burst_window,
         pace_allowance=p.pace_allowance,
         pace_rate=p.pace_rate,
+        promote_on=deferral.PromoteOn(p.promote_on),
         wording=Wording(defer_text=p.defer_text, help_url=settings.help_url),
     )
 
@@ -115,7 +116,6 @@ def build_policy(settings: Settings) -> Policy:
         ipv4_prefix=settings.policy.ipv4_prefix,
         ipv6_prefix=settings.policy.ipv6_prefix,
         lump_by_rdns=settings.policy.lump_by_rdns,
-        sibling_retries=settings.policy.sibling_retries,
         strike_rules=strike_rules_from(settings),
         exempt_recipients=ExemptRecipients.parse(settings.policy.exempt_recipients),
         dnsbl_rules=dnsbl_rules_from(settings),

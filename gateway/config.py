@@ -9,6 +9,7 @@ Relative paths are taken from the directory of the configuration file.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import string
 import tomllib
 from collections.abc import Callable, Mapping
@@ -413,7 +414,7 @@ class PolicySettings:
     ipv4_prefix: int = _setting(32, integer(0, 32))
     ipv6_prefix: int = _setting(64, integer(0, 128))
     lump_by_rdns: bool = _setting(True, boolean)
-    sibling_retries: bool = _setting(True, boolean)
+    promote_on: str = _setting("retry", choice("retry", "any"))
     min_retry_delay: float = _setting(300, seconds())
     retry_window: float = _setting(86400, seconds(positive=True))
     familiar_ttl: float = _setting(3024000, seconds(positive=True))
@@ -617,10 +618,24 @@ class Settings:
         return self.web.contact or f"postmaster@{self.relay.accept_domains[0].lstrip('.')}"
 
 
+# Settings that were, and what replaced them: still accepted (and ignored), with one
+# warning line, so that a configuration written for an earlier version still starts.
+RETIRED = {
+    ("policy", "sibling_retries"): "retries from another address count only with proof now "
+    "(SPF for the sender's domain, or one forward-confirmed name); see README, How it decides",
+}
+
+
 def _build_section(cls: type, raw: Mapping[str, Any], section: str, ctx: Context, source: str):
     known = {f.name: f for f in fields(cls)}
-    for key in raw:
-        if key not in known:
+    for key in list(raw):
+        retired = RETIRED.get((section, key))
+        if retired is not None:
+            logging.getLogger("onajimi").warning(
+                "%s: %s.%s is no longer a setting (ignored): %s", source, section, key, retired
+            )
+            raw = {k: v for k, v in raw.items() if k != key}
+        elif key not in known:
             raise ConfigError(f"{source}: {section}.{key}: unknown setting")
     values = {}
     for name, f in known.items():

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from gateway.policy import deferral, dnsbl, siblings, strikes
+from gateway.policy import deferral, dnsbl, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -30,20 +30,18 @@ from gateway.policy.decision import (
     Verdict,
     verdict_of,
 )
-from gateway.policy.deferral import Kind
 from gateway.policy.facts import RDNS
 from gateway.policy.net import IPAddress
 from gateway.policy.records import (
     Familiar,
     Penalty,
     Pregreet,
-    Sibling,
     Space,
     Strikes,
     store_key,
 )
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.policy.vocabulary import Action, Reason
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
 from gateway.store.base import Outcome, Snapshot, Store
@@ -263,10 +261,12 @@ class Decider:
         now = self.clock()
         client_key = assessment.client_key
         key = policy.deferral_key(assessment, sender, recipient)
+        attempt = policy.attempt(assessment, sender, recipient, place, size)
         if session is not None:
-            given = session.given(key)
+            given = session.given(key, attempt)
             if given is not None:
                 return given
+            attempt = session.attempt(key, attempt)
         if verdict is not None or key != client_key:
             # DNS failed (a familiar record under the address key still passes), or triplet
             # mode (a familiar client key passes every triplet): look at the client first.
@@ -276,29 +276,23 @@ class Decider:
             if verdict is not None:
                 return RcptDecision(verdict, client_key)
 
-        attempt = policy.attempt(assessment, sender, recipient, place, size)
-        if session is not None:
-            attempt = session.attempt(key, attempt)
         if dry_run:
             record = await self.store.get(_defer_key(key))
             step = policy.step(assessment, record, now, attempt)
             kind = type(record).__name__.lower() if record is not None else "none"
-            sibling = await self._sibling_retry(policy, assessment, attempt, key, step, now, True)
-            if sibling is not None:
-                return replace(sibling, record_kind=kind, record=record)
             return RcptDecision(verdict_of(step), key, step, kind, record=record)
 
         def change(record) -> Outcome[deferral.Step]:
             step = policy.step(assessment, record, now, attempt)
             return Outcome(step, step.changed, step.record)
 
-        hint = snapshot if key == client_key else None
+        hint = snapshot if key == client_key and not attempt.more else None
         step = await self.store.update(_defer_key(key), change, snapshot=hint)
-        sibling = await self._sibling_retry(policy, assessment, attempt, key, step, now)
-        if sibling is not None:
-            if session is not None:
-                session.remember(key, sibling, attempt.message)
-            return sibling
+        if attempt.more and step.action is Action.DEFER and session is not None:
+            # A further recipient joined the transaction's message: its decision stands.
+            held = session.keys[key].decision
+            session.remember(key, held, attempt)
+            return replace(held, repeated=True)
         if step.penalty is not None:
             await self.store.put(
                 store_key(Space.PENALTY, assessment.screening.address_key), step.penalty
@@ -313,52 +307,8 @@ class Decider:
             await self.store.update(_defer_key(client_key), count)
         decision = RcptDecision(verdict_of(step), key, step)
         if session is not None:
-            session.remember(key, decision, attempt.message)
+            session.remember(key, decision, attempt)
         return decision
-
-    async def _sibling_retry(
-        self,
-        policy: Policy,
-        assessment: Assessment,
-        attempt: deferral.Attempt,
-        key: str,
-        step: deferral.Step,
-        now: float,
-        dry_run: bool = False,
-    ) -> RcptDecision | None:
-        """A deferred message this key brings for the first time: a retry of the same
-        message from another address of its rDNS domain (policy/siblings.py)? Then the
-        key is promoted, as its own retry would have promoted it (`dry_run`: it would
-        be; nothing is written)."""
-        if step.action is not Action.DEFER or step.kind not in (Kind.FIRST, Kind.NEW_MESSAGE):
-            return None
-        trace = policy.sibling_key(assessment, attempt)
-        if trace is None:
-            return None
-        rules, address = policy.rules, assessment.screening.address_text
-
-        def look(record) -> Outcome[siblings.Seen]:
-            known = record if isinstance(record, Sibling) else None
-            seen = siblings.seen(known, now, rules.min_retry_delay, rules.retry_window, address)
-            return Outcome(seen, seen.changed, seen.record)
-
-        stored = store_key(Space.SIBLING, trace)
-        if dry_run:
-            seen = look(await self.store.get(stored)).value
-        else:
-            seen = await self.store.update(stored, look)
-        if not seen.promote:
-            return None
-        familiar = deferral.promoted(now, rules)
-        if not dry_run:
-            await self.store.put(_defer_key(key), familiar)
-        promoted = deferral.Step(
-            Action.PASS, Reason.PROMOTED, familiar, changed=True, reply=None,
-            retry=Retry.PROMOTED, attempt=step.attempt,
-        )  # fmt: skip
-        domain = trace.split("/", 1)[0]
-        detail = f"a retry of a message {seen.first_by} brought first ({domain})"
-        return RcptDecision(Verdict(Action.PASS, Reason.PROMOTED, detail=detail), key, promoted)
 
     async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
         record = await self.store.get(_defer_key(client_key))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy.deferral import (
-    MESSAGES_KEPT,
     Attempt,
     Kind,
+    PromoteOn,
     Rules,
     abandoned,
     count_pass,
@@ -15,6 +15,8 @@ from gateway.policy.deferral import (
     promoted,
     step,
 )
+from gateway.policy.keys import message_key
+from gateway.policy.messages import MESSAGES_KEPT, Message, envelope, recipient_id
 from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
 from gateway.policy.vocabulary import Action, Reason, Retry
@@ -29,7 +31,14 @@ RULES = Rules(
     auto_familiar_after=3,
 )
 R1 = Reason.S25R_RULE1
-MSG = Attempt("m1", "mx1")
+
+
+def msg(name: str, size: int | None = 2048, recipient: str = "bob@example.com"):
+    """The envelope of message `name`: its own sender, one recipient, a SIZE."""
+    return envelope(f"sender@{name}.example", recipient, size)
+
+
+MSG = Attempt(msg("m1"), "mx1")
 
 
 def first(now: float = T0):
@@ -49,8 +58,8 @@ def test_new_key_is_deferred_and_recorded() -> None:
         T0 + 2 * 86400,
         "192.0.2.9",
         "p1.dyn.example.net",
-        messages=(("m1", T0, "mx1", 0),),
         counted_at=T0,
+        remembered=(Message(MSG.envelope.sender, 2048, MSG.envelope.recipients, T0, T0, "mx1"),),
     )
     assert s.reply is not None and str(s.reply) == (
         "450 4.7.1 Try again later: first contact from this host (s25r_rule1);"
@@ -81,6 +90,109 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
     assert "retried too soon (early_retry)" in s2.reply.text
 
 
+# -- promotion is earned by a retry of a deferred message (issue 23) ---------------------
+
+
+def test_a_new_message_after_the_delay_is_deferred_and_remembered() -> None:
+    record = first().record
+    later = step(record, T0 + 400, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
+    assert later.action is Action.DEFER and later.kind is Kind.NEW_MESSAGE
+    assert later.reason is R1 and later.wait == 300  # its own delay, from now
+    assert "a new message from this host (s25r_rule1); retry in 5m00s" in later.reply.text
+    # The first message's retry promotes; the new one's too, once its own delay is over.
+    assert step(later.record, T0 + 400, RULES, R1, attempt=MSG).reason is Reason.PROMOTED
+    too_soon = step(later.record, T0 + 600, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
+    assert too_soon.action is Action.DEFER and too_soon.kind is Kind.PATIENT_RETRY
+    assert too_soon.wait == pytest.approx(100)
+    again = step(later.record, T0 + 700, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
+    assert again.reason is Reason.PROMOTED and again.kind is Kind.RETRY
+    assert again.matched is not None and again.matched.first == T0 + 400
+
+
+def test_a_bot_returning_with_new_spam_never_gets_in() -> None:
+    record = first().record
+    for hour in range(1, 24):  # new spam every hour for a day
+        s = step(record, T0 + 3600 * hour, RULES, R1, attempt=Attempt(msg(f"spam{hour}x"), "mx1"))
+        assert s.action is Action.DEFER and s.kind is Kind.NEW_MESSAGE
+        record = s.record
+    assert len(record.remembered) == MESSAGES_KEPT
+    # With promote_on = "any" (the seed's rule) its first return promotes it.
+    rules = Rules(promote_on=PromoteOn.ANY)
+    anything = step(first().record, T0 + 3600, rules, R1, attempt=Attempt(msg("spam"), "mx1"))
+    assert anything.reason is Reason.PROMOTED and anything.kind is Kind.RETURN
+
+
+def test_what_makes_an_attempt_a_retry_of_a_deferred_message() -> None:
+    both = envelope("alice@a.example", "bob@example.com", 5000)
+    both = both.with_recipient(recipient_id("carol@example.com"))
+    record = step(None, T0, RULES, R1, attempt=Attempt(both, "mx1")).record
+
+    def promoted_by(env) -> bool:
+        return step(record, T0 + 300, RULES, R1, attempt=Attempt(env, "mx1")).kind is Kind.RETRY
+
+    # Only the recipient still pending (bob was delivered elsewhere): the same message.
+    assert promoted_by(envelope("alice@a.example", "carol@example.com", 5000))
+    # A new BATV tag, a VERP digit run or an SRS rewrite of the same sender: the same.
+    assert promoted_by(envelope("prvs=0123abcd=alice@a.example", "bob@example.com", 5000))
+    srs = "SRS0=HHH=TT=a.example=alice@forwarder.example"
+    assert envelope(srs, "bob@example.com", 5000).sender == both.sender
+    # Another SIZE, another sender, no recipient in common: another message.
+    assert not promoted_by(envelope("alice@a.example", "bob@example.com", 5001))
+    assert not promoted_by(envelope("alice@a.example", "bob@example.com", None))
+    assert not promoted_by(envelope("mallory@a.example", "bob@example.com", 5000))
+    assert not promoted_by(envelope("alice@a.example", "dave@example.com", 5000))
+    assert not promoted_by(envelope("<>", "bob@example.com", 5000))  # <> matches only <>
+    # No SIZE at all, both times: the same message.
+    bare = step(None, T0, RULES, R1, attempt=Attempt(msg("x", None), "mx1")).record
+    assert step(bare, T0 + 300, RULES, R1, attempt=Attempt(msg("x", None))).kind is Kind.RETRY
+
+
+def test_the_delay_counts_per_message_and_the_window_too() -> None:
+    record = first().record
+    record = step(record, T0 + 250, RULES, R1, attempt=Attempt(msg("second"), "mx1")).record
+    # At +350 the first message is due, the second is not.
+    assert step(record, T0 + 350, RULES, R1, attempt=MSG).kind is Kind.RETRY
+    early = step(record, T0 + 350, RULES, R1, attempt=Attempt(msg("second"), "mx1"))
+    assert early.action is Action.DEFER and early.wait == pytest.approx(200)
+    # A retry a window after its message's first try is too late: it starts over.
+    late = step(record, T0 + 86400 + 1, RULES, R1, attempt=MSG)
+    assert late.kind is Kind.EXPIRED and late.retry is Retry.EXPIRED and late.wait == 300
+    assert step(late.record, T0 + 86400 + 301, RULES, R1, attempt=MSG).kind is Kind.RETRY
+
+
+def test_a_further_recipient_joins_the_message_and_a_retry_carrying_it_matches() -> None:
+    record = first().record  # deferred at bob's RCPT
+    joined = Attempt(MSG.envelope.with_recipient(recipient_id("carol@example.com")), more=True)
+    s = step(record, T0 + 0.1, RULES, R1, attempt=joined)
+    assert s.action is Action.DEFER and s.record.attempts == 1  # still one attempt
+    assert len(s.record.remembered[0].recipients) == 2
+    retry = Attempt(msg("m1", recipient="carol@example.com"))
+    assert step(s.record, T0 + 300, RULES, R1, attempt=retry).kind is Kind.RETRY
+
+
+def test_a_big_backlog_retried_in_order_meets_a_message_it_remembers() -> None:
+    # OpenSMTPD: 200 messages to 200 addresses, ten a session, retried in the order it
+    # first sent them. The forgotten ones come first; deferred again, they must not push
+    # out the remembered ones, or the host would never be let in.
+    def session(at: float, first_n: int) -> list:
+        return [(at, [f"n{first_n + k}x"], "mx1") for k in range(10)]
+
+    flush = [event for i in range(20) for event in session(i * 5.0, 10 * i)]
+    retry = [event for i in range(20) for event in session(400 + i * 5.0, 10 * i)]
+    steps = attempts([(at, names[0], place) for at, names, place in flush + retry])
+    promoted_at = next(i for i, s in enumerate(steps) if s.action is Action.PASS)
+    assert promoted_at == 200  # the retry of the very first message
+
+
+def test_a_record_of_the_version_before_still_reads_and_promotes() -> None:
+    old_key = message_key("sender@m1.example", "bob@example.com", 2048)
+    legacy = Pending(T0, T0, 1, 0, "s25r_rule1", T0 + 86400, messages=((old_key, T0, "mx1"),))
+    assert step(legacy, T0 + 300, RULES, R1, attempt=MSG).kind is Kind.RETRY  # its retry
+    newer = step(legacy, T0 + 300, RULES, R1, attempt=Attempt(msg("m2"), "mx1"))
+    assert newer.kind is Kind.NEW_MESSAGE
+    assert newer.record.messages == () and len(newer.record.remembered) == 2  # upgraded
+
+
 # -- what counts as impatient (issue 9): real MTAs never, bots always -------------------
 
 
@@ -89,7 +201,8 @@ def attempts(events, rules: Rules = RULES, reason: Reason = R1, record=None):
     steps = []
     for event in events:
         at, message, place, *pace = event
-        attempt = Attempt(message, place, judge_pace=pace[0] if pace else True)
+        env = msg(message) if message else None
+        attempt = Attempt(env, place, judge_pace=pace[0] if pace else True)
         s = step(record, T0 + at, rules, reason, client="192.0.2.9", attempt=attempt)
         steps.append(s)
         record = s.record
@@ -104,8 +217,8 @@ def test_a_backlog_in_parallel_sessions_is_not_a_retry() -> None:
     assert all(s.reason is R1 and s.retry is None for s in steps)  # still a first contact
     assert steps[-1].record.early == 0 and steps[-1].record.attempts == 20
     assert "retry in 5m00s at the earliest" in steps[-1].reply.text
-    assert len(steps[-1].record.messages) == MESSAGES_KEPT  # bounded memory
-    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1"))
+    assert len(steps[-1].record.remembered) == MESSAGES_KEPT  # bounded memory
+    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt(msg("m0"), "mx1"))
     assert promoted.reason is Reason.PROMOTED
 
 
@@ -144,7 +257,7 @@ def test_a_retry_timer_is_patience_however_short() -> None:
     assert all(s.action is Action.DEFER for s in steps)
     assert steps[-1].record.early == 0
     assert {s.kind for s in steps} >= {Kind.PATIENT_RETRY, Kind.MX_FALLBACK, Kind.NEW_MESSAGE}
-    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt("m0", "mx1"))
+    promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt(msg("m0"), "mx1"))
     assert promoted.reason is Reason.PROMOTED
 
 
@@ -212,16 +325,15 @@ def sessions(events, rules: Rules = RULES, record=None):
     key, each transaction as decider.at_rcpt makes it (SessionDecisions): the steps."""
     steps = []
     for at, messages, place in events:
-        earlier: list[str] = []
+        earlier: list = []
         for message in messages:
-            attempt = Attempt(message, place, earlier=tuple(earlier))
+            attempt = Attempt(msg(message), place, earlier=tuple(earlier))
             s = step(record, T0 + at, rules, R1, client="192.0.2.9", attempt=attempt)
             steps.append(s)
             record = s.record
             if s.action is not Action.DEFER:
                 break
-            if message not in earlier:
-                earlier.append(message)
+            earlier.append(msg(message))
     return steps
 
 
@@ -236,7 +348,8 @@ def test_a_backlog_without_size_ten_a_session_is_never_counted() -> None:
     assert deferred[-1].record.early == 0 and deferred[-1].record.attempts == 20  # sessions
     assert {s.kind for s in deferred} == {Kind.FIRST, Kind.COPY, Kind.LOOK_ALIKE}
     assert all(s.reason is R1 and s.retry is None for s in deferred)
-    assert all("first contact from this host" in s.reply.text for s in deferred)
+    assert "first contact from this host" in deferred[0].reply.text
+    assert all("another copy of a deferred message" in s.reply.text for s in deferred[1:])
     assert steps[200].reason is Reason.PROMOTED  # the retry at 400 s
 
 
@@ -274,7 +387,7 @@ def test_a_backlog_down_cached_connections_is_never_counted() -> None:
 def test_a_session_counts_once_and_is_one_attempt() -> None:
     first = sessions([(0.0, ["a", "b", "c"], "mx1")])
     assert [s.kind for s in first] == [Kind.FIRST, Kind.NEW_MESSAGE, Kind.NEW_MESSAGE]
-    assert first[-1].record.attempts == 1 and len(first[-1].record.messages) == 3
+    assert first[-1].record.attempts == 1 and len(first[-1].record.remembered) == 3
     # Ten seconds later, all three again: one early retry, counted once for the session
     # (its later transactions are more of the queue down one connection).
     again = sessions([(10.0, ["a", "b", "c"], "mx1")], record=first[-1].record)
@@ -289,18 +402,18 @@ def test_the_penalty_box_keeps_the_pending_record() -> None:
     kept = steps[-1].record
     assert isinstance(kept, Pending) and kept.first_seen == T0 and kept.early == 2
     # Back after the penalty, properly: promoted, not sent round the cycle again.
-    after = step(kept, T0 + 3600, rules, R1, attempt=Attempt("m", "mx1"))
+    after = step(kept, T0 + 3600, rules, R1, attempt=Attempt(msg("m"), "mx1"))
     assert after.reason is Reason.PROMOTED
     # A penalty shorter than the delay: one more counted retry is the box again at once,
     # while a new message is only deferred.
     short = Rules(impatient_retries=2, penalty_ttl=5)
-    assert step(kept, T0 + 18, short, R1, attempt=Attempt("m", "mx1")).action is Action.PENALTY
-    assert step(kept, T0 + 18, short, R1, attempt=Attempt("n", "mx1")).action is Action.DEFER
+    assert step(kept, T0 + 18, short, R1, attempt=Attempt(msg("m"), "mx1")).action is Action.PENALTY
+    assert step(kept, T0 + 18, short, R1, attempt=Attempt(msg("n"), "mx1")).action is Action.DEFER
 
 
 def test_a_record_from_before_per_message_judging_starts_its_count_afresh() -> None:
     legacy = Pending(T0, T0 + 50, 6, 4, "s25r_rule1", T0 + 86400)  # early meant "any attempt"
-    s = step(legacy, T0 + 60, RULES, R1, attempt=Attempt("m", "mx1"))
+    s = step(legacy, T0 + 60, RULES, R1, attempt=Attempt(msg("m"), "mx1"))
     assert s.action is Action.DEFER and s.early == 0 and s.record.early == 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
+from gateway.policy.messages import Message
 from gateway.policy.records import Familiar, Penalty, Pending, Strikes, Tally
 from gateway.store import open_store
 from gateway.store.base import DynamicEntry, Outcome, Store
@@ -56,7 +57,7 @@ def bump(record) -> Outcome[int]:
     [
         Pending(1.0, 2.0, 3, 1, "s25r_rule3", 5.0, "192.0.2.9", "p1.example.net"),
         Pending(
-            1.0, 2.0, 3, 1, "ichigen", 5.0, "", "", (("0a1b2c3d", 1.5, "ab12cd ef34", 3),), 2, True
+            1.0, 2.0, 3, 1, "ichigen", 5.0, "", "", (("0a1b2c3d", 1.5, "ab12cd ef34"),), 2, True
         ),
         Familiar(1.0, 2.0, 3.0),
         Penalty(1.0, 2.0, 6, "2001:db8::/64", ""),
@@ -78,16 +79,22 @@ def test_a_record_written_before_messages_were_remembered_still_reads() -> None:
     # ...and one written by a later version, with a field this one does not know.
     newer = decode('["familiar",1.0,2.0,3.0,"a field from the future"]')
     assert newer == Familiar(1.0, 2.0, 3.0)
-    # Messages remembered before spare copies were: none spare.
-    spareless = decode('["pending",1.0,2.0,3,1,"ichigen",5.0,"","",[["0a1b2c3d",1.5,"ab12"]]]')
-    assert spareless.messages == (("0a1b2c3d", 1.5, "ab12", 0),)
+    # Messages remembered the way before (one hash of sender, recipient and SIZE): read
+    # as messages that match by that hash, first tried when the record began.
+    before = decode('["pending",1.0,2.0,3,1,"ichigen",5.0,"","",[["0a1b2c3d",1.5,"ab12"]]]')
+    assert before.messages == (("0a1b2c3d", 1.5, "ab12"),)
+    assert before.memory() == (Message("", None, ("0a1b2c3d",), 1.0, 1.5, "ab12", 0),)
     # A penalty from before there were several reasons for one was for impatience.
     assert decode('["penalty",1.0,2.0,6,"192.0.2.9",""]').reason == "impatient"
 
 
 async def test_a_pending_record_keeps_its_messages(store: Store, clock: FakeClock) -> None:
-    tried = (("0a1b2c3d", clock.now, "ab12cd", 0), ("99887766", clock.now + 1, "", 9))
-    record = Pending(clock.now, clock.now, 2, 1, "ichigen", clock.now + 100, messages=tried)
+    now = clock.now
+    tried = (
+        Message("0a1b2c3d", 2048, ("11223344", "55667788"), now, now, "ab12cd"),
+        Message("99887766", None, ("11223344",), now, now + 1, "", 9),
+    )
+    record = Pending(now, now, 2, 1, "ichigen", now + 100, remembered=tried)
     await store.put("defer:192.0.2.9", record)
     assert await store.get("defer:192.0.2.9") == record
     assert (await store.read("defer:192.0.2.9")).record == record

@@ -23,15 +23,9 @@ from enum import StrEnum
 
 from gateway.policy import deferral, dnsbl, replies, strikes
 from gateway.policy.facts import RDNS, RDNSStatus
-from gateway.policy.keys import (
-    address_key,
-    client_key,
-    is_null_sender,
-    message_key,
-    rdns_domain,
-    triplet_key,
-)
+from gateway.policy.keys import address_key, client_key, is_null_sender, triplet_key
 from gateway.policy.lists import ClientList, ListEntry, Role
+from gateway.policy.messages import RECIPIENTS_KEPT, Envelope, envelope
 from gateway.policy.net import IPAddress, NetSet, address_text
 from gateway.policy.recipients import AcceptDomains, ExemptRecipients, relay_check
 from gateway.policy.records import Penalty, Record
@@ -145,7 +139,6 @@ class Policy:
     ipv4_prefix: int = 32
     ipv6_prefix: int = 64
     lump_by_rdns: bool = True
-    sibling_retries: bool = True
     dynamic_allow: ClientList = ClientList(Role.ALLOW)
     dynamic_deny: ClientList = ClientList(Role.DENY)
     strike_rules: strikes.Rules = strikes.Rules()
@@ -284,23 +277,6 @@ class Policy:
             return None
         return Verdict(Action.PASS, Reason.EXEMPT, detail=f"policy.exempt_recipients: {entry}")
 
-    def sibling_key(self, assessment: Assessment, attempt: deferral.Attempt) -> str | None:
-        """`<rdns domain>/<message>` for a suspect with a forward-confirmed name, keyed by
-        its address, bringing a known message (policy/siblings.py); else None."""
-        rdns, s25r = assessment.rdns, assessment.s25r
-        if (
-            not self.sibling_retries
-            or not attempt.message
-            or rdns is None
-            or rdns.status is not RDNSStatus.CONFIRMED
-            or s25r is None
-            or not s25r.suspect
-            or not s25r.name
-        ):
-            return None
-        domain = rdns_domain(s25r.name)
-        return f"{domain}/{attempt.message}" if domain is not None else None
-
     def deferral_key(self, assessment: Assessment, sender: str, recipient: str) -> str:
         if self.key_mode is KeyMode.TRIPLET:
             return triplet_key(assessment.client_key, sender, recipient)
@@ -316,7 +292,7 @@ class Policy:
     ) -> deferral.Attempt:
         """What the deferral procedure needs to tell a retry from the next message."""
         return deferral.Attempt(
-            message_key(sender, recipient, size),
+            envelope(sender, recipient, size),
             place,
             judge_pace=assessment.client_key == assessment.screening.address_key,
         )
@@ -359,17 +335,20 @@ class KeyInSession:
 
     transaction: int  # the transaction `decision` was given in
     decision: RcptDecision
-    messages: list[str]  # the messages (keys.message_key) the session brought under it
+    envelope: Envelope | None  # that transaction's, with every recipient judged so far
+    earlier: list[Envelope]  # the session's earlier transactions' under this key
 
 
 class SessionDecisions:
     """The decisions of one SMTP session, by deferral key (decider.at_rcpt).
 
     The recipients of one transaction are one attempt: the first one's decision goes for
-    the rest. A pass goes for the rest of the session. A deferral does not: each later
-    transaction is a message of its own (no MTA retries a message twice in a session),
-    judged again, knowing what the session brought before (deferral.Attempt.earlier).
-    The session moves `transaction` on at each MAIL.
+    the rest; while it is a deferral, each further recipient (up to RECIPIENTS_KEPT)
+    joins the message remembered (a retry may carry only some of them), and may find
+    the retry that promotes. A pass goes for the rest of the session. A deferral does
+    not: each later transaction is a message of its own (no MTA retries a message twice
+    in a session), judged again, knowing what the session brought before
+    (deferral.Attempt.earlier). The session moves `transaction` on at each MAIL.
     """
 
     __slots__ = ("keys", "transaction")
@@ -378,13 +357,16 @@ class SessionDecisions:
         self.transaction = 0
         self.keys: dict[str, KeyInSession] = {}
 
-    def given(self, key: str) -> RcptDecision | None:
-        """The decision that goes for this recipient as it is, if any."""
+    def given(self, key: str, attempt: deferral.Attempt) -> RcptDecision | None:
+        """The decision that goes for this recipient as it is; None: judge `attempt`
+        (after `attempt(key, ...)` has made it what this session makes it)."""
         held = self.keys.get(key)
         if held is None:
             return None
         decision = held.decision
         if held.transaction == self.transaction:
+            if _joins(held, decision, attempt.envelope):
+                return None
             return replace(decision, repeated=True)
         if decision.verdict.action is not Action.PASS:
             return None
@@ -394,20 +376,42 @@ class SessionDecisions:
         return replace(decision, repeated=True)
 
     def attempt(self, key: str, attempt: deferral.Attempt) -> deferral.Attempt:
-        """The attempt as a later transaction of this session makes it."""
+        """The attempt as this session makes it: a further recipient of its transaction,
+        or a later transaction."""
         held = self.keys.get(key)
         if held is None:
             return attempt
-        return replace(attempt, earlier=tuple(held.messages))
+        env = attempt.envelope
+        if held.transaction == self.transaction and held.envelope is not None and env:
+            joined = held.envelope.with_recipient(env.recipients[0])
+            return replace(attempt, envelope=joined, earlier=tuple(held.earlier), more=True)
+        earlier = (*held.earlier, held.envelope) if held.envelope is not None else held.earlier
+        return replace(attempt, earlier=tuple(earlier))
 
-    def remember(self, key: str, decision: RcptDecision, message: str) -> None:
+    def remember(self, key: str, decision: RcptDecision, attempt: deferral.Attempt) -> None:
         held = self.keys.get(key)
         if held is None:
-            self.keys[key] = KeyInSession(self.transaction, decision, [message])
+            self.keys[key] = KeyInSession(self.transaction, decision, attempt.envelope, [])
             return
-        held.transaction, held.decision = self.transaction, decision
-        if message not in held.messages:
-            held.messages.append(message)
+        if held.transaction != self.transaction:
+            if held.envelope is not None:
+                held.earlier.append(held.envelope)
+            held.transaction = self.transaction
+        held.decision, held.envelope = decision, attempt.envelope
+
+
+def _joins(held: KeyInSession, decision: RcptDecision, env: Envelope | None) -> bool:
+    """Whether a further recipient of a deferred transaction is judged (joins the
+    message remembered) rather than given the transaction's decision."""
+    mine = held.envelope
+    return (
+        decision.step is not None
+        and decision.verdict.action is Action.DEFER
+        and mine is not None
+        and env is not None
+        and len(mine.recipients) < RECIPIENTS_KEPT
+        and env.recipients[0] not in mine.recipients
+    )
 
 
 # The setting behind a reason whose word is not the setting's own (SPEC fixes both words:

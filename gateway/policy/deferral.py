@@ -1,19 +1,34 @@
 """The deferral procedure of SPEC section 3, as pure functions of (record, now, rules).
 
-Everything that changes a deferral record lives in this file. The transitions, for the
-record found under a key at time `now` (age = now - first_seen):
+Everything that changes a deferral record lives in this file. A pending record
+remembers the messages its key was deferred for, each with the time of its own first
+try (policy/messages.py says when an attempt is a retry of one). The transitions, for
+the record found under a key at time `now`, with `policy.promote_on = "retry"` (the
+default); `since` is how long ago the matched message was first tried:
 
-    record          condition                                   result
-    -------------   -----------------------------------------   -------------------------------
-    none / expired  -                                           new Pending, defer(reason)
-    Pending         age <  min_retry_delay                      defer; the attempt is judged
-                                                                (below), and when the counted
-                                                                early retries reach
-                                                                impatient_retries: penalty box
-    Pending         min_retry_delay <= age <= retry_window      promote: Familiar, pass
-    Pending         age >  retry_window                         new Pending, defer [expired]
-    Familiar        now <  expires                              pass (familiar), unchanged
-    Familiar        now >= expires                              as "none"
+    record          the attempt                                  result
+    -------------   ------------------------------------------   ----------------------------
+    none / expired  -                                            new Pending, defer (first)
+    Pending         a retry, min_retry_delay <= since <= window  promote: Familiar, pass
+    Pending         a retry, since < min_retry_delay             defer; judged (below): the
+                                                                 penalty box when counted
+                                                                 early retries reach
+                                                                 impatient_retries
+    Pending         a retry, since > retry_window                defer, the message starts
+                                                                 over [expired]
+    Pending         a new message, however old the key           defer, remembered; judged
+    Familiar        now <  expires                               pass (familiar), unchanged
+    Familiar        now >= expires                               as "none"
+
+So a host earns its way in only by retrying what it was deferred for: a bot that comes
+back later with new spam is deferred every time (Levine's measurements: a sixth of
+soft-failed spam senders come back later with more; S25R's author stops 97-99% of spam
+promoting no one automatically). With `promote_on = "any"` (the seed's host-level
+rule) any attempt between min_retry_delay and retry_window after the key's first
+deferral promotes, and one after the window starts the key over.
+
+A retry from *another address* never reaches this file as a retry: that key has its own
+record. Pools are recognised by proof instead (policy/proof.py).
 
 Impatience: what counts as an early retry
 -----------------------------------------
@@ -83,8 +98,9 @@ before the delay; the rest (new_message, copy, look_alike) are first contact sti
 The null sender's callbacks never get here: their decision waits for DATA (see the SMTP
 handler).
 
-Invariants: an early retry never moves `first_seen`; only a promotion creates a
-Familiar record from a Pending one; the penalty box keeps the pending record (early count
+Invariants: an early retry never moves `first_seen` (the key's, for the pace, nor the
+message's first try); only a promotion creates a Familiar record from a Pending one; a
+new message never promotes; the penalty box keeps the pending record (early count
 included), so a host that retries properly after the penalty is promoted, and one that
 goes on retrying early goes straight back.
 
@@ -102,12 +118,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally, Tried
+from gateway.policy.messages import Envelope, Message, find, new_message, remember
+from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
 from gateway.policy.replies import Reply, Wording
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Action, Reason, Retry
 
-MESSAGES_KEPT = 16  # deferred messages a pending key remembers; older ones count as new
+
+class PromoteOn(StrEnum):
+    """`policy.promote_on`: what makes a pending key familiar."""
+
+    RETRY = "retry"  # a retry of a message it was deferred for, after the delay
+    ANY = "any"  # any attempt after the delay (the seed's host-level rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +145,7 @@ class Rules:
     burst_window: float = 5  # seconds within which MX fallback and a retry round count once
     pace_allowance: int = 300  # sessions under a pending key before its pace is judged; 0: never
     pace_rate: float = 1.0  # sessions per second a pending key may keep up beyond that
+    promote_on: PromoteOn = PromoteOn.RETRY
     wording: Wording = Wording()
 
     @property
@@ -136,10 +159,10 @@ class Rules:
         """A message retried this long after its previous try is no hammering."""
         return self.min_retry_delay / 10
 
-    def pending_expiry(self, first_seen: float) -> float:
-        # Twice the window: a retry arriving after the window is still recognised (and
-        # counted as "expired") instead of looking like a stranger.
-        return first_seen + 2 * self.retry_window
+    def pending_expiry(self, since: float) -> float:
+        # Twice the window after its newest message: a retry arriving after the window
+        # is still recognised (and counted as "expired") instead of looking like a stranger.
+        return since + 2 * self.retry_window
 
 
 class Kind(StrEnum):
@@ -153,6 +176,13 @@ class Kind(StrEnum):
     LOOK_ALIKE = "look_alike"
     EARLY_RETRY = "early_retry"
     PACE = "pace"
+    EXPIRED = "expired"  # a retry of a message first tried more than retry_window ago
+    # Promotions (a pass), by what earned them:
+    RETRY = "retry"  # a retry of a deferred message, after the delay
+    RETURN = "return"  # any attempt after the delay (promote_on = "any")
+    SAME_NAME = "same_name"  # the retry came from another address of one confirmed name
+    SPF_POOL = "spf_pool"  # the retry came from another address its sender's SPF passes
+    SPF_DOMAIN = "spf_domain"  # a proven pool's sender domain, from an address SPF passes
 
     @property
     def counted(self) -> bool:
@@ -162,7 +192,7 @@ class Kind(StrEnum):
     @property
     def retry(self) -> bool:
         """A retry before the delay (`onajimi_retries_total{outcome="early"}`), counted
-        or not; the other kinds are more of the first contact."""
+        or not; the other deferred kinds are more of the first contact."""
         return self in (Kind.MX_FALLBACK, Kind.PATIENT_RETRY, Kind.EARLY_RETRY, Kind.PACE)
 
 
@@ -170,12 +200,15 @@ class Kind(StrEnum):
 class Attempt:
     """What an attempt carries beyond its key."""
 
-    message: str = ""  # keys.message_key of the attempt; "": unknown, counts as new
+    envelope: Envelope | None = None  # its message; None: unknown, counts as new
     place: str = ""  # which of our listening addresses it reached; "": unknown
     judge_pace: bool = True  # False when the key gathers many hosts (rDNS lumping)
-    # A later transaction of a session already judged under this key: the messages the
+    # A later transaction of a session already judged under this key: the envelopes the
     # session brought before (empty: its first).
-    earlier: tuple[str, ...] = ()
+    earlier: tuple[Envelope, ...] = ()
+    # A further recipient of a transaction already judged (its envelope holds them all):
+    # it joins the remembered message, or finds the retry that promotes.
+    more: bool = False
 
 
 UNKNOWN = Attempt()
@@ -194,8 +227,9 @@ class Step:
     attempt: int = 0  # attempts counted under this key, this one included
     wait: float = 0.0  # seconds until a retry can be promoted
     penalty: Penalty | None = None  # to store under the client's address key
-    kind: Kind | None = None  # how a deferred attempt was judged
+    kind: Kind | None = None  # how the attempt was judged (a deferral or a promotion)
     early: int = 0  # counted early retries under this key, this one included
+    matched: Message | None = None  # the remembered message it is a retry of, if any
 
 
 def _current(record: Record | None, now: float) -> Record | None:
@@ -216,7 +250,8 @@ def _new_pending(
     attempt: Attempt,
     retry: Retry | None,
 ) -> Step:
-    tried = ((attempt.message, now, attempt.place, 0),) if attempt.message else ()
+    env = attempt.envelope
+    remembered = (new_message(env, now, attempt.place),) if env is not None else ()
     record = Pending(
         first_seen=now,
         last_seen=now,
@@ -226,8 +261,8 @@ def _new_pending(
         expires=rules.pending_expiry(now),
         client=client,
         ptr=ptr,
-        messages=tried,
         counted_at=now,  # no count yet: pace is judged from the first contact
+        remembered=remembered,
     )
     return Step(
         Action.DEFER,
@@ -239,6 +274,21 @@ def _new_pending(
         attempt=1,
         wait=rules.min_retry_delay,
         kind=Kind.FIRST,
+    )
+
+
+def _promote(current: Pending, now: float, rules: Rules, kind: Kind, matched=None) -> Step:
+    familiar = Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
+    return Step(
+        Action.PASS,
+        Reason.PROMOTED,
+        familiar,
+        changed=True,
+        reply=None,
+        retry=Retry.PROMOTED,
+        attempt=current.attempts + 1,
+        kind=kind,
+        matched=matched,
     )
 
 
@@ -264,51 +314,63 @@ def step(
         return Step(Action.PASS, Reason.FAMILIAR, current, changed=False, reply=None)
 
     age = now - current.first_seen
-    if age < rules.min_retry_delay:
-        return _before_delay(current, now, age, rules, client, ptr, attempt)
-
-    if age <= rules.retry_window:
-        familiar = Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
-        return Step(
-            Action.PASS,
-            Reason.PROMOTED,
-            familiar,
-            changed=True,
-            reply=None,
-            retry=Retry.PROMOTED,
-            attempt=current.attempts + 1,
-        )
-
-    return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
+    if rules.promote_on is PromoteOn.ANY:
+        if age > rules.retry_window:
+            return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
+        if age >= rules.min_retry_delay:
+            return _promote(current, now, rules, Kind.RETURN)
+    messages = current.memory()
+    index = find(messages, attempt.envelope)
+    matched = messages[index] if index >= 0 else None
+    if rules.promote_on is PromoteOn.RETRY and matched is not None:
+        since = now - matched.first
+        if rules.min_retry_delay <= since <= rules.retry_window:
+            return _promote(current, now, rules, Kind.RETRY, matched)
+    return _deferred(current, messages, index, now, age, rules, client, ptr, attempt)
 
 
 def _judge(
-    current: Pending, now: float, rules: Rules, attempt: Attempt
-) -> tuple[Kind, tuple[Tried, ...], bool]:
+    current: Pending,
+    messages: tuple[Message, ...],
+    index: int,
+    now: float,
+    rules: Rules,
+    attempt: Attempt,
+) -> tuple[Kind, tuple[Message, ...], bool, float]:
     """Which kind of attempt this is (see the module docstring), with the record's memory
-    of messages afterwards and whether round 0 is over."""
-    message, place, window = attempt.message, attempt.place, rules.burst_window
-    messages = current.messages
+    of messages afterwards, whether round 0 is over, and when the message was first
+    tried (its delay runs from there)."""
+    env, place, window = attempt.envelope, attempt.place, rules.burst_window
     later = bool(attempt.earlier)  # a later transaction: the session's round is its first's
     opening = (
         not later
+        and not attempt.more
         and not current.burst_over
         and now - current.last_seen < window
         and now - current.first_seen < rules.first_burst
     )
-    burst_over = current.burst_over if later else not opening
-    index = next((i for i, tried in enumerate(messages) if tried[0] == message), -1)
-    if not message or index < 0:
-        if message:
-            messages = (*messages, (message, now, place, 0))[-MESSAGES_KEPT:]
-        return Kind.NEW_MESSAGE, messages, burst_over
-    _, tried_at, places, spare = messages[index]
-    if message in attempt.earlier:
-        kind, tried = Kind.COPY, (message, now, places, spare + 1)
-    elif place and place not in places.split() and now - tried_at < window:
-        kind, tried = Kind.MX_FALLBACK, (message, tried_at, f"{places} {place}".strip(), spare)
+    burst_over = current.burst_over if later or attempt.more else not opening
+    if env is None:
+        return Kind.NEW_MESSAGE, messages, burst_over, now
+    if index < 0:
+        kept = remember(messages, new_message(env, now, place), now, rules.retry_window)
+        return Kind.NEW_MESSAGE, kept, burst_over, now
+    message = messages[index]
+    if attempt.more:  # the same transaction, another recipient: it joins the message (the
+        # transaction was judged at its first recipient; this kind is nobody's business)
+        joined = message.with_recipients(env)
+        return Kind.NEW_MESSAGE, _put(messages, index, joined), burst_over, message.first
+    if now - message.first > rules.retry_window:  # too late to count: it starts over
+        again = new_message(env, now, place)
+        return Kind.EXPIRED, (*messages[:index], *messages[index + 1 :], again), burst_over, now
+    spare = message.spare
+    if any(message.matches(e) for e in attempt.earlier):
+        kind, tried = Kind.COPY, message.tried_again(now, message.places, spare + 1)
+    elif place and place not in message.places.split() and now - message.tried_at < window:
+        places = f"{message.places} {place}".strip()
+        kind, tried = Kind.MX_FALLBACK, message._replace(places=places)
     else:
-        if now - tried_at >= rules.patience:
+        if now - message.tried_at >= rules.patience:
             kind = Kind.PATIENT_RETRY
         elif opening or later:  # a later transaction: more of the queue, one connection
             kind = Kind.LOOK_ALIKE
@@ -316,15 +378,27 @@ def _judge(
             kind, spare = Kind.LOOK_ALIKE, spare - 1
         else:
             kind = Kind.EARLY_RETRY
-        tried = (message, now, place, spare)
-    return kind, (*messages[:index], tried, *messages[index + 1 :]), burst_over
+        tried = message.tried_again(now, place, spare)
+    return kind, _put(messages, index, tried.with_recipients(env)), burst_over, message.first
 
 
-def _before_delay(
-    current: Pending, now: float, age: float, rules: Rules, client: str, ptr: str, attempt: Attempt
+def _put(messages: tuple[Message, ...], index: int, message: Message) -> tuple[Message, ...]:
+    return (*messages[:index], message, *messages[index + 1 :])
+
+
+def _deferred(
+    current: Pending,
+    messages: tuple[Message, ...],
+    index: int,
+    now: float,
+    age: float,
+    rules: Rules,
+    client: str,
+    ptr: str,
+    attempt: Attempt,
 ) -> Step:
-    kind, messages, burst_over = _judge(current, now, rules, attempt)
-    first_of_session = not attempt.earlier
+    kind, messages, burst_over, first = _judge(current, messages, index, now, rules, attempt)
+    first_of_session = not attempt.earlier and not attempt.more
     attempts = current.attempts + first_of_session  # sessions, not transactions
     counted_at = current.counted_at
     if (
@@ -342,18 +416,21 @@ def _before_delay(
     # A record written before early retries were judged per message (counted_at 0)
     # counted every early attempt: that count means nothing now.
     early = (current.early if current.counted_at else 0) + counts
+    if rules.promote_on is PromoteOn.ANY:
+        first = current.first_seen  # the key's delay, not the message's
+    newest = max((m.first for m in messages), default=current.first_seen)
     updated = Pending(
         first_seen=current.first_seen,
         last_seen=now,
         attempts=attempts,
         early=early,
         reason=current.reason,
-        expires=current.expires,
+        expires=max(current.expires, rules.pending_expiry(newest)),
         client=client or current.client,
         ptr=ptr or current.ptr,
-        messages=messages,
         counted_at=counted_at,
         burst_over=burst_over,
+        remembered=messages,
     )
     if counts and rules.impatient_retries and early >= rules.impatient_retries:
         penalty = _penalty(updated, now, rules)
@@ -369,16 +446,17 @@ def _before_delay(
             kind=kind,
             early=early,
         )
-    wait = rules.min_retry_delay - age
+    wait = rules.min_retry_delay - (now - first)
     # Only what is counted is an early retry; the rest keeps the key's own reason.
     reason = Reason.EARLY_RETRY if kind.counted else Reason(current.reason)
+    retry = Retry.EARLY if kind.retry else Retry.EXPIRED if kind is Kind.EXPIRED else None
     return Step(
         Action.DEFER,
         reason,
         updated,
         changed=True,
         reply=rules.wording.defer(reason.value, wait, kind.value),
-        retry=Retry.EARLY if kind.retry else None,
+        retry=retry,
         attempt=attempts,
         wait=wait,
         kind=kind,

@@ -65,11 +65,24 @@ _BATV = re.compile(r"^(?:prvs|msprvs\d*|btv\d*)=[^=@]*=", re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
 
 
-def normalize_sender(sender: str) -> str:
-    """Lower-case, strip BATV and +extension, turn digit runs (VERP) into `#`.
+def _srs_original(local: str) -> tuple[str, str] | None:
+    """(local part, domain) of the address an SRS-rewritten local part stands for:
+    `srs0=hhh=tt=orig.example=alice`, `srs1=hhh=fwd.example==hhh=tt=orig.example=alice`.
+    The hash and timestamp change from one forwarding to the next; the original does not."""
+    parts = local.split("=")
+    if parts[0] == "srs0" and len(parts) >= 5:
+        return "=".join(parts[4:]), parts[3]
+    if parts[0] == "srs1" and len(parts) >= 8 and parts[3] == "":
+        return "=".join(parts[7:]), parts[6]
+    return None
 
-    `newsletter+bounce-4711@list.example` and `prvs=1234abcd=newsletter@list.example`
-    both become `newsletter@list.example`; the null sender stays `<>`.
+
+def normalize_sender(sender: str) -> str:
+    """Lower-case, strip BATV and SRS tags and +extension, turn digit runs (VERP) into `#`.
+
+    `newsletter+bounce-4711@list.example`, `prvs=1234abcd=newsletter@list.example` and
+    `SRS0=HHH=TT=list.example=newsletter@forwarder.example` all become
+    `newsletter@list.example`; the null sender stays `<>`.
     """
     text = sender.strip()
     if text.startswith("<") and text.endswith(">"):
@@ -80,6 +93,9 @@ def normalize_sender(sender: str) -> str:
     local, at, domain = text.rpartition("@")
     if not at:
         local, domain = text, ""
+    original = _srs_original(local) if local.startswith("srs") else None
+    if original is not None:
+        local, domain = original
     local = _BATV.sub("", local)
     local = local.split("+", 1)[0]
     local = _DIGITS.sub("#", local)

@@ -9,30 +9,17 @@ Key namespaces (see `store_key`):
     penalty:<address key>         Penalty
     pregreet:<address>            Pregreet
     strikes:<address key>/<kind>  Strikes (kind: auth_failures, autoban_relay, ...)
-    sibling:<rdns domain>/<message> Sibling (policy/siblings.py)
+    trace:<message>               Trace: where and when a message was first deferred
+    pool:<sender domain>          Pool: a sender domain proven by SPF (policy/proof.py)
+    sibling:<rdns domain>/<message> Sibling: written by versions before traces, read only
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from gateway.policy.messages import Message
 from gateway.policy.values import value
-
-Tried = tuple[str, float, str, int]
-"""A deferred message a Pending record remembers: (message, tried_at, places, spare).
-
-`message` is its keys.message_key; `tried_at` when its latest try began; `places`
-which of our MX addresses (keys.place_key) that try reached, space-separated; `spare`
-the copies of it the sender has shown and no later session has brought yet (a session
-that carries one envelope several times holds a backlog of it: deferral.py). Records
-written before `spare` existed hold three-item entries: read as `spare` 0.
-"""
-
-
-def tried(entry) -> Tried:
-    """A remembered message as stored (a JSON array), in this version's shape."""
-    message, tried_at, places, *rest = entry
-    return (message, tried_at, places, int(rest[0]) if rest else 0)
 
 
 @value
@@ -47,9 +34,21 @@ class Pending:
     expires: float  # kept beyond retry_window so a late retry is recognised as "expired"
     client: str = ""  # last client address seen under this key (for candidates)
     ptr: str = ""  # last PTR name seen (candidates are grouped by its domain)
-    messages: tuple[Tried, ...] = ()  # the most recent deferred messages, oldest first
+    messages: tuple = ()  # an old record's deferred messages (messages.upgraded reads them)
     counted_at: float = 0.0  # the last counted early retry (first_seen: none yet; 0: old record)
     burst_over: bool = False  # the first contact's burst of attempts has ended
+    # The most recent deferred messages, oldest first (policy/messages.py). A field of its
+    # own, so that a gateway of the version before, sharing the store, reads none of them
+    # (every message new to it) rather than entries it cannot read.
+    remembered: tuple[Message, ...] = ()
+
+    def memory(self) -> tuple[Message, ...]:
+        """The messages it remembers, an old record's included."""
+        if self.messages:
+            from gateway.policy.messages import upgraded
+
+            return (*upgraded(self.messages, self.first_seen), *self.remembered)
+        return self.remembered
 
 
 @value
@@ -103,15 +102,37 @@ class Strikes:
 
 @value
 class Sibling:
-    """A message a suspect of an rDNS domain was deferred for (policy/siblings.py): the
-    same message from another address of the domain, later, is a retry."""
+    """Written by versions that promoted a retry from another host of one rDNS domain;
+    nothing reads it now (it expires within retry_window)."""
 
     first: float
-    address: str  # the address that first brought it
+    address: str
+    expires: float
+
+
+@value
+class Trace:
+    """Where and when a message (messages.Envelope: sender, SIZE, deciding recipient)
+    was first deferred, whatever the key: the same message later from another address
+    is a pool's retry only with proof (policy/proof.py)."""
+
+    first: float
+    address: str
+    name: str  # its forward-confirmed PTR name, "" if none
     expires: float  # first + retry_window
 
 
-Record = Pending | Familiar | Penalty | Tally | Pregreet | Strikes | Sibling
+@value
+class Pool:
+    """A sender domain proven by SPF to send from a pool (policy/proof.py): its mail
+    passes from any address its SPF passes (through a narrow mechanism), while it does."""
+
+    since: float
+    last_seen: float
+    expires: float  # last_seen + familiar_ttl
+
+
+Record = Pending | Familiar | Penalty | Tally | Pregreet | Strikes | Sibling | Trace | Pool
 
 
 class Space(StrEnum):
@@ -120,6 +141,8 @@ class Space(StrEnum):
     PREGREET = "pregreet"
     STRIKES = "strikes"
     SIBLING = "sibling"
+    TRACE = "trace"
+    POOL = "pool"
 
 
 def store_key(space: Space, key: str) -> str:

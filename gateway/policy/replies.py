@@ -49,11 +49,12 @@ class Wording:
         return f"{text}, see {self.help_url}" if self.help_url else text
 
     def defer(self, reason: str, wait: float | None = None, kind: str = "") -> Reply:
-        """450 for a deferred attempt: `defer_text` for a first contact (and what is
-        more of it: a new message, a copy), fixed words for a retry before the delay
-        (`kind`, deferral.Kind's value), and when a retry can pass, if `wait` is given."""
+        """450 for a deferred attempt: `defer_text` for a first contact, fixed words for
+        the other kinds of attempt (`kind`, deferral.Kind's value: a new message, a copy,
+        a retry before the delay...), and when a retry of the message can pass, if
+        `wait` is given."""
         until = human_duration(wait) if wait is not None and wait > 0 else ""
-        return _deferral(self, reason, _RETRIED.get(kind, ""), until)
+        return _deferral(self, reason, _ATTEMPTS.get(kind, ""), until)
 
     def penalty(self, remaining: float, reason: str = "impatient") -> Reply:
         why = _PENALISED_FOR.get(reason, _PENALISED_FOR["impatient"])
@@ -61,9 +62,14 @@ class Wording:
         return Reply(421, "4.7.0", self._with_help(text))
 
 
-# What a retry before the delay is told instead of `defer_text` (which speaks of a first
-# contact), by deferral.Kind value.
-_RETRIED = {
+# What an attempt that is not a first contact is told instead of `defer_text` (which
+# speaks of one), by deferral.Kind value. Every one of them asks for the same message
+# again: only its retry, after the delay, passes.
+_ATTEMPTS = {
+    "new_message": "a new message from this host",
+    "copy": "another copy of a deferred message",
+    "look_alike": "another copy of a deferred message",
+    "expired": "a retry too late to count, so a new first try",
     "mx_fallback": "retried before the delay",
     "patient_retry": "retried before the delay",
     "early_retry": "retried too soon",
@@ -79,10 +85,10 @@ _PENALISED_FOR = {
 
 
 @functools.lru_cache(maxsize=1024)
-def _deferral(wording: Wording, reason: str, retried: str, until: str) -> Reply:
+def _deferral(wording: Wording, reason: str, attempt: str, until: str) -> Reply:
     """The same few texts all day long (every first contact gets one of them)."""
-    if retried:
-        text = f"Try again later: {retried} ({reason})"
+    if attempt:
+        text = f"Try again later: {attempt} ({reason})"
     else:
         text = wording.defer_text.format(reason=reason)
     if until:

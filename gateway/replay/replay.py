@@ -15,7 +15,8 @@ with no trace in the log. The rule for that: it is accepted at the sender's firs
 attempt in the log (a session that tried to send mail) at least `min_retry_delay` after
 its own first one, that Onajimi lets through. "The sender" is the client key it was
 deferred under (the address, or what `ipv4_prefix` and `lump_by_rdns` make of it), and
-the retry rides along in that session as one more transaction, so the Decider sees it.
+the retry rides along in that session as one more transaction, ahead of the session's
+own, so the Decider sees it (only a retry of a deferred message promotes).
 With no such attempt in the log, the delivery is *waiting* for a retry the log does not
 show. What the log shows retried because the old setup deferred it, Onajimi may take at
 once: then its later retries would not have happened, and are left out (`spared`).
@@ -96,11 +97,13 @@ class Replay:
             helo=conversation.helo or conversation.naming.name or HELO,
             place=place_key(conversation.place) if conversation.place else MX[0],
         )
-        visit = await self.gate.session(client, [c.envelope for c in carried + riders])
+        # The retries first: a sender's queue has them due, and only a retry promotes.
+        sent = riders + carried
+        visit = await self.gate.session(client, [c.envelope for c in sent])
         refusal = next((v for v in visit.verdicts if v.action is not Action.PASS), None)
         reason = f"{refusal.action.value}/{refusal.reason.value}" if refusal else ""
         accepted_at = now + visit.held
-        for c, codes in zip(carried + riders, visit.codes, strict=True):
+        for c, codes in zip(sent, visit.codes, strict=True):
             for delivery, logged, code in zip(c.deliveries, c.logged, codes, strict=True):
                 self._decided(delivery, code, accepted_at, reason)
                 if logged is not None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
+from gateway.policy.messages import stored
 from gateway.policy.records import (
     Familiar,
     Penalty,
     Pending,
+    Pool,
     Pregreet,
     Record,
     Sibling,
     Strikes,
     Tally,
-    tried,
+    Trace,
 )
 
 KINDS: dict[type, str] = {
@@ -31,10 +33,14 @@ KINDS: dict[type, str] = {
     Pregreet: "pregreet",
     Strikes: "strikes",
     Sibling: "sibling",
+    Trace: "trace",
+    Pool: "pool",
 }
 _TYPES = {kind: cls for cls, kind in KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in KINDS}
-_MESSAGES = _FIELDS[Pending].index("messages")  # JSON arrays there are tuples in the record
+# JSON arrays in these fields of a Pending record are tuples in it.
+_MESSAGES = _FIELDS[Pending].index("messages")
+_REMEMBERED = _FIELDS[Pending].index("remembered")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -55,8 +61,11 @@ def decode(text: str | bytes) -> Record:
         # Fields this version does not know (written by a newer gateway on the same
         # store) are left out, so gateways of two versions can share a store.
         known = values[: len(_FIELDS[cls])]
-        if cls is Pending and len(known) > _MESSAGES:
-            known[_MESSAGES] = tuple(map(tried, known[_MESSAGES]))
+        if cls is Pending:
+            if len(known) > _MESSAGES:
+                known[_MESSAGES] = tuple(map(tuple, known[_MESSAGES]))
+            if len(known) > _REMEMBERED:
+                known[_REMEMBERED] = tuple(map(stored, known[_REMEMBERED]))
         return cls(*known)
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a stored record: {text!r:.80}") from exc
