@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modu
 # installed, and run in private namespaces by the real-sender tests (tests/mta.py).
 UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd
 
-.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages
+.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages spf-suite
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ debian-packages:
 unpacked-packages: debian-packages
 	@.ci/unpack-debian-packages $(UNPACKED_PACKAGES)
 
-test: $(VENV)/.installed debian-packages unpacked-packages
+# The RFC 7208 test suite the SPF checks are run against (tests/test_spf.py).
+spf-suite: $(VENV)/.installed
+	@.ci/fetch-spf-suite $(BIN)/python
+
+test: $(VENV)/.installed debian-packages unpacked-packages spf-suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A developer's loop: everything but the real sending Postfix and the fault suite (~1 min).

@@ -37,6 +37,7 @@ class DnsServer:
         self.records: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
         self.servfail: set[str] = set()
         self.drop: set[str] = set()
+        self.drop_types: set[tuple[str, str]] = set()  # (name with final dot, type): silence
         self.truncate: set[str] = set()
         self.delay: dict[str, float] = {}
         self.queries: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -115,13 +116,16 @@ class DnsServer:
         except Exception:
             return None
         question = query.question[0]
-        name = question.name.to_text().lower()
+        owner = question.name
+        # The labels' own bytes, not to_text()'s escapes: an SPF macro may expand to a name
+        # with spaces or percents in it, and the records are keyed by the plain text.
+        name = ".".join(label.decode("latin-1") for label in owner.labels if label).lower() + "."
         rdtype = dns.rdatatype.to_text(question.rdtype)
         with self._lock:
             self.queries[(name, rdtype)] += 1
             if over_tcp:
                 self.tcp_queries += 1
-            drop = name in self.drop
+            drop = name in self.drop or (name, rdtype) in self.drop_types
             servfail = name in self.servfail
             truncate = name in self.truncate and not over_tcp
             delay = self.delay.get(name, 0.0)
@@ -142,10 +146,10 @@ class DnsServer:
         elif truncate:
             response.flags |= dns.flags.TC
         elif values:
-            rrset = dns.rrset.from_text_list(name, self.ttl, "IN", rdtype, values)
+            rrset = dns.rrset.from_text_list(owner, self.ttl, "IN", rdtype, values)
             response.answer.append(rrset)
         elif cname:  # e.g. RFC 2317 classless reverse delegation
-            response.answer.append(dns.rrset.from_text(name, self.ttl, "IN", "CNAME", cname))
+            response.answer.append(dns.rrset.from_text(owner, self.ttl, "IN", "CNAME", cname))
             if target_values:
                 response.answer.append(
                     dns.rrset.from_text_list(cname, self.ttl, "IN", rdtype, target_values)
@@ -154,7 +158,7 @@ class DnsServer:
             if not exists:
                 response.set_rcode(dns.rcode.NXDOMAIN)
             soa = dns.rrset.from_text(
-                name,
+                owner,
                 self.negative_ttl,
                 "IN",
                 "SOA",

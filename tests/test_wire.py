@@ -15,7 +15,9 @@ import pytest
 from gateway.resolver.wire import (
     AAAA,
     CNAME,
+    MX,
     PTR,
+    TXT,
     A,
     WireError,
     answer_to,
@@ -103,6 +105,24 @@ def test_address_answers(name: str, rdtype: str, qtype: int, address: str) -> No
     rrset = dns.rrset.from_text(name + ".", 60, "IN", rdtype, address)
     reply = parse_reply(reply_to(name + ".", rdtype, rrset))
     assert answer_to(reply, name, qtype) == ([address], 60)
+
+
+def test_txt_strings_are_joined_and_mx_reads_preference_and_name() -> None:
+    """SPF's lookups: a TXT record of several strings is one text (RFC 7208 3.3), every
+    octet kept; an MX is "preference exchange"."""
+    spf = '"v=spf1 ip4:192.0.2.0/24 " "include:_spf.example.org -all"'
+    odd = '"caf\\233 \\000x"'  # octets that are not ASCII text: kept one for one
+    txt = dns.rrset.from_text_list("example.org.", 300, "IN", "TXT", [spf, odd])
+    values, ttl = answer_to(parse_reply(reply_to("example.org.", "TXT", txt)), "example.org", TXT)
+    assert ttl == 300
+    assert sorted(values) == sorted(
+        ["v=spf1 ip4:192.0.2.0/24 include:_spf.example.org -all", "caf\xe9 \x00x"]
+    )
+    mx = dns.rrset.from_text_list(
+        "example.org.", 60, "IN", "MX", ["10 Mx1.Example.org.", "20 mx2.example.org."]
+    )
+    values, _ = answer_to(parse_reply(reply_to("example.org.", "MX", mx)), "example.org", MX)
+    assert sorted(values) == ["10 mx1.example.org", "20 mx2.example.org"]
 
 
 def test_negative_answers_carry_the_soa_ttl() -> None:

@@ -44,3 +44,25 @@ class RDNS:
 def normalize_name(name: str) -> str:
     """DNS names compare case-insensitively and a final dot means nothing to S25R rules."""
     return name.strip().rstrip(".").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SPF:
+    """An SPF (RFC 7208) check of one sender domain at one client address.
+
+    `prefix` is the width of the network the pass went through, at whatever depth of
+    includes and redirects it matched: an `ip4`/`ip6` mechanism's prefix length, or an
+    `a`/`mx` mechanism's (32 or 128 unless written otherwise). None when the result came
+    from `all`, `ptr` or `exists`, or was not a pass: those prove nothing of a network.
+    """
+
+    result: str  # pass | fail | softfail | neutral | none | permerror | temperror
+    prefix: int | None = None
+    mechanism: str = ""  # the top-level mechanism that decided (include:..., ip4:..., all)
+    ipv6: bool = False  # the address checked was IPv6 (prefix is then out of 128)
+
+    def describe(self) -> str:
+        if self.result != "pass":
+            return self.result
+        width = f" /{self.prefix}" if self.prefix is not None else " (no network)"
+        return f"pass by {self.mechanism or '?'}{width}"
