@@ -7,7 +7,8 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
     dns_facts(address, lists)           reverse DNS and the DNS lists' score, in parallel
     assess(screening)                   once reverse DNS answers (or was given)
     at_rcpt(assessment, sender, rcpt)   relay check, then the deferral procedure (the caller
-                                        has already checked the address syntax)
+                                        has already checked the address syntax), then, for
+                                        a deferred message, the proof of a pool (proof.py)
     delivered(keys)                     the backend accepted: refresh the familiar records
     struck(screening, kind)             a strike (failed AUTH, relay attempt, ...): count it,
                                         the penalty box at its limit
@@ -15,11 +16,13 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
-from gateway.policy import deferral, dnsbl, strikes
+from gateway.policy import deferral, dnsbl, proof, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -30,20 +33,23 @@ from gateway.policy.decision import (
     Verdict,
     verdict_of,
 )
-from gateway.policy.facts import RDNS
+from gateway.policy.facts import RDNS, SPF
 from gateway.policy.net import IPAddress
 from gateway.policy.records import (
     Familiar,
     Penalty,
+    Pool,
     Pregreet,
     Space,
     Strikes,
+    Trace,
     store_key,
 )
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason
+from gateway.policy.vocabulary import Action, Reason, Retry
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
+from gateway.resolver.spf import SpfChecker
 from gateway.store.base import Outcome, Snapshot, Store
 
 
@@ -74,6 +80,12 @@ class Struck:
     verdict: Verdict | None
 
 
+class SpfCheck(Protocol):
+    """What the proof of a pool asks (resolver/spf.py; the simulator has its own)."""
+
+    async def check(self, domain: str, address: str) -> SPF: ...
+
+
 def _defer_key(key: str) -> str:
     return store_key(Space.DEFER, key)
 
@@ -85,12 +97,16 @@ class Decider:
         store: Store,
         resolver: Resolver | None,
         clock: Callable[[], float] = time.time,
+        spf: SpfCheck | None = None,
     ) -> None:
         self._policy = policy  # a getter: reloads swap the policy between connections
         self.store = store
         self.resolver = resolver
         self.lists = DnsblLookups(resolver) if resolver is not None else None
         self.clock = clock
+        if spf is None and resolver is not None:
+            spf = SpfChecker(resolver)
+        self.spf = spf  # None: no SPF, so no pool is ever proven (only one name is)
 
     @property
     def policy(self) -> Policy:
@@ -280,7 +296,9 @@ class Decider:
             record = await self.store.get(_defer_key(key))
             step = policy.step(assessment, record, now, attempt)
             kind = type(record).__name__.lower() if record is not None else "none"
-            return RcptDecision(verdict_of(step), key, step, kind, record=record)
+            decision = RcptDecision(verdict_of(step), key, step, kind, record=record)
+            proven = await self._proof(assessment, sender, recipient, attempt, step, now, True)
+            return decision if proven is None else replace(proven, record_kind=kind, record=record)
 
         def change(record) -> Outcome[deferral.Step]:
             step = policy.step(assessment, record, now, attempt)
@@ -288,6 +306,11 @@ class Decider:
 
         hint = snapshot if key == client_key and not attempt.more else None
         step = await self.store.update(_defer_key(key), change, snapshot=hint)
+        proven = await self._proof(assessment, sender, recipient, attempt, step, now)
+        if proven is not None:
+            if session is not None:
+                session.remember(key, proven, attempt)
+            return proven
         if attempt.more and step.action is Action.DEFER and session is not None:
             # A further recipient joined the transaction's message: its decision stands.
             held = session.keys[key].decision
@@ -309,6 +332,79 @@ class Decider:
         if session is not None:
             session.remember(key, decision, attempt)
         return decision
+
+    async def _proof(
+        self,
+        assessment: Assessment,
+        sender: str,
+        recipient: str,
+        attempt: deferral.Attempt,
+        step: deferral.Step,
+        now: float,
+        dry_run: bool = False,
+    ) -> RcptDecision | None:
+        """A deferred message new to its key may be a pool's retry from another address,
+        or mail of a domain proven a pool (policy/proof.py): the decision that lets it
+        in, or None. Leaves the message's trace (put-if-absent) along the way."""
+        if step.action is not Action.DEFER or attempt.envelope is None:
+            return None
+        if not proof.traceable(step.kind, sender):
+            return None
+        policy = self._policy()
+        rules = policy.rules
+        address = assessment.screening.address_text
+        domain = proof.sender_domain(sender)
+        trace_key = store_key(Space.TRACE, proof.trace_key(attempt.envelope, recipient))
+        pool_key = store_key(Space.POOL, domain)
+        trace = proof.new_trace(now, address, assessment.rdns, rules)
+        claimed = self.store.get(trace_key) if dry_run else self.store.claim(trace_key, trace)
+        if self.spf is not None:
+            first, pool = await asyncio.gather(claimed, self.store.get(pool_key))
+        else:
+            first, pool = await claimed, None
+        pool = pool if isinstance(pool, Pool) else None
+        if pool is not None and now < pool.expires:
+            assert self.spf is not None
+            found = proof.domain_proof(domain, pool, await self.spf.check(domain, address), now)
+            if found is not None:
+                if not dry_run and proof.pool_due(pool, now):
+                    await self.store.put(pool_key, proof.proven(now, rules, pool))
+                return self._proven(found, Reason.POOL, step, assessment.client_key)
+        first = first if isinstance(first, Trace) else None
+        elsewhere = proof.retry_elsewhere(first, now, address, rules)
+        if elsewhere is None:
+            return None
+        if proof.same_host(elsewhere, assessment.rdns):
+            key = policy.deferral_key(assessment, sender, recipient)
+            if not dry_run:
+                await self.store.put(_defer_key(key), deferral.promoted(now, rules))
+            return self._proven(proof.host_proof(elsewhere, now), Reason.PROMOTED, step, key)
+        if self.spf is None:
+            return None
+        here, there = await asyncio.gather(
+            self.spf.check(domain, address), self.spf.check(domain, elsewhere.address)
+        )
+        found = proof.pool_proof(domain, here, there, elsewhere.address)
+        if found is None:
+            return None
+        if not dry_run:
+            await self.store.put(pool_key, proof.proven(now, rules, pool))
+        return self._proven(found, Reason.POOL, step, assessment.client_key)
+
+    @staticmethod
+    def _proven(found: proof.Proof, reason: Reason, step: deferral.Step, key: str) -> RcptDecision:
+        retry = None if found.kind is deferral.Kind.SPF_DOMAIN else Retry.PROMOTED
+        passed = replace(
+            step,
+            action=Action.PASS,
+            reason=reason,
+            reply=None,
+            retry=retry,
+            wait=0.0,
+            kind=found.kind,
+            proof=found.detail,
+        )
+        return RcptDecision(Verdict(Action.PASS, reason, detail=found.detail), key, passed)
 
     async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
         record = await self.store.get(_defer_key(client_key))

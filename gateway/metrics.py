@@ -47,6 +47,7 @@ DECISIONS = {
         Reason.ALLOWLIST,
         Reason.FAMILIAR,
         Reason.PROMOTED,
+        Reason.POOL,
         Reason.CLEAN,
         Reason.PREGREET,  # pregreet.action = "ignore": noted, let through
         Reason.AUTHENTICATED,

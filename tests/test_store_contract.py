@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.policy.messages import Message
-from gateway.policy.records import Familiar, Penalty, Pending, Strikes, Tally
+from gateway.policy.records import Familiar, Penalty, Pending, Pool, Strikes, Tally, Trace
 from gateway.store import open_store
 from gateway.store.base import DynamicEntry, Outcome, Store
 from gateway.store.codec import decode, encode
@@ -64,6 +64,8 @@ def bump(record) -> Outcome[int]:
         Penalty(1.0, 2.0, 5, "192.0.2.9", "", "auth_failures"),
         Tally(2, 1.5, 9.0),
         Strikes(1.0, 4, 3601.0),
+        Trace(1.0, "2001:db8::25", "mx6.sender.example", 86401.0),
+        Pool(1.0, 2.0, 3024002.0),
     ],
 )
 def test_codec_round_trip(record) -> None:
@@ -98,6 +100,19 @@ async def test_a_pending_record_keeps_its_messages(store: Store, clock: FakeCloc
     await store.put("defer:192.0.2.9", record)
     assert await store.get("defer:192.0.2.9") == record
     assert (await store.read("defer:192.0.2.9")).record == record
+
+
+async def test_claim_writes_only_where_nothing_lives(store: Store, clock: FakeClock) -> None:
+    """A message's trace keeps its first try: put-if-absent, the live record returned."""
+    key = "trace:0a1b2c3d.1234.11223344"
+    first = Trace(clock.now, "192.0.2.9", "", clock.now + 100)
+    assert await store.claim(key, first) is None
+    later = Trace(clock.now + 5, "192.0.2.10", "mx.example", clock.now + 105)
+    assert await store.claim(key, later) == first
+    assert await store.get(key) == first
+    clock.advance(101)  # expired: as good as absent
+    assert await store.claim(key, Trace(clock.now, "192.0.2.11", "", clock.now + 100)) is None
+    assert (await store.get(key)).address == "192.0.2.11"
 
 
 async def test_get_put_delete(store: Store, clock: FakeClock) -> None:

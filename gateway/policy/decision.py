@@ -368,8 +368,8 @@ class SessionDecisions:
             if _joins(held, decision, attempt.envelope):
                 return None
             return replace(decision, repeated=True)
-        if decision.verdict.action is not Action.PASS:
-            return None
+        if decision.verdict.action is not Action.PASS or decision.verdict.reason is Reason.POOL:
+            return None  # a pool's pass is its sender domain's: the next sender is judged
         if decision.verdict.reason is Reason.PROMOTED:  # one promotion; familiar since
             verdict = Verdict(Action.PASS, Reason.FAMILIAR, detail="promoted in this session")
             return RcptDecision(verdict, key, record_kind="familiar", repeated=True)

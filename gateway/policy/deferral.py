@@ -230,6 +230,7 @@ class Step:
     kind: Kind | None = None  # how the attempt was judged (a deferral or a promotion)
     early: int = 0  # counted early retries under this key, this one included
     matched: Message | None = None  # the remembered message it is a retry of, if any
+    proof: str = ""  # a retry from another address let in: what proved it (policy/proof.py)
 
 
 def _current(record: Record | None, now: float) -> Record | None:

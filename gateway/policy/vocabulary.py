@@ -18,6 +18,7 @@ class Reason(StrEnum):
     ALLOWLIST = "allowlist"
     FAMILIAR = "familiar"
     PROMOTED = "promoted"
+    POOL = "pool"  # a sender domain proven by SPF to send from a pool (policy/proof.py)
     CLEAN = "clean"
     S25R_RULE0 = "s25r_rule0"
     S25R_RULE1 = "s25r_rule1"

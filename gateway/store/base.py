@@ -114,6 +114,17 @@ class Store(ABC):
     async def put(self, key: str, record: Record) -> None:
         await self.update(key, lambda _current: Outcome(None, True, record))
 
+    async def claim(self, key: str, record: Record) -> Record | None:
+        """Write `record` unless a live one is there: None when written, else the live
+        record, unchanged (a message's trace keeps its first try: policy/proof.py)."""
+
+        def put_if_absent(current: Record | None) -> Outcome[Record | None]:
+            if current is None:
+                return Outcome(None, True, record)
+            return Outcome(current)
+
+        return await self.update(key, put_if_absent)
+
     async def delete(self, key: str) -> bool:
         return await self.update(
             key, lambda current: Outcome(current is not None, current is not None, None)

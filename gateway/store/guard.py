@@ -98,6 +98,9 @@ class GuardedStore(Store):
     ) -> T:
         return await self._guard(self.inner.update(key, change, snapshot))
 
+    async def claim(self, key: str, record: Record) -> Record | None:
+        return await self._guard(self.inner.claim(key, record))
+
     async def scan(self, prefix: str = "") -> list[tuple[str, Record]]:
         return await self._guard(self.inner.scan(prefix))
 

@@ -159,6 +159,7 @@ class RedisStore(Store):
         self._token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._background: set[asyncio.Task] = set()
         self._key_locks: dict[str, list] = {}  # key -> [lock, users]
+        self._claim_by_cas = False  # a Redis before 7.0 (SET cannot combine NX and GET)
 
     def _connect(self) -> aioredis.Redis:
         options: dict[str, Any] = {
@@ -330,6 +331,27 @@ class RedisStore(Store):
             if token:  # decided not to write after all, or failed: let the others go
                 with contextlib.suppress(StoreError):
                     await self._call(self._end_turn(keys=keys[1:], args=[token]))
+
+    async def claim(self, key: str, record: Record) -> Record | None:
+        """One SET NX GET (Redis 7.0 and later; before that, the compare-and-set)."""
+        if self._claim_by_cas:
+            return await super().claim(key, record)
+        ttl = max(1, int((record.expires - self.clock()) * 1000))
+        try:
+            raw = await self._call(
+                self.redis.set(self._record_key(key), encode(record), px=ttl, nx=True, get=True)
+            )
+        except StoreError as exc:
+            if "syntax" not in str(exc).lower():
+                raise
+            self._claim_by_cas = True  # a Redis before 7.0: NX and GET do not combine
+            return await super().claim(key, record)
+        current = self._live(raw)
+        if raw is None:
+            self._reindex(key, record)
+        elif current is None:  # there, but past its expiry by our clock: ours now
+            await self.put(key, record)
+        return current
 
     def _reindex(self, key: str, record: Record | None) -> None:
         """Move `key` to its kind's index, after the write and off the caller's path."""
