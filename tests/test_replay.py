@@ -51,7 +51,7 @@ def test_the_fixture_with_the_shipped_configuration() -> None:
     assert waiting.as_json()["reason"] == "defer/s25r_rule0"
     assert waiting.as_json()["retries_refused"] == 0
     assert result.decisions["reject/relay_denied"] == 1
-    assert result.store == {"familiar": 1, "pending": 1, "strikes": 1}
+    assert result.store == {"familiar": 1, "pending": 1, "strikes": 1, "trace": 2}
     ((group, figures),) = result.candidates()
     assert group.suggestion() == "onajimi allow add p1234-ip45.dyn.example.jp"
     assert figures == {"delayed": 1, "waiting": 0, "rescued": 1}

@@ -32,7 +32,7 @@ def test_the_text_says_what_became_of_the_fixture() -> None:
     waiting = next(line for line in out.splitlines() if "<frank@example.com>" in line)
     assert "defer/s25r_rule0" in waiting and "none after 5m00s" in waiting
     assert "  onajimi allow add p1234-ip45.dyn.example.jp " in out
-    assert "store at the end: 3 records (familiar 1, pending 1, strikes 1)" in out
+    assert "store at the end: 5 records (familiar 1, pending 1, strikes 1, trace 2)" in out
 
 
 def test_json_has_every_figure(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ class Engine:
         self.min_retry_delay = settings.policy.min_retry_delay
         self.world = world
         self.clock = SimClock(START)
-        self.gate = Gate(policy, settings, self.clock)
+        self.gate = Gate(policy, settings, self.clock, spf=world)
         self.queue: list[tuple[float, int, Callable[..., Awaitable[None]], tuple[Any, ...]]] = []
         self.sequence = 0
         self.figures = {
@@ -108,7 +108,10 @@ class Engine:
             address = sender.address()
         client = self._client(sender, address, mx)
         client.talks_early = cls.pregreet > 0 and sender.rng.random() < cls.pregreet
-        envelope = Envelope(message.mail_from, message.recipients, message.size)
+        mail_from = message.mail_from
+        if cls.batv:  # a new tag on every try (BATV, prvs=): the same sender all the same
+            mail_from = f"prvs={int(now) % 10000:04d}{sender.rng.randrange(10**6):06x}={mail_from}"
+        envelope = Envelope(mail_from, message.recipients, message.size)
         visit = await self.gate.session(client, [envelope])
         (codes,) = visit.codes
         figures.attempts += 1

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.assembly import session_rules_from
 from gateway.config import Settings
-from gateway.decider import Decider
+from gateway.decider import Decider, SpfCheck
 from gateway.policy.decision import Policy, Verdict
 from gateway.policy.facts import RDNS
 from gateway.policy.keys import place_key
@@ -118,13 +118,19 @@ class Gate:
     """One configuration's front door: the session core, the Decider and a memory store
     on `clock`."""
 
-    def __init__(self, policy: Policy, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        settings: Settings,
+        clock: Callable[[], float],
+        spf: SpfCheck | None = None,
+    ) -> None:
         self.policy = policy
         self.rules = session_rules_from(settings)
         self.pregreet_ttl = settings.pregreet.ttl
         self.clock = clock
         self.store = MemoryStore(clock=clock)
-        self.decider = Decider(lambda: policy, self.store, None, clock=clock)
+        self.decider = Decider(lambda: policy, self.store, None, clock=clock, spf=spf)
         self.sessions = 0
         self.decisions: Counter[str] = Counter()  # "action/reason", as the metrics count
 

@@ -25,6 +25,9 @@
     callback = 0.1                # share of messages preceded by a callback probe
     pregreet = 0.0                # share of sessions talking before the greeting
     bot = false
+    spf = "host"                  # its domain's SPF: none | host | networks | plus_all
+    batv = false                  # a new BATV tag (prvs=) on the sender at every try
+    verp = false                  # a mailing list: one message per recipient, VERP sender
     pool = { addresses = 8, networks = 2, shared = false, rotate = "random" }
     retry = { kind = "postfix", min_backoff = 300, queue_run = 300, lifetime = "5d" }
 
@@ -55,7 +58,7 @@ from gateway.simulation.retry import (
     parse_exim_rules,
     parse_time,
 )
-from gateway.simulation.senders import Naming, Pool, Rotate, SenderClass, builtin_classes
+from gateway.simulation.senders import Naming, Pool, Rotate, SenderClass, Spf, builtin_classes
 
 PLACEHOLDERS = dict(a=10, b=0, c=0, d=1, n=0, domain="sender.example", isp="isp0.example")
 
@@ -161,8 +164,10 @@ SIMPLE = {
     "callback": "share",
     "pregreet": "share",
     "bot": "bool",
+    "batv": "bool",
+    "verp": "bool",
 }
-KEYS = {"name", "like", "rdns", "names", "pool", "retry", *SIMPLE}
+KEYS = {"name", "like", "rdns", "names", "pool", "retry", "spf", *SIMPLE}
 
 
 def _class(table: dict[str, Any], known: dict[str, SenderClass]) -> SenderClass:
@@ -185,6 +190,11 @@ def _class(table: dict[str, Any], known: dict[str, SenderClass]) -> SenderClass:
             changes["naming"] = Naming(table["rdns"])
         except ValueError:
             raise _Bad("rdns: must be one of clean, s25r, none, real") from None
+    if "spf" in table:
+        try:
+            changes["spf"] = Spf(table["spf"])
+        except ValueError:
+            raise _Bad("spf: must be one of none, host, networks, plus_all") from None
     names = dict(base.names)
     if "names" in table:
         names.update(_names(table["names"]))

@@ -11,7 +11,8 @@ unrelated senders share a /24; with `neighbours = N` the single hosts of every c
 self-hosted MTA, a bot) are shuffled and packed N to a /24, as in a hosting or an access
 provider's range, so what `policy.ipv4_prefix = 24` lumps together (and what one
 host's penalty box shuts out) shows. DNS facts are built here too: forward-confirmed PTR names, or
-NXDOMAIN for the `none` variant. No resolver, no socket.
+NXDOMAIN for the `none` variant, and what each sender domain publishes in SPF (the
+class's `spf`: its hosts, its pool's /24s, `+all` or nothing). No resolver, no socket.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import ipaddress
 import random
 from dataclasses import dataclass, field
 
-from gateway.policy.facts import RDNS, RDNSStatus
-from gateway.simulation.senders import Rotate, SenderClass
+from gateway.policy.facts import RDNS, SPF, RDNSStatus
+from gateway.simulation.senders import Rotate, SenderClass, Spf
 
 NETWORK = ipaddress.IPv4Network("10.0.0.0/8")
 LANE_OFFSET = 0.2  # seconds between the parallel sessions of a burst opening
@@ -79,6 +80,23 @@ class Sender:
         return address
 
 
+@dataclass(frozen=True, slots=True)
+class SpfRecord:
+    """A sender domain's SPF: `+all`, or the networks it lists (then `-all`)."""
+
+    plus_all: bool = False
+    networks: tuple[ipaddress.IPv4Network, ...] = ()
+
+    def check(self, address: str) -> SPF:
+        if self.plus_all:
+            return SPF("pass", None, "+all")
+        ip = ipaddress.IPv4Address(address)
+        for network in self.networks:
+            if ip in network:
+                return SPF("pass", network.prefixlen, f"ip4:{network}")
+        return SPF("fail", None, "-all")
+
+
 @dataclass(slots=True)
 class World:
     """The senders of a run and the DNS facts of their addresses."""
@@ -87,9 +105,25 @@ class World:
     senders: list[Sender]
     rdns: dict[ipaddress.IPv4Address, RDNS]
     local_domain: str
+    spf: dict[str, SpfRecord] = field(default_factory=dict)  # by sender domain
 
     def sends(self) -> list[Send]:
         return [send for sender in self.senders for send in sender.sends]
+
+    async def check(self, domain: str, address: str) -> SPF:
+        """SPF as the gateway's checker answers it (decider.SpfCheck), from the world."""
+        record = self.spf.get(domain)
+        return SPF("none") if record is None else record.check(address)
+
+
+def _published(cls: SenderClass, pool: tuple[ipaddress.IPv4Address, ...]) -> SpfRecord | None:
+    """What a real sender's domain publishes for the addresses it sends from."""
+    if cls.spf is Spf.HOST:
+        return SpfRecord(networks=tuple(ipaddress.IPv4Network(a) for a in pool))
+    if cls.spf is Spf.NETWORKS:
+        nets = {ipaddress.IPv4Network(f"{a}/24", strict=False) for a in pool}
+        return SpfRecord(networks=tuple(sorted(nets)))
+    return None
 
 
 class _Addresses:
@@ -151,6 +185,7 @@ def build_world(
         raise PopulationError("neighbours: at most 254 hosts share a /24")
     packed = _packed(classes, seed, neighbours, addresses) if neighbours > 1 else {}
     rdns: dict[ipaddress.IPv4Address, RDNS] = {}
+    spf: dict[str, SpfRecord] = {}
     senders: list[Sender] = []
     horizon = days * 86400.0
     for cls in classes:
@@ -179,7 +214,15 @@ def build_world(
             sender = Sender(cls, index, pool, phase, run, cursor)
             sender.sends = _sends(sender, make, horizon, domain, local_domain)
             senders.append(sender)
-    return World(list(classes), senders, rdns, local_domain)
+            published = _published(cls, pool)
+            if published is not None:  # a provider's variants are one domain's pools
+                known = spf.get(domain, SpfRecord())
+                networks = tuple(dict.fromkeys((*known.networks, *published.networks)))
+                spf[domain] = SpfRecord(networks=networks)
+            elif cls.spf is Spf.PLUS_ALL:
+                for send in sender.sends:
+                    spf[send.message.mail_from.rpartition("@")[2]] = SpfRecord(plus_all=True)
+    return World(list(classes), senders, rdns, local_domain, spf)
 
 
 def _burst_times(cls: SenderClass, rng: random.Random, horizon: float) -> list[float]:
@@ -211,6 +254,9 @@ def _sends(
             recipients = [f"user{n}@{local_domain}" for n in rng.sample(range(LOCAL_USERS), wanted)]
             if cls.bot:  # spam: a made-up sender per message
                 mail_from = f"x{rng.randrange(10**6)}@spam{rng.randrange(10**4)}.example"
+            elif cls.verp:  # one message per recipient, the recipient in the sender
+                local = recipients[0].replace("@", "=")
+                mail_from = f"list-bounces+{local}@{domain}"
             else:
                 mail_from = f"user{rng.randrange(50)}@{domain}"
             size = rng.randint(2_000, 200_000)

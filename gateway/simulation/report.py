@@ -67,6 +67,7 @@ def _days(days: float) -> str:
 
 
 LEGEND = (
+    "in: share of the messages delivered (for bots: what got in); "
     "delay: first attempt to acceptance, delivered messages (p50/p90 by nearest rank); "
     "delayed: delivered later than at once;\n"
     "late: attempts refused although the message had waited min_retry_delay ({mrd}); "
@@ -83,6 +84,7 @@ def single(run: RunResult) -> str:
             "senders",
             "msgs",
             "deliv",
+            "in",
             "lost",
             "delayed",
             "p50",
@@ -101,6 +103,7 @@ def single(run: RunResult) -> str:
             str(c.senders),
             str(c.messages),
             str(c.delivered),
+            percent(c.delivered / c.messages if c.messages else None),
             str(c.lost),
             str(c.delayed),
             duration(c.quantile(0.5)),

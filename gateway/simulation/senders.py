@@ -54,6 +54,15 @@ class Rotate(StrEnum):
     SEQUENTIAL = "sequential"  # the next address each round (a bot walking its /24)
 
 
+class Spf(StrEnum):
+    """What the sender domain publishes in SPF (RFC 7208), as the proof of a pool reads it."""
+
+    NONE = "none"  # nothing (most spam domains)
+    HOST = "host"  # the sender's own addresses, each a /32 (a self-hosted MTA: `a`, `mx`)
+    NETWORKS = "networks"  # the /24s of its pool (a provider: `ip4:` ranges, includes)
+    PLUS_ALL = "plus_all"  # `+all`: passes every address, proves nothing
+
+
 @dataclass(frozen=True, slots=True)
 class Pool:
     """The addresses a sender sends from: `addresses` spread over `networks` /24s;
@@ -90,6 +99,9 @@ class SenderClass:
     retry: Retry
     pool: Pool = Pool()
     at: tuple[float, ...] = ()  # fixed burst times (seconds from the start) instead
+    spf: Spf = Spf.NONE  # what its sender domain publishes
+    batv: bool = False  # signs its sender with a new BATV tag (prvs=) on every try
+    verp: bool = False  # a mailing list: the sender names the recipient (VERP), one each
 
     @property
     def template(self) -> str | None:
@@ -147,6 +159,7 @@ FAMILIES: dict[str, SenderClass] = {}
 # senders with a null-sender RCPT first (ADDRESS_VERIFICATION_README).
 FAMILIES["postfix"] = _family(
     "postfix",
+    spf=Spf.HOST,
     names=SELF_HOSTED,
     bursts_per_day=0.7,
     backlog=(1, 4),
@@ -162,6 +175,7 @@ FAMILIES["postfix"] = _family(
 # spec chapter "Access control lists"), so a fifth of the messages come with a callback.
 FAMILIES["exim"] = _family(
     "exim",
+    spf=Spf.HOST,
     names=SELF_HOSTED,
     bursts_per_day=0.5,
     backlog=(1, 3),
@@ -176,6 +190,7 @@ FAMILIES["exim"] = _family(
 # default value is 15 minutes"); MaxPerDomainOutboundConnections 20, a few in use at once.
 FAMILIES["exchange"] = _family(
     "exchange",
+    spf=Spf.HOST,
     names=SELF_HOSTED,
     bursts_per_day=0.5,
     backlog=(1, 3),
@@ -190,6 +205,7 @@ FAMILIES["exchange"] = _family(
 # delays. Pool size (400 addresses over 40 /24s) is an assumption.
 FAMILIES["exchange-online"] = _family(
     "exchange-online",
+    spf=Spf.NETWORKS,
     names={
         Naming.REAL: "mail-eur{c}on{d}{n}.outbound.protection.outlook.com",
         Naming.S25R: "mail-eur{c}on{d}{n}.outbound.protection.{domain}",
@@ -210,6 +226,7 @@ FAMILIES["exchange-online"] = _family(
 # Real names look like mail-ot1-f41.google.com (S25R rule 1; allow.txt lists google.com).
 FAMILIES["gmail"] = _family(
     "gmail",
+    spf=Spf.NETWORKS,
     names={
         Naming.REAL: "mail-ot{c}-f{d}.google.com",
         Naming.S25R: "mail-ot{c}-f{d}.{domain}",
@@ -229,6 +246,7 @@ FAMILIES["gmail"] = _family(
 # (SES API v2, DeliveryOptions). Later gaps growing by 1.5 up to an hour: an assumption.
 FAMILIES["ses"] = _family(
     "ses",
+    spf=Spf.NETWORKS,
     names={
         Naming.REAL: "a{c}-{d}.smtp-out.amazonses.com",
         Naming.S25R: "a{c}-{d}.smtp-out.{domain}",
@@ -248,6 +266,7 @@ FAMILIES["ses"] = _family(
 # 167.89.104.98). First gaps of 5-10 minutes growing to hours: an assumption.
 FAMILIES["sendgrid"] = _family(
     "sendgrid",
+    spf=Spf.NETWORKS,
     names={
         Naming.REAL: "o{n}.ptr{c}{d}.sendgrid.net",
         Naming.S25R: "{c}-{d}.smtp.{domain}",
@@ -343,6 +362,86 @@ FAMILIES["bot-return"] = _family(
 )
 
 
+# -- what a review found missing (issue: promote on a real retry) -----------------------
+# A botnet whose retry comes from another bot: one campaign's messages tried again 5-30
+# minutes later from any of its thousand hosts (one retry in a thousand comes from the
+# host that first tried, by chance: a retry, which promotes that host). Under one ISP,
+# every host shares one rDNS domain (the "siblings" rule let all of them in); across
+# many ISPs, they share nothing.
+FAMILIES["botnet-one-isp"] = _family(
+    "botnet-one-isp",
+    bot=True,
+    names={Naming.S25R: "p{b}{c}{d}-ip{a}.bb.{domain}", Naming.CLEAN: "www{n}.{domain}"},
+    domain="dyn.botnet-isp.example",
+    bursts=1,
+    backlog=(5, 20),
+    parallel=2,
+    recipients=(1, 3),
+    retry=IntervalRetry(300, 1800, tries=2, lifetime=DAY),
+    pool=Pool(addresses=1016, networks=4, shared=True, rotate=Rotate.RANDOM),
+)
+FAMILIES["botnet-many-isps"] = replace(
+    FAMILIES["botnet-one-isp"],
+    name="botnet-many-isps",
+    family="botnet-many-isps",
+    names={Naming.S25R: "p{b}{c}{d}-ip{a}.bb.{isp}"},
+    domain="",
+    pool=Pool(addresses=1016, networks=40, shared=True, rotate=Rotate.RANDOM),
+)
+
+# Spam sent under a throw-away domain that publishes `v=spf1 +all`, from a rented /24,
+# each retry from another address of it: SPF passes everywhere and proves nothing.
+FAMILIES["bot-spf-all"] = _family(
+    "bot-spf-all",
+    bot=True,
+    names=BOT_NAMES,
+    bursts=1,
+    backlog=(5, 20),
+    parallel=2,
+    recipients=(1, 3),
+    retry=IntervalRetry(300, 1800, tries=2, lifetime=DAY),
+    pool=Pool(addresses=254, networks=1, rotate=Rotate.RANDOM),
+    spf=Spf.PLUS_ALL,
+)
+
+# Real MTAs that behave unlike the defaults: one that gives up after a single retry 5-10
+# minutes on (a web application's own sender); one whose queue lifetime is 270 s (it
+# retries once, at 270 s, before any min_retry_delay of 300 s: lost by design); one whose
+# first retry comes 6-12 hours later (a misconfigured or overloaded queue); one signing
+# its sender with a new BATV tag at each try; a mailing list with a VERP sender per
+# recipient. All on misjudged (S25R-looking) names, where the delay is paid.
+FAMILIES["mta-one-retry"] = replace(
+    FAMILIES["postfix"],
+    name="mta-one-retry",
+    family="mta-one-retry",
+    callback=0.0,
+    retry=IntervalRetry(300, 600, tries=1, lifetime=DAY),
+)
+FAMILIES["mta-270s"] = replace(
+    FAMILIES["postfix"],
+    name="mta-270s",
+    family="mta-270s",
+    callback=0.0,
+    retry=IntervalRetry(270, 270, tries=1, lifetime=270),
+)
+FAMILIES["mta-slow-retry"] = replace(
+    FAMILIES["postfix"],
+    name="mta-slow-retry",
+    family="mta-slow-retry",
+    retry=IntervalRetry(6 * 3600, 12 * 3600, lifetime=5 * DAY),
+)
+FAMILIES["mta-batv"] = replace(FAMILIES["postfix"], name="mta-batv", family="mta-batv", batv=True)
+FAMILIES["list-verp"] = replace(
+    FAMILIES["postfix"],
+    name="list-verp",
+    family="list-verp",
+    bursts_per_day=1.0,
+    backlog=(5, 30),
+    recipients=(1, 1),
+    callback=0.0,
+    verp=True,
+)
+
 # -- the built-in population ---------------------------------------------------------------
 # family -> {variant: senders}. Real MTAs are mostly clean (S25R's author: about 13% of
 # legitimate servers misjudged at first); the providers' "real" rows are the big senders
@@ -357,9 +456,17 @@ BUILTIN_COUNTS: dict[str, dict[Naming, int]] = {
     "sendgrid": {Naming.REAL: 50, Naming.CLEAN: 10, Naming.S25R: 10, Naming.NONE: 2},
     "bot-once": {Naming.S25R: 600, Naming.NONE: 300, Naming.CLEAN: 20},
     "bot-burst": {Naming.S25R: 100},
-    "bot-retry": {Naming.S25R: 60},
+    "bot-retry": {Naming.S25R: 60, Naming.NONE: 30, Naming.CLEAN: 10},
     "bot-rotate": {Naming.S25R: 10},
-    "bot-return": {Naming.S25R: 50},
+    "bot-return": {Naming.S25R: 50, Naming.NONE: 25},
+    "botnet-one-isp": {Naming.S25R: 20},
+    "botnet-many-isps": {Naming.S25R: 20},
+    "bot-spf-all": {Naming.S25R: 10},
+    "mta-one-retry": {Naming.S25R: 10},
+    "mta-270s": {Naming.S25R: 5},
+    "mta-slow-retry": {Naming.S25R: 10},
+    "mta-batv": {Naming.S25R: 10},
+    "list-verp": {Naming.S25R: 5},
 }
 
 
