@@ -316,6 +316,36 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
     record = other["record"]
     assert record["kind"] == "pending" and record["attempts"] == 7 and record["early"] == 2
     assert record["first_seen"] == pytest.approx(now - 60) and record["messages"] == 1
+    # Which remembered message the attempt is a retry of, or why it is none.
+    assert "message       a retry of the message first tried 60 s ago" in retry.stdout
+    assert other["message"].startswith("a new message: none of 1 remembered matches")
+
+
+def test_explain_shows_a_proven_pool_and_its_proof(conf: Path) -> None:
+    import asyncio
+    import time
+
+    from gateway.policy.records import Pool
+    from gateway.store import open_store
+
+    now = time.time()
+
+    async def seed() -> None:
+        (conf.parent / "state").mkdir()
+        store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
+        await store.open()
+        await store.put("pool:pool.example", Pool(now - 600, now - 60, now + 86400))
+        await store.close()
+
+    asyncio.run(seed())
+    base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
+    shown = run(*base, "--sender", "bounce@pool.example")
+    assert shown.returncode == 0, shown.stderr
+    assert "sender domain  pool.example proven a pool at" in shown.stdout
+    typed = json.loads(run(*base, "--sender", "bounce@pool.example", "--json").stdout)
+    assert typed["sender_pool"]["domain"] == "pool.example"
+    assert typed["proof"] is None  # no SPF answer here (no DNS): no proof, deferred
+    assert typed["decision"]["action"] == "defer"
 
 
 def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Path) -> None:

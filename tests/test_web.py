@@ -112,6 +112,7 @@ async def test_a_deferred_address_learns_since_when_and_until_when(env) -> None:
     assert utc(first) in page and utc(first + 300) in page and utc(first + 86400) in page
     assert "end-user connection" in page and "動的 IP アドレス" in page
     assert "Attempts so far: 1" in page
+    assert "messages waiting for their retry: 1" in page and "a new message is refused" in page
     for other in ("127.0.0.4", "host12345", "p1234-ip45", "dyn.example.jp"):
         assert other not in page  # no other address, and no PTR name or key either
 

@@ -19,11 +19,14 @@ from gateway.policy.decision import Policy, Verdict, decided_at_data
 from gateway.policy.deferral import Kind, Step
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import ListEntry, Role
+from gateway.policy.messages import describe_match
 from gateway.policy.net import client_address
+from gateway.policy.proof import sender_domain
 from gateway.policy.recipients import recipient_syntax
 from gateway.policy.records import (
     Penalty,
     Pending,
+    Pool,
     Pregreet,
     Record,
     Space,
@@ -151,7 +154,7 @@ def _record(record: Record | None, impatient_retries: int) -> str:
     return (
         f"pending since {timestamp(record.first_seen)} ({record.reason}): "
         f"{record.attempts} attempt(s), early retries counted {record.early}{limit}, "
-        f"{len(record.messages)} message(s) remembered"
+        f"{len(record.memory())} message(s) remembered"
     )
 
 
@@ -284,6 +287,23 @@ async def _explain(
             if args.size is None and decision.step.kind is Kind.NEW_MESSAGE:
                 # Most MTAs declare SIZE, and it is part of what makes a message the same.
                 out["this_attempt"] += "; --size N judges a real MTA's message"
+        if isinstance(decision.record, Pending):
+            env = policy.attempt(assessment, sender, recipient, "", args.size).envelope
+            matched = describe_match(decision.record.memory(), env, decider.clock())
+            out["message"] = matched
+            typed["message"] = matched
+        typed["proof"] = (decision.step.proof or None) if decision.step is not None else None
+        if decision.step is not None and decision.step.proof:
+            out["proof"] = f"{decision.step.kind.value}: {decision.step.proof}"
+        domain = sender_domain(sender)
+        pool = await store.get(store_key(Space.POOL, domain)) if domain else None
+        typed["sender_pool"] = None
+        if isinstance(pool, Pool):
+            out["sender domain"] = (
+                f"{domain} proven a pool at {timestamp(pool.since)} (SPF): its mail passes "
+                f"from any address its SPF passes narrowly, until {timestamp(pool.expires)}"
+            )
+            typed["sender_pool"] = {"domain": domain, **_typed_record(pool, "pool")}
         verdict = decision.verdict
         out["stage"] = "RCPT"
         stage = "rcpt"

@@ -129,6 +129,22 @@ def find(messages: tuple[Message, ...], env: Envelope | None) -> int:
     return -1
 
 
+def describe_match(messages: tuple[Message, ...], env: Envelope | None, now: float) -> str:
+    """Which remembered message `env` is a retry of, or why it is none (explain)."""
+    if env is None:
+        return "no envelope: a new message"
+    index = find(messages, env)
+    if index >= 0:
+        first = messages[index].first
+        return f"a retry of the message first tried {now - first:.0f} s ago"
+    if not messages:
+        return "a new message (none remembered)"
+    # The nearest miss: one from the same sender, if any, says the most.
+    same = [m for m in messages if m.sender == env.sender] or list(messages)
+    reasons = sorted({m.why_not(env) for m in same})
+    return f"a new message: none of {len(messages)} remembered matches ({'; '.join(reasons)})"
+
+
 def remember(messages: tuple[Message, ...], message: Message, now: float, window: float):
     """`message` added as the most recent. When MESSAGES_KEPT are remembered already, it
     takes the place of one past `window` (its retry could not promote any more), else of

@@ -44,6 +44,7 @@ class Standing:
     until: float | None = None  # passes after (deferred), familiar or penalised until
     window_end: float | None = None  # deferred: a retry after this starts over
     attempts: int = 0  # deferred: sessions that reached a decision
+    messages: int = 0  # deferred: messages remembered, each waiting for its retry
 
 
 _ALLOWED = {Reason.TRUSTED, Reason.ALLOWLIST, Reason.DNSWL, Reason.EXEMPT}
@@ -94,12 +95,16 @@ async def look_up(decider: Decider, address_text: str) -> Standing:
         return Standing(shown, State.NEW, reason)
     window_end = record.first_seen + rules.retry_window
     state = State.EXPIRED if now > window_end else State.DEFERRED
+    # A retry passes per message (promote_on = "retry"): the oldest one's turn comes first.
+    remembered = record.memory()
+    oldest = min((m.first for m in remembered), default=record.first_seen)
     return Standing(
         shown,
         state,
         record.reason or reason,
         since=record.first_seen,
-        until=record.first_seen + rules.min_retry_delay,
+        until=oldest + rules.min_retry_delay,
         window_end=window_end,
         attempts=record.attempts,
+        messages=len(remembered),
     )
