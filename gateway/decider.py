@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from gateway.policy import deferral, dnsbl, proof, strikes
+from gateway.policy import deferral, dnsbl, rcpt, strikes
 from gateway.policy.decision import (
     Assessment,
     KeyMode,
@@ -31,22 +31,18 @@ from gateway.policy.decision import (
     Screening,
     SessionDecisions,
     Verdict,
-    verdict_of,
 )
 from gateway.policy.facts import RDNS, SPF
 from gateway.policy.net import IPAddress
 from gateway.policy.records import (
-    Familiar,
     Penalty,
-    Pool,
     Pregreet,
     Space,
     Strikes,
-    Trace,
     store_key,
 )
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.policy.vocabulary import Reason
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
 from gateway.resolver.spf import SpfChecker
@@ -86,8 +82,8 @@ class SpfCheck(Protocol):
     async def check(self, domain: str, address: str) -> SPF: ...
 
 
-def _defer_key(key: str) -> str:
-    return store_key(Space.DEFER, key)
+_defer_key = rcpt.defer_key
+MAX_ROUNDS = 8  # facts one RCPT decision may ask for (a first contact asks three)
 
 
 class Decider:
@@ -255,165 +251,82 @@ class Decider:
         place: str = "",
         size: int | None = None,
     ) -> RcptDecision:
-        """The RCPT-stage decision. `session` remembers decisions by key for one SMTP
-        session: three recipients of one message are one attempt, not two early retries,
-        and a later transaction is known as one (SessionDecisions).
+        """The RCPT-stage decision (policy/rcpt.py decides; this reads what it asks for
+        and applies the writes it leaves). `session` remembers decisions by key for one
+        SMTP session: three recipients of one message are one attempt, not two early
+        retries, and a later transaction is known as one (SessionDecisions).
         `snapshot` is a read ahead of the client key's record (see `prefetch_plan`).
         `place` names the listening address the client reached (see keys.place_key):
         the same message at another of our MX hosts at once is the sender's fallback.
-        `size` is the SIZE the client declared at MAIL (part of the message's identity)."""
+        `size` is the SIZE the client declared at MAIL (part of the message's identity).
+        A dry run reads and asks as the real decision would, and writes nothing."""
         policy = self._policy()
-        refused = policy.relay_check(recipient)
-        if refused is not None:
-            return RcptDecision(refused)
-        verdict = assessment.verdict
-        if verdict is None or verdict.reason is not Reason.DENYLIST:
-            exempt = policy.exempt(recipient)  # before any deferral, DNS trouble included
-            if exempt is not None:
-                return RcptDecision(exempt)
-        if verdict is not None and verdict.reason is not Reason.DNS_TEMPFAIL:
-            return RcptDecision(verdict)
+        facts = rcpt.Facts(
+            assessment,
+            sender,
+            recipient,
+            self.clock(),
+            place,
+            size,
+            session,
+            spf=self.spf is not None,
+            dry_run=dry_run,
+        )
+        for _ in range(MAX_ROUNDS):
+            out = rcpt.decide(policy, facts)
+            if isinstance(out, rcpt.Ruling):
+                if not dry_run:
+                    await self._apply(out.writes)
+                if session is not None and out.remember is not None:
+                    assert out.attempt is not None
+                    session.remember(out.key, out.remember, out.attempt)
+                return out.decision
+            facts = await self._fetch(out, facts, snapshot)
+        raise AssertionError(f"the RCPT decision asked for more than {MAX_ROUNDS} facts")
 
-        now = self.clock()
-        client_key = assessment.client_key
-        key = policy.deferral_key(assessment, sender, recipient)
-        attempt = policy.attempt(assessment, sender, recipient, place, size)
-        if session is not None:
-            given = session.given(key, attempt)
-            if given is not None:
-                return given
-            attempt = session.attempt(key, attempt)
-        if verdict is not None or key != client_key:
-            # DNS failed (a familiar record under the address key still passes), or triplet
-            # mode (a familiar client key passes every triplet): look at the client first.
-            familiar = await self._familiar(client_key, now)
-            if familiar is not None:
-                return familiar
-            if verdict is not None:
-                return RcptDecision(verdict, client_key)
+    async def _fetch(self, need: rcpt.Need, facts: rcpt.Facts, snapshot: Snapshot | None):
+        """The fact `need` names, added to `facts`."""
+        store = self.store
+        if isinstance(need, rcpt.ReadClient):
+            return replace(facts, client=await store.get(need.key))
+        if isinstance(need, rcpt.UpdateKey):
+            if facts.dry_run:
+                record = await store.get(need.key)
+                return replace(facts, step=need.change(record), record=record)
 
-        if dry_run:
-            record = await self.store.get(_defer_key(key))
-            step = policy.step(assessment, record, now, attempt)
-            kind = type(record).__name__.lower() if record is not None else "none"
-            decision = RcptDecision(verdict_of(step), key, step, kind, record=record)
-            proven = await self._proof(assessment, sender, recipient, attempt, step, now, True)
-            return decision if proven is None else replace(proven, record_kind=kind, record=record)
+            def change(record) -> Outcome[deferral.Step]:
+                step = need.change(record)
+                return Outcome(step, step.changed, step.record)
 
-        def change(record) -> Outcome[deferral.Step]:
-            step = policy.step(assessment, record, now, attempt)
-            return Outcome(step, step.changed, step.record)
+            hint = snapshot if need.snapshot else None
+            return replace(facts, step=await store.update(need.key, change, snapshot=hint))
+        if isinstance(need, rcpt.ReadProof):
+            if facts.dry_run:
+                trace = store.get(need.trace_key)
+            else:
+                trace = store.claim(need.trace_key, need.trace)
+            if need.pool_key is None:
+                return replace(facts, trace=await trace, pool=None)
+            found, pool = await asyncio.gather(trace, store.get(need.pool_key))
+            return replace(facts, trace=found, pool=pool)
+        assert self.spf is not None
+        spf = self.spf
+        results = await asyncio.gather(*(spf.check(need.domain, a) for a in need.addresses))
+        return replace(
+            facts, checked={**facts.checked, **dict(zip(need.addresses, results, strict=True))}
+        )
 
-        hint = snapshot if key == client_key and not attempt.more else None
-        step = await self.store.update(_defer_key(key), change, snapshot=hint)
-        proven = await self._proof(assessment, sender, recipient, attempt, step, now)
-        if proven is not None:
-            if session is not None:
-                session.remember(key, proven, attempt)
-            return proven
-        if attempt.more and step.action is Action.DEFER and session is not None:
-            # A further recipient joined the transaction's message: its decision stands.
-            held = session.keys[key].decision
-            session.remember(key, held, attempt)
-            return replace(held, repeated=True)
-        if step.penalty is not None:
-            await self.store.put(
-                store_key(Space.PENALTY, assessment.screening.address_key), step.penalty
-            )
-        if step.reason is Reason.PROMOTED and policy.key_mode is KeyMode.TRIPLET:
-            rules = policy.rules
+    async def _apply(self, writes: tuple[rcpt.Put | rcpt.Change, ...]) -> None:
+        for write in writes:
+            if isinstance(write, rcpt.Put):
+                await self.store.put(write.key, write.record)
+                continue
 
-            def count(record) -> Outcome[None]:
-                new = deferral.count_pass(record, now, rules)
+            def change(record, write=write) -> Outcome[None]:
+                new = write.change(record)
                 return Outcome(None, new is not None, new)
 
-            await self.store.update(_defer_key(client_key), count)
-        decision = RcptDecision(verdict_of(step), key, step)
-        if session is not None:
-            session.remember(key, decision, attempt)
-        return decision
-
-    async def _proof(
-        self,
-        assessment: Assessment,
-        sender: str,
-        recipient: str,
-        attempt: deferral.Attempt,
-        step: deferral.Step,
-        now: float,
-        dry_run: bool = False,
-    ) -> RcptDecision | None:
-        """A deferred message new to its key may be a pool's retry from another address,
-        or mail of a domain proven a pool (policy/proof.py): the decision that lets it
-        in, or None. Leaves the message's trace (put-if-absent) along the way."""
-        if step.action is not Action.DEFER or attempt.envelope is None:
-            return None
-        if not proof.traceable(step.kind, sender):
-            return None
-        policy = self._policy()
-        rules = policy.rules
-        address = assessment.screening.address_text
-        domain = proof.sender_domain(sender)
-        trace_key = store_key(Space.TRACE, proof.trace_key(attempt.envelope, recipient))
-        pool_key = store_key(Space.POOL, domain)
-        trace = proof.new_trace(now, address, assessment.rdns, rules)
-        claimed = self.store.get(trace_key) if dry_run else self.store.claim(trace_key, trace)
-        if self.spf is not None:
-            first, pool = await asyncio.gather(claimed, self.store.get(pool_key))
-        else:
-            first, pool = await claimed, None
-        pool = pool if isinstance(pool, Pool) else None
-        if pool is not None and now < pool.expires:
-            assert self.spf is not None
-            found = proof.domain_proof(domain, pool, await self.spf.check(domain, address), now)
-            if found is not None:
-                if not dry_run and proof.pool_due(pool, now):
-                    await self.store.put(pool_key, proof.proven(now, rules, pool))
-                return self._proven(found, Reason.POOL, step, assessment.client_key)
-        first = first if isinstance(first, Trace) else None
-        elsewhere = proof.retry_elsewhere(first, now, address, rules)
-        if elsewhere is None:
-            return None
-        if proof.same_host(elsewhere, assessment.rdns):
-            key = policy.deferral_key(assessment, sender, recipient)
-            if not dry_run:
-                await self.store.put(_defer_key(key), deferral.promoted(now, rules))
-            return self._proven(proof.host_proof(elsewhere, now), Reason.PROMOTED, step, key)
-        if self.spf is None:
-            return None
-        here, there = await asyncio.gather(
-            self.spf.check(domain, address), self.spf.check(domain, elsewhere.address)
-        )
-        found = proof.pool_proof(domain, here, there, elsewhere.address)
-        if found is None:
-            return None
-        if not dry_run:
-            await self.store.put(pool_key, proof.proven(now, rules, pool))
-        return self._proven(found, Reason.POOL, step, assessment.client_key)
-
-    @staticmethod
-    def _proven(found: proof.Proof, reason: Reason, step: deferral.Step, key: str) -> RcptDecision:
-        retry = None if found.kind is deferral.Kind.SPF_DOMAIN else Retry.PROMOTED
-        passed = replace(
-            step,
-            action=Action.PASS,
-            reason=reason,
-            reply=None,
-            retry=retry,
-            wait=0.0,
-            kind=found.kind,
-            proof=found.detail,
-        )
-        return RcptDecision(Verdict(Action.PASS, reason, detail=found.detail), key, passed)
-
-    async def _familiar(self, client_key: str, now: float) -> RcptDecision | None:
-        record = await self.store.get(_defer_key(client_key))
-        if isinstance(record, Familiar) and now < record.expires:
-            verdict = Verdict(
-                Action.PASS, Reason.FAMILIAR, detail=f"familiar since {record.since:.0f}"
-            )
-            return RcptDecision(verdict, client_key, record_kind="familiar")
-        return None
+            await self.store.update(write.key, change)
 
     async def delivered(self, keys: set[str]) -> None:
         """The backend accepted a delivery: familiar keys involved stay familiar longer."""

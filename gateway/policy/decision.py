@@ -9,8 +9,10 @@ A connection is judged in stages as facts arrive:
 3. `assess(screening, rdns)`, once the PTR lookup is done: name entries of the deny and
    allow lists, then S25R, then the client key and whether the deferral procedure
    applies, and for which reason.
-4. At RCPT, `relay_check` (the SMTP session has checked the syntax), then
-   `deferral_key` and `deferral.step` on the key's record (familiar records pass there).
+4. At RCPT, policy/rcpt.py's `decide`, the whole order in one pure function: the relay
+   check (the SMTP session has checked the syntax), exempt recipients, the session's
+   memory, `deferral_key` and `deferral.step` on the key's record (familiar records pass
+   there), the proof of a pool (policy/proof.py), and what is left to write.
 
 `Policy` holds everything derived from configuration and list files. It is immutable: a
 reload (SIGHUP, a dynamic list change) builds a new one and swaps it in.

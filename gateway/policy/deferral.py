@@ -467,7 +467,8 @@ def _deferred(
 
 def promoted(now: float, rules: Rules) -> Familiar:
     """A key promoted otherwise than by its own retry: a suspect that waited out the
-    tarpit (suspect_action = "tarpit"), or a retry from a sibling (policy/siblings.py)."""
+    tarpit (suspect_action = "tarpit"), or a host whose retry came from its other
+    address under one confirmed name (policy/proof.py)."""
     return Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
 
 
