@@ -87,6 +87,22 @@ async def test_a_backlog_one_session_at_a_time(dns53, backend) -> None:
     await run_scenario(scenario, dns53, backend, "memory:")
 
 
+async def test_a_retry_carrying_only_the_recipient_still_pending(dns53, backend) -> None:
+    """postmaster@ is accepted at the first attempt (exempt), bob@ is deferred; Postfix's
+    retry carries bob alone, matches the message remembered, and is promoted: each
+    recipient gets the message exactly once."""
+    scenario = Scenario(
+        "postmaster@ at once, bob@ at the retry, defer=all",
+        "postfix",
+        "127.0.0.30",
+        5,
+        {"defer": "all"},
+        recipients=("postmaster@example.com", "bob@example.com"),
+    )
+    row = await run_scenario(scenario, dns53, backend, "memory:")
+    assert row["kinds"].get("retry") == 1 and "pass/exempt" in row["decided"]
+
+
 async def test_a_backlog_through_kept_backend_connections(dns53, backend) -> None:
     """backend.reuse with XFORWARD: the backlog's sessions, several at once, share kept
     connections to the backend Postfix; every message is delivered once and still names
