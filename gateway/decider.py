@@ -36,13 +36,16 @@ from gateway.policy.facts import RDNS, SPF
 from gateway.policy.net import IPAddress
 from gateway.policy.records import (
     Penalty,
+    Pool,
     Pregreet,
+    Record,
     Space,
     Strikes,
     store_key,
 )
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Reason
+from gateway.resolver.cache import TTLCache
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
 from gateway.resolver.spf import SpfChecker
@@ -84,6 +87,8 @@ class SpfCheck(Protocol):
 
 _defer_key = rcpt.defer_key
 MAX_ROUNDS = 8  # facts one RCPT decision may ask for (a first contact asks three)
+POOL_CACHE_TTL = 60.0  # seconds a sender domain's pool record (or its absence) is reused
+POOL_CACHE_SIZE = 10_000
 
 
 class Decider:
@@ -103,6 +108,7 @@ class Decider:
         if spf is None and resolver is not None:
             spf = SpfChecker(resolver)
         self.spf = spf  # None: no SPF, so no pool is ever proven (only one name is)
+        self._pools: TTLCache[tuple[Record | None]] = TTLCache(POOL_CACHE_SIZE)
 
     @property
     def policy(self) -> Policy:
@@ -271,6 +277,7 @@ class Decider:
             session,
             spf=self.spf is not None,
             dry_run=dry_run,
+            ahead=rcpt.UNREAD if snapshot is None else snapshot.record,
         )
         for _ in range(MAX_ROUNDS):
             out = rcpt.decide(policy, facts)
@@ -287,39 +294,58 @@ class Decider:
     async def _fetch(self, need: rcpt.Need, facts: rcpt.Facts, snapshot: Snapshot | None):
         """The fact `need` names, added to `facts`."""
         store = self.store
+        prepared = need.prepared
         if isinstance(need, rcpt.ReadClient):
-            return replace(facts, client=await store.get(need.key))
+            return replace(facts, prepared=prepared, client=await store.get(need.key))
         if isinstance(need, rcpt.UpdateKey):
             if facts.dry_run:
                 record = await store.get(need.key)
-                return replace(facts, step=need.change(record), record=record)
+                return replace(facts, prepared=prepared, step=need.change(record), record=record)
 
             def change(record) -> Outcome[deferral.Step]:
                 step = need.change(record)
                 return Outcome(step, step.changed, step.record)
 
             hint = snapshot if need.snapshot else None
-            return replace(facts, step=await store.update(need.key, change, snapshot=hint))
+            updated = store.update(need.key, change, snapshot=hint)
+            if need.proof is None:
+                return replace(facts, prepared=prepared, step=await updated)
+            # A first deferral: its trace claimed in the same batch (SQLite) or at once.
+            step, (trace, pool) = await asyncio.gather(updated, self._proof_reads(need.proof))
+            return replace(facts, prepared=prepared, step=step, trace=trace, pool=pool)
         if isinstance(need, rcpt.ReadProof):
-            if facts.dry_run:
-                trace = store.get(need.trace_key)
-            else:
-                trace = store.claim(need.trace_key, need.trace)
-            if need.pool_key is None:
-                return replace(facts, trace=await trace, pool=None)
-            found, pool = await asyncio.gather(trace, store.get(need.pool_key))
-            return replace(facts, trace=found, pool=pool)
+            trace, pool = await self._proof_reads(need, facts.dry_run)
+            return replace(facts, prepared=prepared, trace=trace, pool=pool)
         assert self.spf is not None
         spf = self.spf
         results = await asyncio.gather(*(spf.check(need.domain, a) for a in need.addresses))
-        return replace(
-            facts, checked={**facts.checked, **dict(zip(need.addresses, results, strict=True))}
-        )
+        checked = {**facts.checked, **dict(zip(need.addresses, results, strict=True))}
+        return replace(facts, prepared=prepared, checked=checked)
+
+    async def _proof_reads(self, need: rcpt.ReadProof, dry_run: bool = False):
+        """(the live trace, the pool record): the trace claimed, unless a dry run. Pool
+        records are read through a short in-process cache: most first deferrals come
+        from domains no one has proven, and asking the store each time would double a
+        first contact's store work for nothing (another process's proof is seen here
+        within POOL_CACHE_TTL)."""
+        store = self.store
+        trace = store.get(need.trace_key) if dry_run else store.claim(need.trace_key, need.trace)
+        if need.pool_key is None:
+            return await trace, None
+        now = time.monotonic()
+        cached = self._pools.get(need.pool_key, now)
+        if cached is not None:
+            return await trace, cached[0]
+        found, pool = await asyncio.gather(trace, store.get(need.pool_key))
+        self._pools.put(need.pool_key, (pool,), POOL_CACHE_TTL, now)
+        return found, pool
 
     async def _apply(self, writes: tuple[rcpt.Put | rcpt.Change, ...]) -> None:
         for write in writes:
             if isinstance(write, rcpt.Put):
                 await self.store.put(write.key, write.record)
+                if isinstance(write.record, Pool):  # this process's own proof: seen at once
+                    self._pools.put(write.key, (write.record,), POOL_CACHE_TTL, time.monotonic())
                 continue
 
             def change(record, write=write) -> Outcome[None]:

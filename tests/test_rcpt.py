@@ -37,11 +37,13 @@ def settle(f: rcpt.Facts, record=None, trace=None, pool=None, spf=None, client=N
             return out, asked
         asked.append(type(out).__name__)
         if isinstance(out, rcpt.ReadClient):
-            f = replace(f, client=client)
+            f = replace(f, prepared=out.prepared, client=client)
         elif isinstance(out, rcpt.UpdateKey):
-            f = replace(f, step=out.change(record))
+            f = replace(f, prepared=out.prepared, step=out.change(record))
+            if out.proof is not None:  # claimed along (decider.py: at once)
+                f = replace(f, trace=trace, pool=pool if out.proof.pool_key else None)
         elif isinstance(out, rcpt.ReadProof):
-            f = replace(f, trace=trace, pool=pool if out.pool_key else None)
+            f = replace(f, prepared=out.prepared, trace=trace, pool=pool if out.pool_key else None)
         else:
             f = replace(f, checked={**f.checked, **{a: spf[a] for a in out.addresses}})
     raise AssertionError("too many needs")
@@ -63,6 +65,24 @@ def test_a_first_contact_updates_its_key_then_claims_its_trace_and_is_deferred()
     assert asked == ["UpdateKey", "ReadProof"]  # no SPF at first contact
     assert ruling.decision.verdict.action is Action.DEFER
     assert ruling.decision.step.kind is Kind.FIRST and ruling.remember is ruling.decision
+
+
+def test_when_the_read_ahead_found_nothing_the_trace_is_claimed_with_the_update() -> None:
+    """The record read at connect is absent: a first deferral, certainly a new message,
+    so its trace goes with the key's update (one batch, or one round trip less)."""
+    ruling, asked = settle(facts(ahead=None))
+    assert asked == ["UpdateKey"] and ruling.decision.step.kind is Kind.FIRST
+    first = Trace(NOW - 400, "192.0.2.1", "", NOW + 86000)
+    narrow = SPF("pass", 24, "ip4:192.0.2.0/24")
+    spf = {"192.0.2.9": narrow, "192.0.2.1": narrow}
+    ruling, asked = settle(facts(ahead=None), trace=first, spf=spf)
+    assert asked == ["UpdateKey", "AskSpf"] and ruling.decision.verdict.reason is Reason.POOL
+
+
+def test_the_later_rounds_start_from_what_the_first_prepared() -> None:
+    out = rcpt.decide(POLICY, facts())
+    assert isinstance(out, rcpt.UpdateKey) and out.prepared is not None
+    assert out.prepared.key == "192.0.2.9" and out.prepared.attempt.envelope is not None
 
 
 def test_the_null_sender_leaves_no_trace() -> None:

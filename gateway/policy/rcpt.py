@@ -62,20 +62,20 @@ def defer_key(key: str) -> str:
 
 # -- what decide() may ask for --------------------------------------------------------------
 @value
+class Prepared:
+    """Steps 1-4 done for this recipient: the key and the attempt as the session makes it
+    (every need carries it back, so that the next round starts from there)."""
+
+    key: str
+    attempt: deferral.Attempt
+
+
+@value
 class ReadClient:
     """The client key's record (is it familiar?)."""
 
     key: str  # the store key
-
-
-@value
-class UpdateKey:
-    """Apply `change` to the record under `key` atomically; the Step it returns is the
-    next fact. `snapshot`: the record read ahead at connect may stand in for the read."""
-
-    key: str  # the store key
-    change: Callable[[Record | None], deferral.Step]
-    snapshot: bool
+    prepared: Prepared | None = None
 
 
 @value
@@ -86,6 +86,21 @@ class ReadProof:
     trace_key: str
     trace: Trace
     pool_key: str | None
+    prepared: Prepared | None = None
+
+
+@value
+class UpdateKey:
+    """Apply `change` to the record under `key` atomically; the Step it returns is the
+    next fact. `snapshot`: the record read ahead at connect may stand in for the read.
+    `proof`: when the read ahead found nothing there (a first deferral, certainly a new
+    message), the trace to claim along, at once (one batch, or one round trip less)."""
+
+    key: str  # the store key
+    change: Callable[[Record | None], deferral.Step]
+    snapshot: bool
+    proof: ReadProof | None = None
+    prepared: Prepared | None = None
 
 
 @value
@@ -94,6 +109,7 @@ class AskSpf:
 
     domain: str
     addresses: tuple[str, ...]
+    prepared: Prepared | None = None
 
 
 Need = ReadClient | UpdateKey | ReadProof | AskSpf
@@ -138,6 +154,8 @@ class Facts:
     session: SessionDecisions | None = None  # read only here; decider.py remembers
     spf: bool = False  # whether SPF can be asked at all
     dry_run: bool = False
+    ahead: Record | _Unread | None = UNREAD  # the client key's record read at connect
+    prepared: Prepared | None = None  # steps 1-4 done (see Prepared)
     client: Record | _Unread | None = UNREAD
     step: deferral.Step | None = None  # the key's update, once applied
     record: Record | _Unread | None = UNREAD  # dry runs: the key's record as read
@@ -149,32 +167,22 @@ class Facts:
 def decide(policy: Policy, facts: Facts) -> Ruling | Need:
     """The decision for `facts.recipient`, or the next fact it needs (see the module
     docstring for the order)."""
-    assessment, recipient, sender = facts.assessment, facts.recipient, facts.sender
-    refused = policy.relay_check(recipient)
-    if refused is not None:
-        return Ruling(RcptDecision(refused))
+    assessment, sender = facts.assessment, facts.sender
     verdict = assessment.verdict
-    if verdict is None or verdict.reason is not Reason.DENYLIST:
-        exempt = policy.exempt(recipient)  # before any deferral, DNS trouble included
-        if exempt is not None:
-            return Ruling(RcptDecision(exempt))
-    if verdict is not None and verdict.reason is not Reason.DNS_TEMPFAIL:
-        return Ruling(RcptDecision(verdict))
-
-    client_key = assessment.client_key
-    key = policy.deferral_key(assessment, sender, recipient)
-    attempt = policy.attempt(assessment, sender, recipient, facts.place, facts.size)
+    prepared = facts.prepared
+    if prepared is None:
+        early = _early(policy, facts)
+        if isinstance(early, Ruling):
+            return early
+        prepared = early
+    key, attempt = prepared.key, prepared.attempt
     session = facts.session
-    if session is not None:
-        given = session.given(key, attempt)
-        if given is not None:
-            return Ruling(given)
-        attempt = session.attempt(key, attempt)
+    client_key = assessment.client_key
     if verdict is not None or key != client_key:
         # DNS failed (a familiar record under the address key still passes), or triplet
         # mode (a familiar client key passes every triplet): look at the client first.
         if facts.client is UNREAD:
-            return ReadClient(defer_key(client_key))
+            return ReadClient(defer_key(client_key), prepared)
         familiar = _familiar(facts.client, client_key, facts.now)
         if familiar is not None:
             return Ruling(familiar)
@@ -189,9 +197,14 @@ def decide(policy: Policy, facts: Facts) -> Ruling | Need:
             return policy.step(assessment, record, now, attempt)
 
         hint = key == client_key and not attempt.more
-        return UpdateKey(defer_key(key), change, hint)
+        along = None
+        if hint and facts.ahead is None and proof.traceable(deferral.Kind.FIRST, sender):
+            along = _read_proof(policy, facts, attempt)
+        return UpdateKey(defer_key(key), change, hint, along, prepared)
 
     found = _proof(policy, facts, key, attempt, step)
+    if isinstance(found, ReadClient | UpdateKey | ReadProof | AskSpf):
+        return replace(found, prepared=prepared)
     if isinstance(found, Ruling | Need):
         return found
     if attempt.more and step.action is Action.DEFER and session is not None:
@@ -208,6 +221,42 @@ def decide(policy: Policy, facts: Facts) -> Ruling | Need:
         )
     decision = _with_record(facts, RcptDecision(verdict_of(step), key, step))
     return Ruling(decision, tuple(writes), decision, key, attempt)
+
+
+def _early(policy: Policy, facts: Facts) -> Ruling | Prepared:
+    """Steps 1-4: the relay check, exempt recipients, an early verdict, the session's
+    memory; what is left to decide starts from the Prepared key and attempt."""
+    assessment, recipient, sender = facts.assessment, facts.recipient, facts.sender
+    refused = policy.relay_check(recipient)
+    if refused is not None:
+        return Ruling(RcptDecision(refused))
+    verdict = assessment.verdict
+    if verdict is None or verdict.reason is not Reason.DENYLIST:
+        exempt = policy.exempt(recipient)  # before any deferral, DNS trouble included
+        if exempt is not None:
+            return Ruling(RcptDecision(exempt))
+    if verdict is not None and verdict.reason is not Reason.DNS_TEMPFAIL:
+        return Ruling(RcptDecision(verdict))
+    key = policy.deferral_key(assessment, sender, recipient)
+    attempt = policy.attempt(assessment, sender, recipient, facts.place, facts.size)
+    session = facts.session
+    if session is not None:
+        given = session.given(key, attempt)
+        if given is not None:
+            return Ruling(given)
+        attempt = session.attempt(key, attempt)
+    return Prepared(key, attempt)
+
+
+def _read_proof(policy: Policy, facts: Facts, attempt: deferral.Attempt) -> ReadProof:
+    assert attempt.envelope is not None
+    assessment = facts.assessment
+    trace_key = store_key(Space.TRACE, proof.trace_key(attempt.envelope, facts.recipient))
+    trace = proof.new_trace(
+        facts.now, assessment.screening.address_text, assessment.rdns, policy.rules
+    )
+    pool_key = store_key(Space.POOL, proof.sender_domain(facts.sender))
+    return ReadProof(trace_key, trace, pool_key if facts.spf else None)
 
 
 def _familiar(record: Record | None, client_key: str, now: float) -> RcptDecision | None:
@@ -242,9 +291,7 @@ def _proof(
     domain = proof.sender_domain(sender)
     pool_key = store_key(Space.POOL, domain)
     if facts.trace is UNREAD:
-        trace_key = store_key(Space.TRACE, proof.trace_key(attempt.envelope, facts.recipient))
-        trace = proof.new_trace(now, address, assessment.rdns, rules)
-        return ReadProof(trace_key, trace, pool_key if facts.spf else None)
+        return _read_proof(policy, facts, attempt)
     pool = facts.pool if isinstance(facts.pool, Pool) else None
     if pool is not None and now < pool.expires:
         if address not in facts.checked:
