@@ -182,3 +182,18 @@ def test_settings_are_immutable() -> None:
     settings = make_settings()
     with pytest.raises(AttributeError):
         settings.policy.defer = "all"  # type: ignore[misc]
+
+
+def test_promote_on_is_retry_or_any() -> None:
+    assert make_settings().policy.promote_on == "retry"
+    assert make_settings({"policy": {"promote_on": "any"}}).policy.promote_on == "any"
+    with pytest.raises(ConfigError, match="promote_on"):
+        make_settings({"policy": {"promote_on": "return"}})
+
+
+def test_the_retired_sibling_setting_still_starts_with_one_warning(caplog) -> None:
+    with caplog.at_level("WARNING", logger="onajimi"):
+        settings = make_settings({"policy": {"sibling_retries": True}})
+    assert settings.policy.promote_on == "retry"
+    (line,) = [r.getMessage() for r in caplog.records if "sibling_retries" in r.getMessage()]
+    assert "no longer a setting" in line and "SPF" in line
