@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 from gateway.policy import deferral, dnsbl, rcpt, strikes
@@ -294,13 +293,14 @@ class Decider:
     async def _fetch(self, need: rcpt.Need, facts: rcpt.Facts, snapshot: Snapshot | None):
         """The fact `need` names, added to `facts`."""
         store = self.store
-        prepared = need.prepared
+        facts.prepared = need.prepared
         if isinstance(need, rcpt.ReadClient):
-            return replace(facts, prepared=prepared, client=await store.get(need.key))
-        if isinstance(need, rcpt.UpdateKey):
+            facts.client = await store.get(need.key)
+        elif isinstance(need, rcpt.UpdateKey):
             if facts.dry_run:
-                record = await store.get(need.key)
-                return replace(facts, prepared=prepared, step=need.change(record), record=record)
+                facts.record = await store.get(need.key)
+                facts.step = need.change(facts.record)
+                return facts
 
             def change(record) -> Outcome[deferral.Step]:
                 step = need.change(record)
@@ -309,18 +309,19 @@ class Decider:
             hint = snapshot if need.snapshot else None
             updated = store.update(need.key, change, snapshot=hint)
             if need.proof is None:
-                return replace(facts, prepared=prepared, step=await updated)
-            # A first deferral: its trace claimed in the same batch (SQLite) or at once.
-            step, (trace, pool) = await asyncio.gather(updated, self._proof_reads(need.proof))
-            return replace(facts, prepared=prepared, step=step, trace=trace, pool=pool)
-        if isinstance(need, rcpt.ReadProof):
-            trace, pool = await self._proof_reads(need, facts.dry_run)
-            return replace(facts, prepared=prepared, trace=trace, pool=pool)
-        assert self.spf is not None
-        spf = self.spf
-        results = await asyncio.gather(*(spf.check(need.domain, a) for a in need.addresses))
-        checked = {**facts.checked, **dict(zip(need.addresses, results, strict=True))}
-        return replace(facts, prepared=prepared, checked=checked)
+                facts.step = await updated
+            else:  # a first deferral: its trace claimed in the same batch (SQLite) or at once
+                facts.step, (facts.trace, facts.pool) = await asyncio.gather(
+                    updated, self._proof_reads(need.proof)
+                )
+        elif isinstance(need, rcpt.ReadProof):
+            facts.trace, facts.pool = await self._proof_reads(need, facts.dry_run)
+        else:
+            assert self.spf is not None
+            spf = self.spf
+            results = await asyncio.gather(*(spf.check(need.domain, a) for a in need.addresses))
+            facts.checked.update(zip(need.addresses, results, strict=True))
+        return facts
 
     async def _proof_reads(self, need: rcpt.ReadProof, dry_run: bool = False):
         """(the live trace, the pool record): the trace claimed, unless a dry run. Pool

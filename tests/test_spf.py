@@ -193,3 +193,12 @@ async def test_a_result_is_reused_and_a_dns_failure_is_not(widths: DnsServer) ->
     finally:
         resolver.close()
     assert checker.checks == 1 + 3  # the pass once; each temperror asked again
+    # A domain without SPF is "none" at every address: one evaluation for all of them.
+    resolver = Resolver([(widths.host, widths.port)], timeout=0.3)
+    try:
+        checker = SpfChecker(resolver, budget=2)
+        for n in range(1, 6):
+            assert (await checker.check("nothing.test", f"192.0.2.{n}")).result == "none"
+    finally:
+        resolver.close()
+    assert checker.checks == 1

@@ -166,14 +166,20 @@ class SpfChecker:
         self.checks = 0
 
     async def check(self, domain: str, address: str) -> SPF:
-        """The SPF result for mail from `domain` at `address` (temperror: no answer)."""
-        key = (domain.lower(), address)
-        cached = self._results.get(key, self._clock())
+        """The SPF result for mail from `domain` at `address` (temperror: no answer).
+
+        A domain that publishes no SPF record gives `none` at every address: that is
+        kept for the domain, so that one template sent from many hosts of a botnet under
+        a domain without SPF costs one evaluation, not one per host."""
+        domain = domain.lower()
+        now = self._clock()
+        cached = self._results.get((domain, address), now) or self._results.get((domain, ""), now)
         if cached is not None:
             return cached
         self.checks += 1
         result = (await self.run(address, f"postmaster@{domain}", domain)).spf
         if result.result != "temperror":
+            key = (domain, "" if result.result == "none" else address)
             self._results.put(key, result, RESULT_TTL, self._clock())
         return result
 
