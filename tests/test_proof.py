@@ -223,3 +223,21 @@ async def test_an_ipv4_then_ipv6_retry_under_one_confirmed_name_is_promoted(env,
     assert await rcpt(env, "2001:db8:7::77", "bob@home.example") == [250]
     # A dynamic neighbour with another name proves nothing.
     assert await rcpt(env, "203.0.113.9", "alice@home.example") == [450]
+
+
+@pytest.mark.gateway(PROXIED)
+async def test_over_sockets_a_new_message_waits_its_own_delay_and_a_new_batv_tag_matches(
+    env, pool_dns
+) -> None:
+    """The retry rule (deferral.py) through the wire: a host that comes back after the
+    delay with another message is deferred, that message waits its own delay, and the
+    first message's retry under a new BATV tag is the retry that promotes."""
+    first = "prvs=1111aaaa=alice@sender.example"
+    assert await rcpt(env, "203.0.113.9", first, size=500) == [450]
+    env.clock.advance(RULES.min_retry_delay + 60)
+    news = ("news@sender.example", ("carol@example.com",))
+    assert await rcpt(env, "203.0.113.9", news[0], news[1], 700) == [450]  # a new message
+    env.clock.advance(40)
+    assert await rcpt(env, "203.0.113.9", news[0], news[1], 700) == [450]  # its own delay
+    assert await rcpt(env, "203.0.113.9", "prvs=2222bbbb=alice@sender.example", size=500) == [250]
+    assert len(env.backend.messages) == 1
