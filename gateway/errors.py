@@ -17,6 +17,11 @@ class StoreError(Exception):
     """The state store could not complete an operation (unreachable, locked, full)."""
 
 
+class StoreUnusable(StoreError):
+    """The store answered and refused us (a wrong password, no permission, a malformed
+    URL): a configuration to fix, not an outage to wait out."""
+
+
 class StoreBusy(StoreError):
     """One key changed under every attempt to update it (clients hammering it through
     several gateways). The store itself is fine: this costs that client a temporary

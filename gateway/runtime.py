@@ -36,7 +36,7 @@ from gateway import __version__, logs
 from gateway.assembly import build_policy, dynamic_list, session_rules_from
 from gateway.config import BackendSettings, Settings, load_settings
 from gateway.decider import Decider
-from gateway.errors import ConfigError, StoreError, UserError
+from gateway.errors import ConfigError, StoreError, StoreUnusable, UserError
 from gateway.listening import listen_smtp, start_management
 from gateway.management import ManagementServer, store_health
 from gateway.metrics import Metrics
@@ -213,17 +213,34 @@ class Gateway:
         inner = self.store or open_store(
             self.settings.store.url, clock=self.clock, timeout=self.settings.store.timeout
         )
-        await inner.open()
+        unreachable: StoreError | None = None
+        try:
+            await inner.open()
+        except StoreError as exc:
+            if not inner.remote or isinstance(exc, StoreUnusable):
+                raise  # a file that cannot be opened, a wrong password: the operator acts
+            unreachable = exc
         self.store = GuardedStore(
             inner, on_failure=self.store_failed, on_recovery=self.store_recovered
         )
+        if unreachable is not None:
+            # A front door opens and answers per store.on_error (as when the store goes
+            # away later) rather than leaving port 25 closed; the store is tried again
+            # every few seconds and used as soon as it answers.
+            log.warning(
+                "%s; starting without it: store.on_error = %s until it answers",
+                unreachable,
+                self.settings.store.on_error,
+            )
+            self.store.start_down(unreachable)
         if self.resolver is None:
             self.resolver = Resolver.from_settings(
                 self.settings.dns, observe=self.metrics.dns_seconds.observe
             )
         self.decider = Decider(lambda: self.policy, self.store, self.resolver, clock=self.clock)
         self.services = self._services()
-        await self._refresh_dynamic()
+        with contextlib.suppress(StoreError):  # unreachable: the chore tries again
+            await self._refresh_dynamic()
         why = await probe_backend(self.backend_config, self.capabilities)
         if why is not None:
             log.warning(
@@ -233,7 +250,8 @@ class Gateway:
                 why,
             )
         await self._bind()
-        await self._heartbeat()
+        with contextlib.suppress(StoreError):
+            await self._heartbeat()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(SWEEP_EVERY, self._sweep)),
@@ -247,7 +265,8 @@ class Gateway:
             await self._start_web()
         if self.worker is None:  # a supervisor does these for its workers
             await self._start_endpoint()
-            await self._count_records()
+            with contextlib.suppress(StoreError):
+                await self._count_records()
             self._tasks.append(loop.create_task(self._every(COUNT_EVERY, self._count_records)))
         log.info(
             "onajimi%s listening on %s as %s, relaying to %s:%s, store %s",

@@ -25,7 +25,7 @@ from tests.dnsserver import DnsServer
 from tests.gatewayenv import populate, start_env, write_gateway_config
 from tests.redisserver import RedisServer, free_port
 from tests.smtpclient import Client
-from tests.test_run import start, wait_for_line
+from tests.test_run import one_line_error, start, wait_for_line
 from tests.test_store_contract import bump, url_of
 from tests.waiting import eventually
 
@@ -158,6 +158,62 @@ async def test_hung_redis_gives_451_quickly_and_recovers_by_itself(paused_redis)
     finally:
         paused_redis.resume()
         await env.close()
+
+
+async def test_a_gateway_started_before_its_redis_answers_then_uses_it(caplog) -> None:
+    """Redis unreachable at start: the gateway opens its port all the same and answers
+    per store.on_error (451 for whoever needs the store, relay for the rest), then uses
+    the store as soon as it answers, with no restart."""
+    port = free_port()
+    with caplog.at_level("WARNING", logger="onajimi"):
+        env = await _gateway_on(f"redis://127.0.0.1:{port}/0")
+    server = None
+    try:
+        (line,) = [
+            r.getMessage() for r in caplog.records if "starting without it" in r.getMessage()
+        ]
+        assert f"redis://127.0.0.1:{port}/0" in line and "store.on_error = tempfail" in line
+        client = await env.client("127.0.0.5")  # a suspect: needs the store
+        await client.ehlo()
+        await client.cmd("MAIL FROM:<alice@sender.example>")
+        reply = await client.cmd("RCPT TO:<bob@example.com>", timeout=10)
+        assert reply.code == 451 and reply.text.startswith("4.3.0")
+        await client.close()
+        clean = await env.client("127.0.0.2")
+        await clean.ehlo()
+        replies = await clean.send_mail("a@sender.example", ["bob@example.com"], b"s\r\n")
+        assert [r.code for r in replies] == [250] * 3
+        await clean.close()
+        assert env.gateway.metrics.store_up._value.get() == 0
+        server = RedisServer(port).start()
+        code = await eventually(lambda: rcpt(env.port, "127.0.0.6"), lambda c: c != 451)
+        assert code == 450  # deferred: the store answers now, and remembers it
+        assert env.gateway.metrics.store_up._value.get() == 1
+    finally:
+        await env.close()
+        if server is not None:
+            server.stop()
+
+
+async def test_a_wrong_redis_password_still_stops_the_start(tmp_path) -> None:
+    """An unreachable store is an outage to wait out; a refusal is a setting to fix."""
+    server = RedisServer().start()
+    server.command("CONFIG", "SET", "requirepass", "s3cret")
+    try:
+        for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
+            shutil.copy(CONF / name, tmp_path / name)
+        url = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        config = write_gateway_config(
+            tmp_path / "gateway.toml",
+            port=free_port(),
+            backend=free_port(),
+            dns="127.0.0.1",
+            store=url,
+            lists=tmp_path,
+        )
+        await one_line_error(config, "cannot connect")
+    finally:
+        server.stop()
 
 
 async def test_on_error_pass_relays_during_an_outage(paused_redis) -> None:

@@ -68,6 +68,10 @@ class Store(ABC):
     # (Redis compare-and-set), false where the update reads under its own lock anyway
     # (SQLite) or reads are free (memory).
     prefetch_saves_trips: bool = False
+    # A store on the network (Redis): one that may be unreachable for a while, so the
+    # gateway starts without it and serves per store.on_error until it answers. A local
+    # file that cannot be opened is a configuration error instead.
+    remote: bool = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

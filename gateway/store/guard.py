@@ -39,16 +39,28 @@ class GuardedStore(Store):
         self._on_recovery = on_recovery
         self._down_until = 0.0
         self._last_error: StoreError | None = None
+        self._opened = True  # False: started while the store was unreachable (start_down)
 
     @property
     def down(self) -> bool:
         return self._last_error is not None
+
+    def start_down(self, error: StoreError) -> None:
+        """The store could not be opened at start: down from the first moment, opened by
+        the first operation that tries it again (every `retry_after` seconds)."""
+        self._opened = False
+        self._last_error = error
+        self._down_until = self._monotonic() + self.retry_after
+        self._on_failure(error)
 
     async def _guard(self, operation: Awaitable[T]) -> T:
         if self._last_error is not None and self._monotonic() < self._down_until:
             operation.close()  # type: ignore[attr-defined] - never awaited: no warning
             raise StoreError(f"{self._last_error} (store considered down, retrying shortly)")
         try:
+            if not self._opened:
+                await self.inner.open()
+                self._opened = True
             result = await operation
         except StoreBusy:
             raise  # one contended key, not an outage: the others keep the store
@@ -74,6 +86,7 @@ class GuardedStore(Store):
 
     async def open(self) -> None:
         await self.inner.open()
+        self._opened = True
 
     async def close(self) -> None:
         await self.inner.close()

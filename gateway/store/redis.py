@@ -53,9 +53,14 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisClusterException,
+    RedisError,
+)
 
-from gateway.errors import StoreBusy, StoreError
+from gateway.errors import StoreBusy, StoreError, StoreUnusable
 from gateway.policy.records import Record
 from gateway.store import display_url
 from gateway.store.base import DynamicEntry, Outcome, Snapshot, Store, live
@@ -146,6 +151,7 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
 
 class RedisStore(Store):
     prefetch_saves_trips = True  # a snapshot is the compare-and-set's expected value
+    remote = True  # unreachable at start: the gateway starts and waits (runtime.py)
 
     def __init__(
         self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0
@@ -195,7 +201,9 @@ class RedisStore(Store):
             if client is not None:
                 with contextlib.suppress(*FAILURES):
                     await client.aclose()
-            raise StoreError(f"store.url {self.url}: cannot connect: {_one_line(exc)}") from None
+            refused = isinstance(exc, ValueError | AuthenticationError | AuthorizationError)
+            error = StoreUnusable if refused else StoreError
+            raise error(f"store.url {self.url}: cannot connect: {_one_line(exc)}") from None
         self._cas = self._client.register_script(_CAS)
         self._take_turn = self._client.register_script(_TAKE_TURN)
         self._end_turn = self._client.register_script(_END_TURN)
