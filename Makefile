@@ -17,15 +17,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the project metadata changes.
+# Reinstall only when the project metadata changes. The server alone for `make run`
+# (no test tools next to it); with the test extras for everything else.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(BIN)/onajimi run -c $(CONFIG)
 
-check: $(VENV)/.installed
+check: $(VENV)/.installed-run
 	$(BIN)/onajimi check -c $(CONFIG)
 
 debian-packages:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,13 +26,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def default_config() -> str:
+    """`ONAJIMI_CONFIG` when set (the systemd unit and the image set it, so that
+    `onajimi deny add ...` reaches the running gateway's store), else conf/gateway.toml."""
+    return os.environ.get("ONAJIMI_CONFIG") or str(DEFAULT_CONFIG)
+
+
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         "--config",
-        default=str(DEFAULT_CONFIG),
+        default=default_config(),
         metavar="FILE",
-        help=f"configuration file (default: {DEFAULT_CONFIG})",
+        help=f"configuration file (default: $ONAJIMI_CONFIG, else {DEFAULT_CONFIG})",
     )
 
 
