@@ -110,6 +110,7 @@ async def test_claim_writes_only_where_nothing_lives(store: Store, clock: FakeCl
     later = Trace(clock.now + 5, "192.0.2.10", "mx.example", clock.now + 105)
     assert await store.claim(key, later) == first
     assert await store.get(key) == first
+    assert (await store.counts()).get("trace") == 1  # indexed as any record (Redis: fresh)
     clock.advance(101)  # expired: as good as absent
     assert await store.claim(key, Trace(clock.now, "192.0.2.11", "", clock.now + 100)) is None
     assert (await store.get(key)).address == "192.0.2.11"

@@ -356,13 +356,14 @@ class RedisStore(Store):
             return await super().claim(key, record)
         current = self._live(raw)
         if raw is None:
-            self._reindex(key, record)
+            self._reindex(key, record, fresh=True)
         elif current is None:  # there, but past its expiry by our clock: ours now
             await self.put(key, record)
         return current
 
-    def _reindex(self, key: str, record: Record | None) -> None:
-        """Move `key` to its kind's index, after the write and off the caller's path."""
+    def _reindex(self, key: str, record: Record | None, fresh: bool = False) -> None:
+        """Move `key` to its kind's index, after the write and off the caller's path.
+        `fresh`: the key held nothing before (a claim that wrote): no other index has it."""
 
         async def reindex() -> None:
             pipe = self.redis.pipeline(transaction=False)
@@ -370,7 +371,7 @@ class RedisStore(Store):
             for kind in KINDS.values():
                 if kind == new_kind:
                     pipe.zadd(f"{PREFIX}{{idx}}:{kind}", {key: record.expires})
-                else:
+                elif not fresh:
                     pipe.zrem(f"{PREFIX}{{idx}}:{kind}", key)
             try:
                 await self._call(pipe.execute())
