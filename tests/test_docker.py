@@ -11,15 +11,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import smtplib
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 from gateway.config import load_settings
 from tests.conftest import REPO
 from tests.gatewayenv import start_env
+from tests.postfix import PrivatePostfix
+from tests.postfix import available as postfix_unavailable
+from tests.postfix import free_port as postfix_free_port
 from tests.test_observability import http_get
 
 DOCKER = REPO / "docker"
@@ -60,13 +65,71 @@ def test_compose_agrees_with_the_gateway_config() -> None:
     assert str(settings.backend.port) in services["postfix"]["expose"]
 
 
-def test_postfix_trusts_the_compose_network_for_xclient_only() -> None:
-    main = (DOCKER / "postfix" / "main.cf").read_text()
-    trusted = re.search(r"^smtpd_authorized_xclient_hosts\s*=\s*(\S+)", main, re.M).group(1)
+def main_cf() -> dict[str, str]:
+    """docker/postfix/main.cf as settings (no continuation lines in it)."""
+    found = {}
+    for line in (DOCKER / "postfix" / "main.cf").read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
+
+
+def test_postfix_trusts_the_gateways_fixed_address_for_xclient_only() -> None:
+    main = main_cf()
+    gateway = compose()["services"]["gateway"]["networks"]["mail"]["ipv4_address"]
     subnet = compose()["networks"]["mail"]["ipam"]["config"][0]["subnet"]
-    assert ipaddress.ip_network(trusted) == ipaddress.ip_network(subnet)
-    assert "example.com" in re.search(r"^virtual_mailbox_domains\s*=\s*(.+)$", main, re.M).group(1)
+    assert main["smtpd_authorized_xclient_hosts"] == gateway
+    assert ipaddress.ip_address(gateway) in ipaddress.ip_network(subnet)
+    # No network may relay: with XCLIENT anyone trusted could claim to be 127.0.0.1.
+    assert main["mynetworks"] == "" and "permit_mynetworks" not in main.values()
+    assert "permit_mynetworks" not in main["smtpd_recipient_restrictions"]
+    assert "permit_mynetworks" not in main["smtpd_relay_restrictions"]
+    assert "example.com" in main["virtual_mailbox_domains"]
     assert load_settings(DOCKER / "gateway.toml").relay.accept_domains == ("example.com",)
+    assert (
+        int(main["message_size_limit"])
+        > load_settings(DOCKER / "gateway.toml").limits.max_message_size
+    )  # room for the Received header the gateway adds
+
+
+@pytest.mark.skipif(postfix_unavailable() is not None, reason=str(postfix_unavailable()))
+def test_the_backend_config_refuses_relay_xclient_from_others_and_unknown_users() -> None:
+    """docker/postfix/main.cf's policy lines in a real Postfix (loopback standing in for
+    the compose network: 127.0.0.1 is the gateway's fixed address, 127.0.0.2 another
+    container): no open relay even through XCLIENT, XCLIENT for the gateway alone, real
+    recipients only, and a SIZE above the gateway's."""
+    main = main_cf()
+    instance = PrivatePostfix(postfix_free_port())
+    instance.extra = {
+        "mynetworks": main["mynetworks"],
+        "smtpd_authorized_xclient_hosts": "127.0.0.1",
+        "smtpd_relay_restrictions": main["smtpd_relay_restrictions"],
+        "smtpd_recipient_restrictions": main["smtpd_recipient_restrictions"],
+        "message_size_limit": main["message_size_limit"],
+        "virtual_mailbox_domains": main["virtual_mailbox_domains"],
+        "virtual_mailbox_base": str(instance.mail),
+        "virtual_mailbox_maps": f"texthash:{DOCKER / 'postfix' / 'vmailbox'}",
+    }
+    instance.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", instance.port, source_address=("127.0.0.2", 0)) as other:
+            other.ehlo("intruder.test")
+            code, text = other.docmd("XCLIENT", "ADDR=127.0.0.1 NAME=localhost")
+            assert code == 550 and b"insufficient authorization" in text
+        with smtplib.SMTP("127.0.0.1", instance.port) as gateway:
+            gateway.ehlo("gateway.test")
+            assert int(gateway.esmtp_features["size"]) == int(main["message_size_limit"])
+            assert gateway.docmd("XCLIENT", "ADDR=127.0.0.1 NAME=localhost")[0] == 220
+            gateway.ehlo("gateway.test")
+            assert gateway.docmd("MAIL", "FROM:<a@sender.example>")[0] == 250
+            code, text = gateway.docmd("RCPT", "TO:<victim@elsewhere.example>")
+            assert code == 554 and b"Relay access denied" in text  # not mynetworks
+            code, text = gateway.docmd("RCPT", "TO:<nobody@example.com>")
+            assert code == 550 and b"5.1.1" in text
+            assert gateway.docmd("RCPT", "TO:<bob@example.com>")[0] == 250
+    finally:
+        instance.stop()
 
 
 def test_prometheus_scrapes_the_gateway_metrics_port() -> None:
