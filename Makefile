@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/gateway.toml
 # Debian packages the test suite drives for real (installed by `make test` when missing);
-# chromium and its driver for the web pages' browser test, a Japanese font for its screenshots.
+# chromium and its driver for the web pages' browser test, a Japanese font for its screenshots;
+# Debian's Compose v1, which must accept docker/compose.yaml as v2 does.
 DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules \
-	chromium chromium-driver fonts-ipafont-gothic
+	chromium chromium-driver fonts-ipafont-gothic docker-compose
 # Sending MTAs that conflict with Postfix as packages: unpacked into .cache/debian, never
 # installed, and run in private namespaces by the real-sender tests (tests/mta.py).
 UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd
