@@ -318,9 +318,7 @@ class Decider:
             facts.trace, facts.pool = await self._proof_reads(need, facts.dry_run)
         else:
             assert self.spf is not None
-            spf = self.spf
-            results = await asyncio.gather(*(spf.check(need.domain, a) for a in need.addresses))
-            facts.checked.update(zip(need.addresses, results, strict=True))
+            facts.checked[need.address] = await self.spf.check(need.domain, need.address)
         return facts
 
     async def _proof_reads(self, need: rcpt.ReadProof, dry_run: bool = False):

@@ -45,7 +45,9 @@ def settle(f: rcpt.Facts, record=None, trace=None, pool=None, spf=None, client=N
         elif isinstance(out, rcpt.ReadProof):
             f = replace(f, prepared=out.prepared, trace=trace, pool=pool if out.pool_key else None)
         else:
-            f = replace(f, checked={**f.checked, **{a: spf[a] for a in out.addresses}})
+            f = replace(
+                f, prepared=out.prepared, checked={**f.checked, out.address: spf[out.address]}
+            )
     raise AssertionError("too many needs")
 
 

@@ -21,8 +21,9 @@ Facts arrive one kind at a time, as the decision needs them: `decide` returns ei
 again with one fact more. Nothing here awaits or touches the store, DNS or a clock:
 decider.py reads keys and applies writes, and the SMTP server, `onajimi explain` and
 the simulator all come through it. Re-running the few steps up to the missing fact costs
-microseconds; a first contact needs three rounds (the key's update, the trace and pool,
-the ruling), a familiar client one.
+microseconds; a first contact needs two rounds (the key's update with its trace and pool
+along, when the read ahead at connect found nothing; the ruling) or three, a familiar
+client one.
 """
 
 from __future__ import annotations
@@ -105,10 +106,10 @@ class UpdateKey:
 
 @value
 class AskSpf:
-    """SPF for `domain` at each of `addresses`."""
+    """SPF for `domain` at `address` (one at a time: the second only if the first passes)."""
 
     domain: str
-    addresses: tuple[str, ...]
+    address: str
     prepared: Prepared | None = None
 
 
@@ -200,14 +201,12 @@ def decide(policy: Policy, facts: Facts) -> Ruling | Need:
 
         hint = key == client_key and not attempt.more
         along = None
-        if hint and facts.ahead is None and proof.traceable(deferral.Kind.FIRST, sender):
+        if hint and facts.ahead is None and proof.sender_domain(sender):
             along = _read_proof(policy, facts, attempt)
         return UpdateKey(defer_key(key), change, hint, along, prepared)
 
-    found = _proof(policy, facts, key, attempt, step)
-    if isinstance(found, ReadClient | UpdateKey | ReadProof | AskSpf):
-        return replace(found, prepared=prepared)
-    if isinstance(found, Ruling | Need):
+    found = _proof(policy, facts, prepared, step)
+    if found is not None:
         return found
     if attempt.more and step.action is Action.DEFER and session is not None:
         # A further recipient joined the transaction's message: its decision stands.
@@ -250,7 +249,9 @@ def _early(policy: Policy, facts: Facts) -> Ruling | Prepared:
     return Prepared(key, attempt)
 
 
-def _read_proof(policy: Policy, facts: Facts, attempt: deferral.Attempt) -> ReadProof:
+def _read_proof(
+    policy: Policy, facts: Facts, attempt: deferral.Attempt, prepared: Prepared | None = None
+) -> ReadProof:
     assert attempt.envelope is not None
     assessment = facts.assessment
     trace_key = store_key(Space.TRACE, proof.trace_key(attempt.envelope, facts.recipient))
@@ -258,7 +259,7 @@ def _read_proof(policy: Policy, facts: Facts, attempt: deferral.Attempt) -> Read
         facts.now, assessment.screening.address_text, assessment.rdns, policy.rules
     )
     pool_key = store_key(Space.POOL, proof.sender_domain(facts.sender))
-    return ReadProof(trace_key, trace, pool_key if facts.spf else None)
+    return ReadProof(trace_key, trace, pool_key if facts.spf else None, prepared)
 
 
 def _familiar(record: Record | None, client_key: str, now: float) -> RcptDecision | None:
@@ -278,11 +279,12 @@ def _with_record(facts: Facts, decision: RcptDecision) -> RcptDecision:
 
 
 def _proof(
-    policy: Policy, facts: Facts, key: str, attempt: deferral.Attempt, step: deferral.Step
+    policy: Policy, facts: Facts, prepared: Prepared, step: deferral.Step
 ) -> Ruling | Need | None:
     """Step 7: a deferred message new to its key may be a pool's retry from another
     address, or mail of a domain proven a pool. None: no proof, the step stands."""
     sender = facts.sender
+    key, attempt = prepared.key, prepared.attempt
     if step.action is not Action.DEFER or attempt.envelope is None:
         return None
     if not proof.traceable(step.kind, sender):
@@ -293,11 +295,11 @@ def _proof(
     domain = proof.sender_domain(sender)
     pool_key = store_key(Space.POOL, domain)
     if facts.trace is UNREAD:
-        return _read_proof(policy, facts, attempt)
+        return _read_proof(policy, facts, attempt, prepared)
     pool = facts.pool if isinstance(facts.pool, Pool) else None
     if pool is not None and now < pool.expires:
         if address not in facts.checked:
-            return AskSpf(domain, (address,))
+            return AskSpf(domain, address, prepared)
         found = proof.domain_proof(domain, pool, facts.checked[address], now)
         if found is not None:
             used = Put(pool_key, proof.proven(now, rules, pool))
@@ -316,12 +318,12 @@ def _proof(
     # Here first: most retries from elsewhere that get this far are a botnet's, and a
     # failure here spares the check there.
     if address not in facts.checked:
-        return AskSpf(domain, (address,))
+        return AskSpf(domain, address, prepared)
     here = facts.checked[address]
     if not proof.narrow_pass(here):
         return None
     if elsewhere.address not in facts.checked:
-        return AskSpf(domain, (elsewhere.address,))
+        return AskSpf(domain, elsewhere.address, prepared)
     there = facts.checked[elsewhere.address]
     found = proof.pool_proof(domain, here, there, elsewhere.address)
     if found is None:
