@@ -34,6 +34,23 @@ def conf(tmp_path: Path) -> Path:
     return config
 
 
+def seed_store(config: Path, records: dict) -> None:
+    """Records put in the SQLite store of `conf` (state/state.db beside it) before a run."""
+    import asyncio
+
+    from gateway.store import open_store
+
+    async def seed() -> None:
+        (config.parent / "state").mkdir()
+        store = open_store(f"sqlite://{config.parent / 'state' / 'state.db'}")
+        await store.open()
+        for key, record in records.items():
+            await store.put(key, record)
+        await store.close()
+
+    asyncio.run(seed())
+
+
 def with_dns(config: Path, dns_address: str) -> Path:
     text = config.read_text().replace("nameservers = []", f'nameservers = ["{dns_address}"]')
     config.write_text(text.replace("timeout = 5 ", "timeout = 1 "))
@@ -276,12 +293,10 @@ def test_usage_errors_are_one_line() -> None:
 def test_explain_shows_the_count_that_matters(conf: Path) -> None:
     """A key with two counted early retries: the same message again would be the third;
     another message of the backlog would not count."""
-    import asyncio
     import time
 
     from gateway.policy.keys import message_key
     from gateway.policy.records import Pending
-    from gateway.store import open_store
 
     now = time.time()
     spam = message_key("win@lottery.example", "bob@example.com", 2048)
@@ -290,14 +305,7 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
         ((spam, now - 20, ""),), now - 20, True,
     )  # fmt: skip
 
-    async def seed() -> None:
-        (conf.parent / "state").mkdir()
-        store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
-        await store.open()
-        await store.put("defer:203.0.113.9", record)
-        await store.close()
-
-    asyncio.run(seed())
+    seed_store(conf, {"defer:203.0.113.9": record})
     base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
     retry = run(*base, "--sender", "win@lottery.example", "--rcpt", "bob@example.com",
                 "--size", "2048")  # fmt: skip
@@ -322,22 +330,12 @@ def test_explain_shows_the_count_that_matters(conf: Path) -> None:
 
 
 def test_explain_shows_a_proven_pool_and_its_proof(conf: Path) -> None:
-    import asyncio
     import time
 
     from gateway.policy.records import Pool
-    from gateway.store import open_store
 
     now = time.time()
-
-    async def seed() -> None:
-        (conf.parent / "state").mkdir()
-        store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
-        await store.open()
-        await store.put("pool:pool.example", Pool(now - 600, now - 60, now + 86400))
-        await store.close()
-
-    asyncio.run(seed())
+    seed_store(conf, {"pool:pool.example": Pool(now - 600, now - 60, now + 86400)})
     base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
     shown = run(*base, "--sender", "bounce@pool.example")
     assert shown.returncode == 0, shown.stderr
@@ -349,27 +347,21 @@ def test_explain_shows_a_proven_pool_and_its_proof(conf: Path) -> None:
 
 
 def test_explain_shows_failed_authentications_and_why_a_client_is_boxed(conf: Path) -> None:
-    import asyncio
     import time
 
     from gateway.policy.records import Penalty, Pregreet, Strikes
-    from gateway.store import open_store
 
     now = time.time()
-
-    async def seed() -> None:
-        (conf.parent / "state").mkdir()
-        store = open_store(f"sqlite://{conf.parent / 'state' / 'state.db'}")
-        await store.open()
-        await store.put("strikes:203.0.113.9/auth_failures", Strikes(now - 60, 5, now + 3540))
-        await store.put("pregreet:203.0.113.9", Pregreet(now - 30, now + 86370))
-        await store.put(
-            "penalty:203.0.113.9",
-            Penalty(now - 1, now + 3599, 5, "203.0.113.9", reason="auth_failures"),
-        )
-        await store.close()
-
-    asyncio.run(seed())
+    seed_store(
+        conf,
+        {
+            "strikes:203.0.113.9/auth_failures": Strikes(now - 60, 5, now + 3540),
+            "pregreet:203.0.113.9": Pregreet(now - 30, now + 86370),
+            "penalty:203.0.113.9": Penalty(
+                now - 1, now + 3599, 5, "203.0.113.9", reason="auth_failures"
+            ),
+        },
+    )
     base = ["explain", "203.0.113.9", "--name", "p1-2.dyn.example.net", "-c", str(conf)]
     text = run(*base)
     assert text.returncode == 0, text.stderr

@@ -24,11 +24,11 @@ from gateway.store.base import DynamicEntry, Outcome
 from gateway.store.cluster import RedisClusterStore
 from gateway.store.redis import PREFIX, RedisStore
 from tests.conftest import CONF, FakeClock
-from tests.gatewayenv import start_env, write_gateway_config
+from tests.gatewayenv import start_env
 from tests.redisserver import RedisCluster, RedisServer, free_port
 from tests.smtpclient import Client
 from tests.test_cli import run
-from tests.test_run import start, wait_for_line
+from tests.test_run import start, wait_for_line, write_config
 from tests.test_shared_store import rcpt
 from tests.test_store_contract import bump
 from tests.waiting import eventually
@@ -284,16 +284,9 @@ def test_check_and_status_describe_the_cluster(
 
 async def test_run_starts_while_no_node_answers(tmp_path: Path) -> None:
     """No node answers: the gateway starts all the same (store.on_error until one does)."""
-    for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
-        shutil.copy(CONF / name, tmp_path / name)
     url = f"redis+cluster://127.0.0.1:{free_port()}/"
-    config = write_gateway_config(
-        tmp_path / "gateway.toml",
-        port=free_port(),
-        backend=free_port(),
-        dns="127.0.0.1",
-        store=url,
-        lists=tmp_path,
+    config = write_config(
+        tmp_path, port=free_port(), backend=free_port(), dns="127.0.0.1", store=url
     )
     process = await start(config)
     try:

@@ -29,7 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(directory: Path, *, port: int, backend: int, dns: str) -> Path:
+def write_config(
+    directory: Path, *, port: int, backend: int, dns: str, store: str = "sqlite://state/state.db"
+) -> Path:
     """A config next to copies of the shipped list files (so a test can edit them)."""
     for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
         shutil.copy(CONF / name, directory / name)
@@ -38,7 +40,7 @@ def write_config(directory: Path, *, port: int, backend: int, dns: str) -> Path:
         port=port,
         backend=backend,
         dns=dns,
-        store="sqlite://state/state.db",
+        store=store,
         lists=directory,
     )
 

@@ -25,7 +25,7 @@ from tests.dnsserver import DnsServer
 from tests.gatewayenv import populate, start_env, write_gateway_config
 from tests.redisserver import RedisServer, free_port
 from tests.smtpclient import Client
-from tests.test_run import one_line_error, start, wait_for_line
+from tests.test_run import one_line_error, start, wait_for_line, write_config
 from tests.test_store_contract import bump, url_of
 from tests.waiting import eventually
 
@@ -200,16 +200,9 @@ async def test_a_wrong_redis_password_still_stops_the_start(tmp_path) -> None:
     server = RedisServer().start()
     server.command("CONFIG", "SET", "requirepass", "s3cret")
     try:
-        for name in ("allow.txt", "deny.txt", "s25r-blacklist.txt"):
-            shutil.copy(CONF / name, tmp_path / name)
         url = f"redis://:wrong@127.0.0.1:{server.port}/0"
-        config = write_gateway_config(
-            tmp_path / "gateway.toml",
-            port=free_port(),
-            backend=free_port(),
-            dns="127.0.0.1",
-            store=url,
-            lists=tmp_path,
+        config = write_config(
+            tmp_path, port=free_port(), backend=free_port(), dns="127.0.0.1", store=url
         )
         await one_line_error(config, "cannot connect")
     finally:

@@ -141,6 +141,11 @@ def _family(family: str, *, bot: bool = False, **fields) -> SenderClass:
     return SenderClass(**defaults)
 
 
+def _like(base: str, family: str, **changes) -> SenderClass:
+    """A family that behaves as FAMILIES[base] but for `changes`."""
+    return replace(FAMILIES[base], name=family, family=family, **changes)
+
+
 # A self-hosted MTA's names: its own domain when clean; a hosting provider's generic name
 # for the address when S25R-looking (rule 1: digit, non-digits, digit in the first label).
 SELF_HOSTED = {
@@ -380,10 +385,9 @@ FAMILIES["botnet-one-isp"] = _family(
     retry=IntervalRetry(300, 1800, tries=2, lifetime=DAY),
     pool=Pool(addresses=1016, networks=4, shared=True, rotate=Rotate.RANDOM),
 )
-FAMILIES["botnet-many-isps"] = replace(
-    FAMILIES["botnet-one-isp"],
-    name="botnet-many-isps",
-    family="botnet-many-isps",
+FAMILIES["botnet-many-isps"] = _like(
+    "botnet-one-isp",
+    "botnet-many-isps",
     names={Naming.S25R: "p{b}{c}{d}-ip{a}.bb.{isp}"},
     domain="",
     pool=Pool(addresses=1016, networks=40, shared=True, rotate=Rotate.RANDOM),
@@ -391,15 +395,11 @@ FAMILIES["botnet-many-isps"] = replace(
 
 # Spam sent under a throw-away domain that publishes `v=spf1 +all`, from a rented /24,
 # each retry from another address of it: SPF passes everywhere and proves nothing.
-FAMILIES["bot-spf-all"] = _family(
+FAMILIES["bot-spf-all"] = _like(
+    "botnet-one-isp",  # the same campaign and retries, from a /24 of its own
     "bot-spf-all",
-    bot=True,
     names=BOT_NAMES,
-    bursts=1,
-    backlog=(5, 20),
-    parallel=2,
-    recipients=(1, 3),
-    retry=IntervalRetry(300, 1800, tries=2, lifetime=DAY),
+    domain="",
     pool=Pool(addresses=254, networks=1, rotate=Rotate.RANDOM),
     spf=Spf.PLUS_ALL,
 )
@@ -410,31 +410,27 @@ FAMILIES["bot-spf-all"] = _family(
 # first retry comes 6-12 hours later (a misconfigured or overloaded queue); one signing
 # its sender with a new BATV tag at each try; a mailing list with a VERP sender per
 # recipient. All on misjudged (S25R-looking) names, where the delay is paid.
-FAMILIES["mta-one-retry"] = replace(
-    FAMILIES["postfix"],
-    name="mta-one-retry",
-    family="mta-one-retry",
+FAMILIES["mta-one-retry"] = _like(
+    "postfix",
+    "mta-one-retry",
     callback=0.0,
     retry=IntervalRetry(300, 600, tries=1, lifetime=DAY),
 )
-FAMILIES["mta-270s"] = replace(
-    FAMILIES["postfix"],
-    name="mta-270s",
-    family="mta-270s",
+FAMILIES["mta-270s"] = _like(
+    "postfix",
+    "mta-270s",
     callback=0.0,
     retry=IntervalRetry(270, 270, tries=1, lifetime=270),
 )
-FAMILIES["mta-slow-retry"] = replace(
-    FAMILIES["postfix"],
-    name="mta-slow-retry",
-    family="mta-slow-retry",
+FAMILIES["mta-slow-retry"] = _like(
+    "postfix",
+    "mta-slow-retry",
     retry=IntervalRetry(6 * 3600, 12 * 3600, lifetime=5 * DAY),
 )
-FAMILIES["mta-batv"] = replace(FAMILIES["postfix"], name="mta-batv", family="mta-batv", batv=True)
-FAMILIES["list-verp"] = replace(
-    FAMILIES["postfix"],
-    name="list-verp",
-    family="list-verp",
+FAMILIES["mta-batv"] = _like("postfix", "mta-batv", batv=True)
+FAMILIES["list-verp"] = _like(
+    "postfix",
+    "list-verp",
     bursts_per_day=1.0,
     backlog=(5, 30),
     recipients=(1, 1),
