@@ -5,14 +5,17 @@ BIN    := $(VENV)/bin
 CONFIG ?= conf/gateway.toml
 # Debian packages the test suite drives for real (installed by `make test` when missing);
 # chromium and its driver for the web pages' browser test, a Japanese font for its screenshots;
-# Debian's Compose v1, which must accept docker/compose.yaml as v2 does.
+# Docker's engine, Debian's Compose v1 and debootstrap for the compose test
+# (tests/test_compose.py: the images are built from a Debian base made here).
 DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modules \
-	chromium chromium-driver fonts-ipafont-gothic docker-compose
-# Sending MTAs that conflict with Postfix as packages: unpacked into .cache/debian, never
-# installed, and run in private namespaces by the real-sender tests (tests/mta.py).
-UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd
+	chromium chromium-driver fonts-ipafont-gothic docker.io docker-compose debootstrap
+# Unpacked into .cache/debian, never installed: sending MTAs that conflict with Postfix
+# as packages, run in private namespaces by the real-sender tests (tests/mta.py), and
+# Prometheus for its promtool (tests/test_alerts.py; installed, it would start a server).
+UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd prometheus
 
-.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages spf-suite
+.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages spf-suite \
+	docker-lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +53,14 @@ test: $(VENV)/.installed debian-packages unpacked-packages spf-suite
 # A developer's loop: everything but the real sending Postfix and the fault suite (~1 min).
 quick: $(VENV)/.installed
 	$(BIN)/python -m pytest --ignore=tests/faults --ignore=tests/test_real_senders.py $(PYTEST_ARGS)
+
+# The image's dependencies pinned with their hashes (docker/requirements.lock), from
+# pyproject.toml and docker/requirements-image.in: run after changing either, commit both.
+docker-lock: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
+	PIP_CONSTRAINT= $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --index-url https://pypi.org/simple \
+		--pip-args --isolated -o docker/requirements.lock pyproject.toml docker/requirements-image.in
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gateway tests bench
