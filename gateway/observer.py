@@ -14,6 +14,9 @@ the metrics it counts, and the names of the settings behind them.
               onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
     strike    a strike counted against the client (policy/strikes.py): its kind and count
 
+The gateway's own warnings are written here too: stress, the store's outage, and the
+host's default gateway as the client of too many connections (smtp/masquerade.py).
+
 With the web pages on, each decision line's fields also go to the admin page's ring of
 recent decisions (web/recent.py). It must not decide anything: it only writes down.
 """
@@ -44,6 +47,7 @@ from gateway.smtp.session import (
 
 if TYPE_CHECKING:
     from gateway.smtp.limits import ConnectionLimits
+    from gateway.smtp.masquerade import Masquerade
     from gateway.web.recent import RecentDecisions
 
 log = logging.getLogger("onajimi")
@@ -195,6 +199,20 @@ class Observer:
             )
         else:
             log.info("stress over: %d of %d connections in use", limits.active, limits.total)
+
+    def masquerading(self, masquerade: Masquerade) -> None:
+        """One address opens most connections, and it is this host's default gateway
+        (smtp/masquerade.py): at most once an hour."""
+        log.warning(
+            "%d of the last %d connections came from %s, this host's default gateway "
+            "(a Docker bridge or NAT): every client then looks like one, to familiar hosts, "
+            "auto-bans and per-client limits alike; publish the port on IPv4 only "
+            "(0.0.0.0:25:2525) so Docker forwards without its proxy, or put a PROXY-protocol "
+            "balancer in front (listen.proxy_protocol); see README 'Docker'",
+            masquerade.count,
+            masquerade.window,
+            masquerade.address,
+        )
 
     def store_failed(self, exc: StoreError) -> None:
         """From the store guard, at most once per retry interval while the store is down."""

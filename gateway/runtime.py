@@ -14,6 +14,10 @@ Background chores: sweep expired store records, pick up dynamic allow/deny entri
 (polling the store's generation number), re-learn the backend's EHLO keywords, count
 store records for the metrics, write a heartbeat `onajimi status` can see, and check
 that the store needs no operator (a SQLite file deleted under it).
+
+At start, the host's default gateways are read once (/proc/net/route and ipv6_route):
+the sessions count the connections each opens, and a warning says when one of them is
+the client of too many (Docker's userland proxy or a NAT: smtp/masquerade.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -44,12 +48,13 @@ from gateway.observer import Observer
 from gateway.policy import replies
 from gateway.policy.decision import Policy
 from gateway.policy.lists import ClientList, Role
-from gateway.policy.net import NetSet
+from gateway.policy.net import IPAddress, NetSet
 from gateway.policy.vocabulary import OnError
 from gateway.relay.backend import BackendConfig, Capabilities, probe_backend
 from gateway.relay.pool import BackendPool
 from gateway.resolver.resolver import Resolver
 from gateway.smtp.limits import ConnectionLimits, TarpitSlots
+from gateway.smtp.masquerade import MasqueradeWatch, default_gateways
 from gateway.smtp.server import GatewaySMTP
 from gateway.smtp.services import OpenSessions, Services
 from gateway.store import open_store
@@ -70,6 +75,20 @@ HEARTBEAT_EVERY = 10.0
 STORE_CHECK_EVERY = 5.0
 CERTIFICATE_CHECK_EVERY = 10.0
 HEARTBEAT_PREFIX = "heartbeat:"
+ROUTE_FILES = ("/proc/net/route", "/proc/net/ipv6_route")
+
+
+def read_default_gateways(paths: Sequence[str] = ROUTE_FILES) -> list[IPAddress]:
+    """This host's (or container's) default-route next hops; none where the files are
+    missing or unreadable (off Linux): then nothing is watched."""
+    texts = []
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as file:
+                texts.append(file.read())
+        except OSError:
+            texts.append("")
+    return default_gateways(*texts)
 
 
 def tls_for(settings: Settings) -> tuple[ssl.SSLContext | None, Certificate | None]:
@@ -100,6 +119,7 @@ class Gateway:
         resolver: Resolver | None = None,
         own_logging: bool = False,
         worker: int | None = None,
+        default_gateways: Sequence[IPAddress] | None = None,
     ) -> None:
         self.own_logging = own_logging  # `onajimi run` owns the process's log setup
         self.worker = worker  # a worker of a supervisor: it serves metrics and counts records
@@ -121,6 +141,9 @@ class Gateway:
         self.sessions = OpenSessions(self.limits, self.observer)
         self.tarpit = TarpitSlots(settings.tarpit.max_sessions)
         self.decider: Decider | None = None  # at start(), once the store is open
+        # The host's default gateways (None: read at start), and the watch on them.
+        self.default_gateways = default_gateways
+        self.masquerade: MasqueradeWatch | None = None
         self.services: Services | None = None  # at start(); rebuilt by reload
         self._dynamic = (ClientList(Role.ALLOW), ClientList(Role.DENY))
         self.policy: Policy  # current: static lists + dynamic entries
@@ -206,6 +229,7 @@ class Gateway:
             auth=settings.auth.mode == "auto",
             tarpit=self.tarpit,
             backend_pool=self.backend_pool,
+            masquerade=self.masquerade,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -238,6 +262,7 @@ class Gateway:
                 self.settings.dns, observe=self.metrics.dns_seconds.observe
             )
         self.decider = Decider(lambda: self.policy, self.store, self.resolver, clock=self.clock)
+        self._watch_default_gateways()
         self.services = self._services()
         with contextlib.suppress(StoreError):  # unreachable: the chore tries again
             await self._refresh_dynamic()
@@ -277,6 +302,18 @@ class Gateway:
             self.settings.backend.port,
             self.store.describe(),
         )
+
+    def _watch_default_gateways(self) -> None:
+        """Read the default gateways once (the same in a container as anywhere else)."""
+        if self.default_gateways is None:
+            self.default_gateways = read_default_gateways()
+        watch = MasqueradeWatch(self.default_gateways, self.clock)
+        self.masquerade = watch if watch.gateways else None  # none: nothing to count
+        if watch.gateways:
+            log.debug(
+                "watching for clients masqueraded by the default gateway %s",
+                ", ".join(map(str, watch.gateways)),
+            )
 
     async def _bind(self) -> None:
         self._servers = await listen_smtp(

@@ -150,7 +150,10 @@ async def start_env(
     dns: DnsServer | None = None,
     backend: FakeBackend | None = None,
     clock: FakeClock | None = None,
+    default_gateways: list | None = None,
 ) -> Env:
+    """`default_gateways`: the host's, as the gateway should take them (None: this
+    machine's, from /proc/net/route)."""
     if dns is None:
         dns = DnsServer().start()
         populate(dns)
@@ -159,7 +162,7 @@ async def start_env(
     clock = clock or FakeClock()
     settings = env_settings(dns, backend, overrides)
     store = open_store(settings.store.url, clock=clock, timeout=settings.store.timeout)
-    gateway = Gateway(settings, clock=clock, store=store)
+    gateway = Gateway(settings, clock=clock, store=store, default_gateways=default_gateways)
     await gateway.start()
     port = int(gateway.bound[0].rsplit(":", 1)[1])
     return Env(gateway, dns, backend, clock, port)

@@ -33,6 +33,7 @@ PURE = [
     "gateway.policy",
     *sorted(f"gateway.policy.{info.name}" for info in pkgutil.iter_modules([str(POLICY)])),
     "gateway.smtp.session",
+    "gateway.smtp.masquerade",
     "gateway.relay.reply",
     "gateway.relay.content",
     "gateway.relay.received",

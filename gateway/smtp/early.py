@@ -70,6 +70,11 @@ class EarlyStage(SMTP):
     async def _connect_stage(self, address: IPAddress) -> bool:
         services, core = self.services, self.core
         exempt = core.arrive(address)
+        watch = services.masquerade
+        if watch is not None and not exempt:  # the real client: after PROXY, the proxied one
+            masquerade = watch.seen(address)
+            if masquerade is not None:
+                services.observer.masquerading(masquerade)
         out: Say | Greet | LookUp | None = core.admission(services.limits.admit(address, exempt))
         if out is None:
             services.sessions.load_changed()

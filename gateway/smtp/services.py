@@ -19,6 +19,7 @@ from gateway.policy.net import NetSet
 from gateway.relay.backend import BackendConfig, Capabilities
 from gateway.relay.pool import BackendPool
 from gateway.smtp.limits import ConnectionLimits, TarpitSlots
+from gateway.smtp.masquerade import MasqueradeWatch
 from gateway.smtp.session import Session, SessionRules
 
 
@@ -93,3 +94,5 @@ class Services:
     # One for the process, shared by every session (none: the tarpit has no room).
     tarpit: TarpitSlots = field(default_factory=lambda: TarpitSlots(0))
     backend_pool: BackendPool | None = None  # backend.reuse: idle connections kept
+    # One for the process: the host's default gateways as clients (none: not watched).
+    masquerade: MasqueradeWatch | None = None
