@@ -1,6 +1,6 @@
 """Log lines an operator can grep, parse and trust.
 
-One line per decision and per relayed transaction (SPEC section 8), as logfmt by
+One line per decision and per relayed transaction (README "Logs"), as logfmt by
 default or JSON with `log.format = "json"`:
 
     decision session=3f2a client=203.0.113.9 ptr=p1234-ip45.dyn.example.jp helo=pc

@@ -1,4 +1,5 @@
-"""Prometheus metrics: the families of SPEC section 8, with exactly those names and labels.
+"""Prometheus metrics: these families, with exactly these names and labels
+(dashboards and docker/prometheus/alerts.yml depend on them).
 
     onajimi_connections_total                              counter
     onajimi_sessions_active                                gauge (livesum across workers)

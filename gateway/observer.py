@@ -5,7 +5,7 @@ hands them here after each step. The words are the vocabulary's (policy/vocabula
 the `action=`, `reason=`, `result=` and `limit=` a line carries are the label values of
 the metrics it counts, and the names of the settings behind them.
 
-    decision  one per verdict (SPEC section 8): onajimi_decisions_total, onajimi_retries_total
+    decision  one per verdict (README "Logs"): onajimi_decisions_total, onajimi_retries_total
     relay     one per relayed transaction: onajimi_relay_transactions_total, _relay_seconds
     limit     a Limit refused or ended a session: onajimi_limit_refusals_total
     store_busy / store_error   a recipient the store could not decide (store.on_error)

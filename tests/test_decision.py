@@ -1,4 +1,4 @@
-"""The decision order of SPEC section 2 through the Decider, with facts given directly."""
+"""The decision order (README "How it decides") through the Decider, with facts given directly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every transition of the deferral procedure (SPEC section 3), boundaries included."""
+"""Every transition of the deferral procedure (README "How it decides"), boundaries included."""
 
 from __future__ import annotations
 

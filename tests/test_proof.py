@@ -1,4 +1,4 @@
-"""Pools by proof (policy/proof.py, SPEC section 3): the pure rules, then each case over
+"""Pools by proof (policy/proof.py): the pure rules, then each case over
 real sockets, with client addresses from PROXY headers and a real DNS server serving
 their PTR, A, AAAA and the sender domains' SPF (TXT) records."""
 

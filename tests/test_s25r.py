@@ -1,4 +1,4 @@
-"""S25R rules 0-6 exactly as SPEC section 1, the blacklist, and rule switches."""
+"""S25R rules 0-6 exactly as policy/s25r.py states them, the blacklist, and rule switches."""
 
 from __future__ import annotations
 

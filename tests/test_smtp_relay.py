@@ -1,4 +1,4 @@
-"""SPEC section 5: the queue-less relay. Byte-exact, mirrored, never a 250 the backend
+"""The queue-less relay (README "Reliability notes"). Byte-exact, mirrored, never a 250 the backend
 did not give, and the gateway keeps serving whatever the backend does."""
 
 from __future__ import annotations

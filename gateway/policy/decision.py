@@ -1,4 +1,4 @@
-"""The decision order of SPEC section 2, from facts to verdict.
+"""The decision order (README "How it decides"), from facts to verdict.
 
 A connection is judged in stages as facts arrive:
 
@@ -56,7 +56,7 @@ class Verdict:
     entry: ListEntry | None = None  # the allow or deny line behind it (explain --json)
 
     def at_data(self) -> Verdict:
-        """The same deferral given at DATA (451), for the null sender (SPEC section 3)."""
+        """The same deferral given at DATA (451), for the null sender."""
         if self.reply is None:
             return self
         return replace(self, reply=self.reply.with_code(451))
@@ -182,7 +182,7 @@ class Policy:
     def before_greeting(
         self, screening: Screening, penalty: Penalty | None, now: float
     ) -> Verdict | None:
-        """Trusted and deny go first; then the penalty box; then allow (SPEC section 2)."""
+        """Trusted and deny go first; then the penalty box; then allow (README "How it decides")."""
         verdict = screening.verdict
         if verdict is not None and verdict.reason in (Reason.TRUSTED, Reason.DENYLIST):
             return verdict
@@ -416,8 +416,9 @@ def _joins(held: KeyInSession, decision: RcptDecision, env: Envelope | None) -> 
     )
 
 
-# The setting behind a reason whose word is not the setting's own (SPEC fixes both words:
-# the metric label and the config value), named in the decision line's `detail=`.
+# The setting behind a reason whose word is not the setting's own (both words are
+# fixed: the metric label dashboards use and the config value), named in the decision
+# line's `detail=`.
 SETTING_BEHIND = {
     Reason.ICHIGEN: 'policy.defer = "all"',
     Reason.GREYLIST: 'policy.key = "triplet"',

@@ -1,4 +1,5 @@
-"""The deferral procedure of SPEC section 3, as pure functions of (record, now, rules).
+"""The deferral procedure, as pure functions of (record, now, rules); README "How it
+decides" and "What counts as impatient" tell it to operators.
 
 Everything that changes a deferral record lives in this file. A pending record
 remembers the messages its key was deferred for, each with the time of its own first
@@ -475,7 +476,7 @@ def promoted(now: float, rules: Rules) -> Familiar:
 def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
     """A suspect hung up in the tarpit: an early retry, counted towards the penalty box
     like one, at most once per burst_window (parallel sessions of one first contact
-    hanging up together are one attempt, SPEC section 3). None when nothing counts:
+    hanging up together are one attempt). None when nothing counts:
     no pending record to count on, or one counted a moment ago."""
     current = _current(record, now)
     if not isinstance(current, Pending):

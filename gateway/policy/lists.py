@@ -17,7 +17,7 @@ load unchanged. The action must fit the file's role (OK/PERMIT in an allow file;
 REJECT/DEFER/4xx/5xx in a deny or blacklist file): a mismatch is an error, because
 silently turning an `OK` into a rejection is the worst kind of migration surprise.
 
-Allow lists match names only when the PTR name is forward-confirmed (SPEC section 4);
+Allow lists match names only when the PTR name is forward-confirmed (README "Lists");
 deny and blacklist entries match any PTR name the client presents.
 """
 

@@ -1,6 +1,6 @@
 """What a deferred message is, so that its retry can be told from the next message.
 
-Promotion is earned by a retry of a message the key was deferred for (SPEC section 3),
+Promotion is earned by a retry of a message the key was deferred for (README "How it decides"),
 so a pending key remembers its most recent deferred messages (`Message`), each with the
 time of its own first try. An attempt carries an `Envelope`; it *matches* a remembered
 message when:

@@ -1,4 +1,4 @@
-"""When a retry from *another address* counts: pools by proof (SPEC section 3).
+"""When a retry from *another address* counts: pools by proof (README "How it decides").
 
 A key's retry promotes it (deferral.py), but a provider that retries from another
 address of its pool (Gmail, Office 365, SES) never retries under the key it was deferred
@@ -33,7 +33,7 @@ from gateway.policy.messages import Envelope, recipient_id
 from gateway.policy.records import Pool, Trace
 from gateway.policy.values import value
 
-NARROWEST_IPV4 = 12  # SPEC: no wider than an IPv4 /12 ...
+NARROWEST_IPV4 = 12  # a proof is no wider than an IPv4 /12 ...
 NARROWEST_IPV6 = 32  # ... or an IPv6 /32
 POOL_REFRESH = 3600.0  # a proven domain's record is written again at most this often
 

@@ -1,6 +1,7 @@
 """The words operators see: actions and reasons, shared by config, logs and metrics.
 
-The values are the metric label values of SPEC section 8; renaming one breaks dashboards.
+The values are the metric label values (README "Metrics and the dashboard"); renaming one
+breaks dashboards and alert rules.
 """
 
 from enum import StrEnum
