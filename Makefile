@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := openssl postfix nftables redis-server sasl2-bin libsasl2-modu
 # Prometheus for its promtool (tests/test_alerts.py; installed, it would start a server).
 UNPACKED_PACKAGES := exim4-daemon-light libidn12 opensmtpd prometheus
 
-.PHONY: run test quick lint format bench check clean debian-packages unpacked-packages spf-suite \
+.PHONY: run test unit quick lint format bench check clean debian-packages unpacked-packages spf-suite \
 	docker-lock
 
 $(BIN)/python:
@@ -49,6 +49,13 @@ spf-suite: $(VENV)/.installed
 
 test: $(VENV)/.installed debian-packages unpacked-packages spf-suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The pure rules in seconds: policy, session core, codecs, simulator (tests marked `unit`),
+# with tests/nosocket.py refusing any network socket or process they would open.
+# Only the files that hold such tests are collected (importing the rest costs seconds).
+unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -p tests.nosocket -m "unit and not slow" \
+		$(shell grep -l "mark\.unit" tests/test_*.py) $(PYTEST_ARGS)
 
 # A developer's loop: everything but the real sending Postfix and the fault suite (~1 min).
 quick: $(VENV)/.installed

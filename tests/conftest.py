@@ -68,6 +68,10 @@ async def env(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gateway(overrides): settings overrides for the env fixture")
+    config.addinivalue_line(
+        "markers", "unit: pure (no network, no process): make unit runs it under tests/nosocket.py"
+    )
+    config.addinivalue_line("markers", "slow: pure but long: left out of make unit")
 
 
 def _running(kind: str):

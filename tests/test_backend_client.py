@@ -10,6 +10,8 @@ import pytest
 from gateway.relay.client import BackendGone, MalformedReply, ReplyReader, extensions_of
 from gateway.relay.reply import BackendReply
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 GROUP = (
     b"250-backend.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
     b"250 2.1.0 Ok\r\n"

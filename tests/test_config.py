@@ -16,6 +16,8 @@ from gateway.config import (
 from gateway.errors import ConfigError
 from tests.conftest import CONF, make_settings
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 def test_shipped_config_has_every_key_at_its_default() -> None:
     shipped = tomllib.loads((CONF / "gateway.toml").read_text())

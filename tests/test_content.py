@@ -7,6 +7,8 @@ import pytest
 from gateway.policy.replies import BARE_NEWLINE, NUL
 from gateway.relay.content import screen_content
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 @pytest.mark.parametrize(
     ("data", "refusal"),

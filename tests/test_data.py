@@ -10,6 +10,8 @@ import pytest
 from gateway.relay.backend import DotStuffer
 from gateway.smtp.data import CHUNK, Framer, Problem, unread
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 async def read_message(reader: asyncio.StreamReader, size_limit, line_limit):
     """The adapter's loop (server.py), collecting the pieces instead of sending them."""

@@ -15,6 +15,8 @@ from gateway.policy.vocabulary import Action, Reason, Retry
 from gateway.store.memory import MemoryStore
 from tests.conftest import make_settings
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 def confirmed(name: str) -> RDNS:
     return RDNS(RDNSStatus.CONFIRMED, (name,), (name,))

@@ -21,6 +21,8 @@ from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
 from gateway.policy.vocabulary import Action, Reason, Retry
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 T0 = 1_800_000_000.0
 RULES = Rules(
     min_retry_delay=300,

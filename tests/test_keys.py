@@ -13,6 +13,8 @@ from gateway.policy.keys import (
 )
 from gateway.policy.net import client_address
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 @pytest.mark.parametrize(
     ("address", "v4", "v6", "expected"),

@@ -93,6 +93,7 @@ def _top_level(body: list[ast.stmt]):
             yield node
 
 
+@pytest.mark.unit
 def test_no_module_imports_another_in_a_circle() -> None:
     graph = _module_imports()
     assert "gateway.smtp.server" in graph and graph["gateway.runtime"]  # the walk saw them
@@ -112,3 +113,22 @@ def test_no_module_imports_another_in_a_circle() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == [], "\n".join(cycles)
+
+
+def test_make_unit_refuses_a_test_that_opens_a_network_socket(tmp_path: Path) -> None:
+    """tests/nosocket.py, the guard `make unit` runs under: a network socket or a process
+    fails the test that opens it, a Unix socket pair (asyncio's) does not."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "import socket, subprocess\n"
+        "def test_pair():\n    a, b = socket.socketpair()\n    a.close(); b.close()\n"
+        "def test_net():\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "def test_process():\n    subprocess.run(['true'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.nosocket", "-q", "-p", "no:cacheprovider",
+         "--rootdir", str(tmp_path), str(probe)],
+        capture_output=True, text=True, timeout=60, cwd=Path(gateway.__file__).parents[1],
+    )  # fmt: skip
+    assert "2 failed, 1 passed" in result.stdout, result.stdout
+    assert result.stdout.count("NotPure") >= 2

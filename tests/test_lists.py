@@ -15,6 +15,8 @@ from gateway.policy.lists import ClientList, EntryError, Role, parse_entry
 from gateway.policy.net import NetSet, client_address
 from gateway.policy.regexset import RegexSet
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 def load(tmp_path, text: str, role: Role = Role.DENY, name: str = "list.txt") -> ClientList:
     path = tmp_path / name

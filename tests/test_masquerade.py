@@ -34,10 +34,12 @@ def feed(w: MasqueradeWatch, addresses) -> list:
 # -- when it warns ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_thresholds_are_a_quarter_of_a_window_of_two_hundred_once_an_hour() -> None:
     assert (WINDOW, THRESHOLD, QUIET) == (200, 50, 3600.0)
 
 
+@pytest.mark.unit
 def test_everyone_through_the_bridge_warns_at_the_threshold() -> None:
     w = watch()
     assert feed(w, [BRIDGE] * (THRESHOLD - 1)) == []
@@ -45,6 +47,7 @@ def test_everyone_through_the_bridge_warns_at_the_threshold() -> None:
     assert (warning.address, warning.count, warning.window) == (BRIDGE, THRESHOLD, THRESHOLD)
 
 
+@pytest.mark.unit
 def test_a_quarter_through_the_bridge_warns_with_the_whole_window() -> None:
     """IPv6 clients through Docker's proxy, IPv4 ones with their own addresses."""
     w = watch()
@@ -56,17 +59,20 @@ def test_a_quarter_through_the_bridge_warns_with_the_whole_window() -> None:
     assert warnings[0].count == THRESHOLD
 
 
+@pytest.mark.unit
 def test_a_fifth_through_the_bridge_is_below_the_threshold() -> None:
     w = watch()
     assert feed(w, [BRIDGE if n % 5 == 0 else REMOTE[n % 100] for n in range(WINDOW * 10)]) == []
 
 
+@pytest.mark.unit
 def test_the_window_forgets_old_connections() -> None:
     """49 from the bridge long ago, then 200 others: the next 49 do not add up to 98."""
     w = watch()
     assert feed(w, [BRIDGE] * (THRESHOLD - 1) + REMOTE * 2 + [BRIDGE] * (THRESHOLD - 1)) == []
 
 
+@pytest.mark.unit
 def test_at_most_once_per_quiet_period() -> None:
     clock = FakeClock()
     w = watch(clock=clock)
@@ -79,12 +85,14 @@ def test_at_most_once_per_quiet_period() -> None:
     assert feed(w, [BRIDGE] * 100) == []
 
 
+@pytest.mark.unit
 def test_a_busy_real_mta_is_never_flagged() -> None:
     """Most connections from one remote address: not the host's gateway, not counted."""
     w = watch()
     assert feed(w, [GMAIL if n % 10 else REMOTE[n % 100] for n in range(WINDOW * 10)]) == []
 
 
+@pytest.mark.unit
 def test_only_gateways_in_private_ranges_are_watched() -> None:
     """A global next hop is a router on the internet side, never a masquerading bridge."""
     w = watch("9.9.9.9", "8.8.8.8", "172.17.0.1", "fd00::1", "fe80::1", "100.64.0.1")
@@ -93,6 +101,7 @@ def test_only_gateways_in_private_ranges_are_watched() -> None:
     assert watch("8.8.8.8").gateways == ()
 
 
+@pytest.mark.unit
 def test_each_gateway_is_counted_apart() -> None:
     w = watch("172.17.0.1", "fd00::1")
     docker0, v6 = w.gateways
@@ -102,6 +111,7 @@ def test_each_gateway_is_counted_apart() -> None:
     assert warning.address == v6 and warning.count == THRESHOLD
 
 
+@pytest.mark.unit
 def test_a_threshold_beyond_the_window_is_refused() -> None:
     with pytest.raises(ValueError):
         watch(window=10, threshold=11)
@@ -134,12 +144,14 @@ fe800000000000000000000000000001 00000400 00000003 00000000 00000003     eth1
 """
 
 
+@pytest.mark.unit
 def test_default_routes_next_hops_from_proc_net_route() -> None:
     """Little-endian IPv4 (01001CAC is 172.28.0.1), once each; a route that is not up,
     a network route and a line that does not parse give nothing."""
     assert [str(a) for a in default_gateways(ROUTE)] == ["172.28.0.1", "192.0.2.1"]
 
 
+@pytest.mark.unit
 def test_default_routes_next_hops_from_proc_net_ipv6_route() -> None:
     """::/0 through a next hop; not the kernel's unreachable default on lo."""
     assert [str(a) for a in default_gateways("", IPV6_ROUTE)] == ["fd00::1", "fe80::1"]
@@ -151,6 +163,7 @@ def test_default_routes_next_hops_from_proc_net_ipv6_route() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_no_route_files_no_gateways(tmp_path) -> None:
     """Off Linux: nothing to watch, and nothing fails."""
     assert default_gateways() == []

@@ -18,6 +18,8 @@ from gateway.relay.reply import BackendReply
 from gateway.smtp.session import SessionRules, StoreFault
 from tests.test_session import CLIENT, DEFER, NOW, OK, PASS, QUEUED, accepted, in_transaction
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)

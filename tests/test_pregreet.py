@@ -103,6 +103,7 @@ def _session(action: str, **facts) -> tuple[Session, object]:
     return session, out
 
 
+@pytest.mark.unit
 def test_the_wait_is_for_strangers_only() -> None:
     session, out = _session("drop")
     assert out == LookUp(wait=False) and session.tease() == 2
@@ -113,12 +114,14 @@ def test_the_wait_is_for_strangers_only() -> None:
     assert remembered.tease() == 0 and remembered.pregreeter
 
 
+@pytest.mark.unit
 def test_a_remembered_pregreeter_is_dropped_before_any_wait() -> None:
     session, out = _session("drop", pregreeted=True)
     assert isinstance(out, Say) and out.reply.startswith("521 5.5.1") and out.then is Then.CLOSE
     assert session.pregreeter and session.tease() == 0
 
 
+@pytest.mark.unit
 def test_silence_during_the_wait_is_a_pass() -> None:
     session, _ = _session("drop")
     assert session.greet_before_rdns() is GREET

@@ -32,16 +32,19 @@ T0 = 1_800_000_000.0
         (SPF("temperror"), False),
     ],
 )
+@pytest.mark.unit
 def test_only_a_narrow_pass_proves(spf: SPF, proves: bool) -> None:
     assert proof.narrow_pass(spf) is proves
 
 
+@pytest.mark.unit
 def test_the_sender_domain() -> None:
     assert proof.sender_domain("<Bounce-1@Mail.Pool.Example.>") == "mail.pool.example"
     assert proof.sender_domain("<>") == ""
     assert proof.sender_domain("postmaster") == ""
 
 
+@pytest.mark.unit
 def test_only_a_new_message_from_a_sender_with_a_domain_leaves_a_trace() -> None:
     assert proof.traceable(Kind.FIRST, "a@pool.example")
     assert proof.traceable(Kind.NEW_MESSAGE, "a@pool.example")
@@ -50,6 +53,7 @@ def test_only_a_new_message_from_a_sender_with_a_domain_leaves_a_trace() -> None
         assert not proof.traceable(kind, "a@pool.example")
 
 
+@pytest.mark.unit
 def test_a_trace_knows_one_recipient_of_the_message() -> None:
     first = envelope("a@pool.example", "bob@example.com", 1000)
     both = first.with_recipient(envelope("a@pool.example", "carol@example.com", 1000).recipients[0])
@@ -69,12 +73,14 @@ def test_a_trace_knows_one_recipient_of_the_message() -> None:
         (RULES.min_retry_delay, "192.0.2.1", False),  # the same address: its key decides
     ],
 )
+@pytest.mark.unit
 def test_a_retry_elsewhere_is_timed_as_a_retry(after: float, address: str, counts: bool) -> None:
     trace = Trace(T0, "192.0.2.1", "", T0 + RULES.retry_window + 60)
     found = proof.retry_elsewhere(trace, T0 + after, address, RULES)
     assert (found is trace) is counts
 
 
+@pytest.mark.unit
 def test_one_confirmed_name_is_one_host() -> None:
     trace = Trace(T0, "192.0.2.1", "mx.home.example", T0 + 100)
     confirmed = RDNS(RDNSStatus.CONFIRMED, ("mx.home.example",), ("mx.home.example",))
@@ -84,6 +90,7 @@ def test_one_confirmed_name_is_one_host() -> None:
     assert not proof.same_host(Trace(T0, "192.0.2.1", "", T0 + 100), unconfirmed)
 
 
+@pytest.mark.unit
 def test_a_pool_is_proven_at_both_addresses_and_a_domain_while_its_spf_passes() -> None:
     narrow, wide = SPF("pass", 24, "ip4:192.0.2.0/24"), SPF("pass", None, "+all")
     assert proof.pool_proof("pool.example", narrow, narrow, "192.0.2.1") is not None

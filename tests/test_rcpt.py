@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from gateway.assembly import build_policy
 from gateway.policy import rcpt
 from gateway.policy.deferral import Kind
@@ -14,6 +16,8 @@ from gateway.policy.net import client_address
 from gateway.policy.records import Familiar, Pending, Pool, Trace
 from gateway.policy.vocabulary import Action, Reason
 from tests.conftest import make_settings
+
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 
 POLICY = build_policy(make_settings())
 RULES = POLICY.rules

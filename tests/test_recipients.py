@@ -13,6 +13,8 @@ from gateway.policy.recipients import (
 )
 from gateway.policy.replies import RELAY_DENIED
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 ACCEPT = AcceptDomains.parse(["example.com", ".example.net"])
 
 

@@ -6,11 +6,15 @@ tests/test_replay_logs.py.
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.replay.outcome import ReplayResult
 from gateway.replay.replay import replay
 from gateway.replay.report import when
 from tests.conftest import make_settings
 from tests.test_replay_logs import local, read_decisions, read_postfix
+
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 
 
 def statuses(result: ReplayResult) -> dict[str, str]:

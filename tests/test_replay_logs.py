@@ -25,6 +25,8 @@ from gateway.replay.onajimi import OnajimiReader
 from gateway.replay.postfix import PostfixReader
 from gateway.replay.timestamps import Timestamps
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "maillog"
 NOW = dt.datetime(2026, 12, 2, 12, 0).timestamp()  # the day after the fixture's

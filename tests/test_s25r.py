@@ -10,6 +10,8 @@ from gateway.policy.net import client_address
 from gateway.policy.s25r import ALL_RULES, S25RClassifier
 from gateway.policy.vocabulary import Reason
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 ADDRESS = client_address("192.0.2.9")
 
 

@@ -55,6 +55,8 @@ from gateway.smtp.session import (
 )
 from tests.conftest import make_settings
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 CLIENT = "192.0.2.9"
 NOW = 1_800_000_000.0
 OK = BackendReply(250, "2.1.5 Ok")

@@ -26,6 +26,8 @@ from gateway.simulation.senders import Naming, builtin_classes
 from gateway.simulation.stats import RunResult
 from tests.conftest import make_settings
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 ONE_MESSAGE = {"at": [0], "backlog": [1, 1], "recipients": [1, 1], "callback": 0.0}
 
 
@@ -221,6 +223,7 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another() -> None:
     assert first != other
 
 
+@pytest.mark.slow  # a simulated week (~20 s): make test only
 def test_shipped_config_single_hosts_meet_the_targets() -> None:
     """What the README claims for conf/gateway.toml: clean hosts pass at once; a real
     MTA misjudged by S25R (or without a PTR) is accepted at its first retry after

@@ -16,6 +16,8 @@ from gateway.simulation.retry import (
     parse_time,
 )
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 RNG = random.Random(0)
 
 

@@ -9,6 +9,8 @@ from aiosmtpd.smtp import SMTP
 
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 def aiosmtpd_getaddr(argument: str) -> tuple[str | None, str | None]:
     # _getaddr only reads the class attribute local_part_limit: no connection needed.

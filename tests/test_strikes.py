@@ -14,6 +14,8 @@ from gateway.policy.vocabulary import Action, Reason
 from gateway.store.memory import MemoryStore
 from tests.conftest import FakeClock, make_settings
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 LIMIT = strikes.Limit(limit=3, window=600, penalty_ttl=900)
 
 

@@ -26,6 +26,8 @@ from gateway.resolver.wire import (
     reverse_name,
 )
 
+pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
+
 
 @pytest.mark.parametrize(
     ("name", "qtype"),
