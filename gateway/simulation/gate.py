@@ -6,14 +6,14 @@ A session runs the calls `smtp/early.py` and `smtp/server.py` make, in their ord
 the same arguments: the connect stage (`Session.arrive`, `admission`,
 `Decider.at_connect`, `connect_facts`), reverse DNS as a given fact (`rdns_known`; no
 resolver, no DNS lists), the read ahead of the deferral record (`prefetch_plan`), the
-pregreet test when it is on, EHLO, then per envelope MAIL with SIZE and each RCPT as
-`Hooks.handle_RCPT` takes it (`Session.rcpt`, `Decider.at_rcpt` with the session's
-memory of decisions, `rcpt_decided`; a tarpit hold waited out (`tarpit_waited`) or hung
-up on (`tarpit_abandoned`, and the Decider's); a promotion (`Decider.promote`); the
-backend's RCPT reply mirrored; a strike counted (`Decider.struck`, `strike_counted`)),
-DATA (the null sender's postponed decisions first), the end of data and
-`Decider.delivered` for the familiar keys, then QUIT. The backend accepts every
-recipient unless an envelope says otherwise.
+pregreet test when it is on, EHLO, then per envelope MAIL with SIZE and each RCPT, and
+the gate before DATA's 354, through the very steps the server runs (smtp/steps.py), with
+`SessionEffects` carrying out their awaits: `Decider.at_rcpt` with the session's memory
+of decisions; a tarpit hold waited out (`tarpit_waited`) or hung up on
+(`tarpit_abandoned`, and the Decider's); a promotion (`Decider.promote`); the backend's
+RCPT reply mirrored; a strike counted (`Decider.struck`, `strike_counted`). Then the end
+of data and `Decider.delivered` for the familiar keys, then QUIT. The backend accepts
+every recipient unless an envelope says otherwise.
 
 A session runs to completion at one instant of the clock: a tarpit hold does not move it,
 the time held is handed back (`Visit.held`). The tarpit never runs out of room (one
@@ -38,13 +38,13 @@ from gateway.policy.net import IPAddress
 from gateway.policy.records import Familiar
 from gateway.policy.vocabulary import Action
 from gateway.relay.reply import BackendReply
+from gateway.smtp import steps
 from gateway.smtp.session import (
     Decide,
     Decided,
     Deliver,
     LookUp,
     Phase,
-    Promote,
     RelayRcpt,
     Say,
     Session,
@@ -174,8 +174,10 @@ class Gate:
             if said is not None:
                 return self._ended(core, visit, envelopes, said)
         core.hello(client.helo, esmtp=True)
+        effects = SessionEffects(self, core, client, ahead, visit)
         gone = False
         for envelope in envelopes:
+            effects.envelope = envelope
             codes: list[int] = []
             visit.codes.append(codes)
             if gone or core.phase in (Phase.DROPPED, Phase.CLOSED):
@@ -189,55 +191,17 @@ class Gate:
                 if gone or core.phase in (Phase.DROPPED, Phase.CLOSED):
                     codes.append(HUNG_UP)
                     continue
-                said = await self._rcpt(core, client, envelope, recipient, ahead, visit)
+                said = await steps.rcpt(core, recipient, effects)
                 gone = said is None
                 codes.append(HUNG_UP if said is None else _code(said.reply))
             if data and not gone and core.phase is Phase.RCPT:
-                final = await self._data(core, ahead)
+                final = await self._data(core, effects)
                 codes[:] = [final if code < 300 else code for code in codes]
         return self._ended(core, visit, (), None, gone=gone)
 
-    async def _rcpt(
-        self,
-        core: Session,
-        client: Client,
-        envelope: Envelope,
-        recipient: str,
-        ahead: list[Snapshot | None],
-        visit: Visit,
-    ) -> Say | None:
-        """One RCPT as Hooks.handle_RCPT takes it. None: the client hung up in the tarpit."""
-        decider = self.decider
-        out: Any = core.rcpt(recipient)
-        if isinstance(out, Decide):
-            out = core.rcpt_decided(recipient, await self._decide(core, out, ahead))
-        if isinstance(out, Tarpit):
-            if not client.waits:  # a bot gives up: the hang-up counts as an early retry
-                key = core.tarpit_abandoned()
-                if key is not None and core.screening is not None:
-                    await decider.tarpit_abandoned(core.screening, key)
-                return None
-            visit.held += out.seconds
-            out = core.tarpit_waited(recipient)
-        if isinstance(out, Promote):
-            await decider.promote(out.key)
-            out = out.then
-        if isinstance(out, RelayRcpt):
-            if out.mail_first:
-                core.mail_relayed(BACKEND_OK)
-            out = core.rcpt_relayed(recipient, envelope.refused.get(recipient, BACKEND_OK))
-        if isinstance(out, Strike):
-            assert core.screening is not None
-            struck = await decider.struck(core.screening, out.kind)
-            out = core.strike_counted(out, struck.count, struck.verdict)
-        return out
-
-    async def _data(self, core: Session, ahead: list[Snapshot | None]) -> int:
+    async def _data(self, core: Session, effects: SessionEffects) -> int:
         """DATA and the end of data: the reply code the accepted recipients end with."""
-        out: Any = core.data()
-        while isinstance(out, Decide):
-            result = await self._decide(core, out, ahead)
-            out = core.data_decided(out.recipient, result) or core.data()
+        out: Any = await steps.data_gate(core, effects)
         if out is None:  # 354: the message goes to the backend
             delivered = core.message(CONTENT, self.clock())
             assert isinstance(delivered, Deliver)
@@ -287,6 +251,49 @@ class Gate:
             code = _code(said.reply)
             visit.codes = [[code] * len(e.recipients) for e in unserved]
         return visit
+
+
+@dataclass(slots=True)
+class SessionEffects:
+    """The awaits of smtp/steps.py for one simulated session: the Decider on the memory
+    store, a backend that accepts (or refuses as the envelope says), a client that waits a
+    hold out or hangs up."""
+
+    gate: Gate
+    core: Session
+    client: Client
+    ahead: list[Snapshot | None]  # the read ahead: it serves the first decision only
+    visit: Visit
+    envelope: Envelope | None = None  # the transaction under way
+
+    async def decide(self, ask: Decide) -> Any:
+        return await self.gate._decide(self.core, ask, self.ahead)
+
+    async def tarpit(self, hold: Tarpit) -> Any:
+        core = self.core
+        if not self.client.waits:  # a bot gives up: the hang-up counts as an early retry
+            key = core.tarpit_abandoned()
+            if key is not None and core.screening is not None:
+                await self.gate.decider.tarpit_abandoned(core.screening, key)
+            return None
+        self.visit.held += hold.seconds
+        return core.tarpit_waited(hold.recipient)
+
+    async def promote(self, key: str) -> None:
+        await self.gate.decider.promote(key)
+
+    async def relay_rcpt(self, ask: RelayRcpt) -> Any:
+        core, envelope = self.core, self.envelope
+        assert envelope is not None
+        if ask.mail_first:
+            core.mail_relayed(BACKEND_OK)
+        return core.rcpt_relayed(ask.recipient, envelope.refused.get(ask.recipient, BACKEND_OK))
+
+    async def strike(self, strike: Strike) -> Say:
+        core = self.core
+        assert core.screening is not None
+        struck = await self.gate.decider.struck(core.screening, strike.kind)
+        return core.strike_counted(strike, struck.count, struck.verdict)
 
 
 def _code(reply: str) -> int:

@@ -49,6 +49,7 @@ from gateway.policy.keys import place_key
 from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity, DotStuffer
+from gateway.smtp import steps
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
 from gateway.smtp.data import CHUNK, Framer, Problem, data_is_next, unread
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
@@ -385,6 +386,7 @@ class GatewaySMTP(EarlyStage):
         assert core.assessment is not None
         return core.assessment
 
+    # -- the awaits of smtp/steps.py (Effects) -------------------------------------------
     async def decide(self, ask: Decide) -> RcptDecision | StoreFault:
         """decider.at_rcpt for the current transaction; a dry run records nothing."""
         core = self.core
@@ -392,8 +394,9 @@ class GatewaySMTP(EarlyStage):
         assert transaction is not None
         assessment = await self.assessed()
         dry_run = ask.dry_run
+        result: RcptDecision | StoreFault
         try:
-            return await self.services.decider.at_rcpt(
+            result = await self.services.decider.at_rcpt(
                 assessment,
                 transaction.sender,
                 ask.recipient,
@@ -404,9 +407,15 @@ class GatewaySMTP(EarlyStage):
                 size=transaction.size,
             )
         except StoreBusy:
-            return StoreFault.BUSY
+            result = StoreFault.BUSY
         except StoreError:
-            return StoreFault.DOWN
+            result = StoreFault.DOWN
+        self._still_on()
+        return result
+
+    async def promote(self, key: str) -> None:
+        await self.services.decider.promote(key)
+        self._still_on()
 
     async def relay_rcpt(self, ask: RelayRcpt) -> Say | Strike:
         """MAIL (once per transaction) and RCPT at the backend, opened on first need; DATA
@@ -702,12 +711,7 @@ class GatewaySMTP(EarlyStage):
         if arg:
             await self.push("501 Syntax: DATA")
             return
-        core = self.core
-        out = core.data()
-        while isinstance(out, Decide):
-            result = await self.decide(out)
-            self._still_on()
-            out = core.data_decided(out.recipient, result) or core.data()
+        out = await steps.data_gate(self.core, self)
         if out is not None:
             await self.push(self.said(out))
             return
@@ -858,23 +862,9 @@ class Hooks:
     async def handle_RCPT(
         self, server: GatewaySMTP, session, envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        core = server.core
-        out = core.rcpt(address)
-        if isinstance(out, Decide):
-            result = await server.decide(out)
-            server._still_on()
-            out = core.rcpt_decided(address, result)
-        if isinstance(out, Tarpit):
-            out = await server.tarpit(out)
-        if isinstance(out, Promote):
-            await server.services.decider.promote(out.key)
-            server._still_on()
-            out = out.then
-        if isinstance(out, RelayRcpt):
-            out = await server.relay_rcpt(out)
-        if isinstance(out, Strike):
-            out = await server.strike(out)
-        return server.said(out)
+        said = await steps.rcpt(server.core, address, server)
+        assert said is not None  # a hang-up here raises instead (GatewaySMTP._still_on)
+        return server.said(said)
 
     async def handle_RSET(self, server: GatewaySMTP, session, envelope) -> str:
         server.core.reset()
