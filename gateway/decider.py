@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from gateway.policy import deferral, dnsbl, rcpt, strikes
@@ -27,6 +28,7 @@ from gateway.policy.decision import (
     KeyMode,
     Policy,
     RcptDecision,
+    Remember,
     Screening,
     SessionDecisions,
     Verdict,
@@ -257,9 +259,11 @@ class Decider:
         size: int | None = None,
     ) -> RcptDecision:
         """The RCPT-stage decision (policy/rcpt.py decides; this reads what it asks for
-        and applies the writes it leaves). `session` remembers decisions by key for one
-        SMTP session: three recipients of one message are one attempt, not two early
-        retries, and a later transaction is known as one (SessionDecisions).
+        and applies the writes it leaves). `session` holds the decisions of one SMTP
+        session by key: three recipients of one message are one attempt, not two early
+        retries, and a later transaction is known as one (SessionDecisions). It is only
+        read here: what the session should keep comes back in the decision's `remember`,
+        and the session core keeps it.
         `snapshot` is a read ahead of the client key's record (see `prefetch_plan`).
         `place` names the listening address the client reached (see keys.place_key):
         the same message at another of our MX hosts at once is the sender's fallback.
@@ -284,8 +288,9 @@ class Decider:
                 if not dry_run:
                     await self._apply(out.writes)
                 if session is not None and out.remember is not None:
-                    assert out.attempt is not None
-                    session.remember(out.key, out.remember, out.attempt)
+                    assert out.attempt is not None  # the session core keeps it
+                    memo = Remember(out.key, out.remember, out.attempt)
+                    return replace(out.decision, remember=memo)
                 return out.decision
             facts = await self._fetch(out, facts, snapshot)
         raise AssertionError(f"the RCPT decision asked for more than {MAX_ROUNDS} facts")

@@ -329,6 +329,19 @@ class RcptDecision:
     record_kind: str = ""  # what the store held under the key, for explain
     repeated: bool = False  # the session's earlier decision for this key, given again
     record: Record | None = None  # dry runs: the record the decision started from
+    # What the SMTP session keeps afterwards (SessionDecisions.remember): the decider
+    # returns it, the session core keeps it. None: nothing new to keep.
+    remember: Remember | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remember:
+    """A decision the session keeps under its deferral key, with the attempt as the
+    session made it (policy/rcpt.py's Ruling says what)."""
+
+    key: str
+    decision: RcptDecision
+    attempt: deferral.Attempt
 
 
 @dataclass(slots=True)
@@ -389,6 +402,12 @@ class SessionDecisions:
             return replace(attempt, envelope=joined, earlier=tuple(held.earlier), more=True)
         earlier = (*held.earlier, held.envelope) if held.envelope is not None else held.earlier
         return replace(attempt, earlier=tuple(earlier))
+
+    def keep(self, result: RcptDecision) -> None:
+        """What a decision says to keep (its `remember`), kept."""
+        if result.remember is not None:
+            memo = result.remember
+            self.remember(memo.key, memo.decision, memo.attempt)
 
     def remember(self, key: str, decision: RcptDecision, attempt: deferral.Attempt) -> None:
         held = self.keys.get(key)

@@ -154,7 +154,7 @@ class Facts:
     now: float
     place: str = ""
     size: int | None = None
-    session: SessionDecisions | None = None  # read only here; decider.py remembers
+    session: SessionDecisions | None = None  # read only: what to keep returns in the decision
     spf: bool = False  # whether SPF can be asked at all
     dry_run: bool = False
     ahead: Record | _Unread | None = UNREAD  # the client key's record read at connect

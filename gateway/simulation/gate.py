@@ -146,7 +146,7 @@ class Gate:
         self.sessions += 1
         decider = self.decider
         core = Session(self.policy, self.rules, f"sim{self.sessions}")
-        core.place = client.place
+        core.connected_via(None, client.place)
         core.arrive(client.address)
         out: Any = core.admission(None)  # connection limits: not simulated
         connect = await decider.at_connect(client.address, pregreet=self.rules.greet_wait > 0)

@@ -197,7 +197,8 @@ class EarlyStage(SMTP):
             log.warning("PROXY header from %s refused: %s", balancer, client.refusal)
             await self.push(replies.proxy_refused(core.rules.hostname, client.refusal))
             return False
-        core.peer_port = client.port or core.peer_port
-        if client.destination:  # the address the client reached, not the balancer's own
-            core.place = place_key(client.destination)
+        # The address the client reached, not the balancer's own.
+        core.connected_via(
+            client.port, place_key(client.destination) if client.destination else None
+        )
         return await self.connect_stage(client.address)

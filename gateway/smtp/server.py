@@ -254,10 +254,10 @@ class GatewaySMTP(EarlyStage):
         super().connection_made(transport)
         if first:
             peer = transport.get_extra_info("peername")
-            self.core.peer_port = peer[1] if peer else None
             local = transport.get_extra_info("sockname")
-            if local:
-                self.core.place = place_key(f"{local[0]}:{local[1]}")
+            self.core.connected_via(
+                peer[1] if peer else None, place_key(f"{local[0]}:{local[1]}") if local else None
+            )
             self.services.sessions.opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:

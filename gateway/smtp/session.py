@@ -465,6 +465,15 @@ class Session:
         return Say(reply, Then.CLOSE)
 
     # -- the connect stage ----------------------------------------------------------------
+    def connected_via(self, port: int | None, place: str | None) -> None:
+        """Where the connection came from and what it reached: the peer's port and our
+        listening address (keys.place_key). A PROXY header tells the client's own; what
+        it leaves out keeps what the TCP connection said."""
+        if port:
+            self.peer_port = port
+        if place:
+            self.place = place
+
     def arrive(self, address: IPAddress) -> bool:
         """The client is known (TCP peer or PROXY source). True if it is trusted: trusted
         networks are exempt from the per-client connection limit."""
@@ -673,7 +682,9 @@ class Session:
         if isinstance(result, StoreFault):
             if not self._store_passes(result, recipient):
                 return Say(replies.STORE_TEMPFAIL)
-        elif decided_at_data(transaction.sender, result.verdict):
+            return self._to_backend(recipient)
+        self.decided.keep(result)
+        if decided_at_data(transaction.sender, result.verdict):
             transaction.decide_at_data.append(recipient)
         else:
             held = self._tarpitted(result, recipient)
@@ -935,6 +946,7 @@ class Session:
                 return Say(replies.STORE_TEMPFAIL)
             transaction.decide_at_data.remove(recipient)
             return None
+        self.decided.keep(result)
         transaction.decide_at_data.remove(recipient)
         reply = self._judged(result, recipient)
         if reply is not None and transaction.refusal_at_data is None:
