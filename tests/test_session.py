@@ -27,6 +27,7 @@ from gateway.policy.vocabulary import (
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import (
     GREET,
+    REFUSED_COMMANDS,
     TRANSITIONS,
     AuthEnded,
     BackendTrouble,
@@ -174,6 +175,31 @@ def test_deny_by_address_refuses_the_session() -> None:
     assert say == Say("554 5.7.1 Access denied", Then.REFUSE)
     assert session.phase is Phase.REFUSED
     assert session.notes == [Decided(verdict)]
+
+
+def refused() -> Session:
+    session = connected(lists={"deny_files": []})
+    screening = session.policy.screen(client_address(CLIENT))
+    verdict = Verdict(Action.REJECT, Reason.DENYLIST, Reply(554, "5.7.1", "Access denied"))
+    assert session.connect_facts(screening, verdict).then is Then.REFUSE
+    return session
+
+
+def test_after_a_554_greeting_every_command_gets_503_until_the_door_closes() -> None:
+    """RFC 5321 3.1: a 554 greeting, then 503 to everything but QUIT; a client that never
+    says QUIT is shown the door after REFUSED_COMMANDS of them."""
+    session = refused()
+    said = [session.refused_command(b"EHLO bot.example\r\n") for _ in range(REFUSED_COMMANDS)]
+    assert {say.reply for say in said} == {"503 5.5.1 Error: access denied, say QUIT"}
+    assert [say.then for say in said] == [Then.GO_ON] * (REFUSED_COMMANDS - 1) + [Then.CLOSE]
+    assert session.phase is Phase.REFUSED  # nothing was let in meanwhile
+
+
+def test_after_a_554_greeting_quit_is_answered() -> None:
+    session = refused()
+    assert session.refused_command(b"MAIL FROM:<a@b.example>\r\n").then is Then.GO_ON
+    assert session.refused_command(b"quit\r\n") == Say("221 2.0.0 Bye", Then.CLOSE)
+    assert session.phase is Phase.CLOSED
 
 
 def test_the_penalty_box_drops_before_the_greeting() -> None:
@@ -667,3 +693,21 @@ def test_only_suspects_meet_the_tarpit() -> None:
     ichigen = Verdict(Action.DEFER, Reason.ICHIGEN, Reply(450, "4.7.1", "Try again later"))
     out = stranger.rcpt_decided("bob@example.com", RcptDecision(ichigen, CLIENT))
     assert out == Say("450 4.7.1 Try again later")  # a clean stranger is no suspect
+
+
+def test_data_needs_a_helo_a_recipient_and_no_argument() -> None:
+    """DATA's order and syntax are the core's, before anything is decided."""
+    session = connected()
+    screening = session.policy.screen(client_address(CLIENT))
+    session.connect_facts(screening, None)
+    session.rdns_known(CONFIRMED)
+    assert session.data_command("") == Say("503 Error: send HELO first")
+    session.hello("mail.example.org", esmtp=True)
+    assert session.data_command("") == Say("503 Error: need RCPT command")
+    session.mail("a@sender.example", [], False)
+    assert session.data_command("") == Say("503 Error: need RCPT command")
+    accepted(session)
+    assert session.data_command("now") == Say("501 Syntax: DATA")
+    assert session.data_command("") is None
+    session.timed_out()
+    assert session.data_command("") == Say("421 4.4.2 Connection lost", Then.CLOSE)

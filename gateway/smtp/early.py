@@ -33,7 +33,6 @@ from gateway.store.base import Snapshot
 log = logging.getLogger("onajimi.smtp")
 
 PROXY_HEADER_TIMEOUT = 5.0  # seconds a load balancer gets to send its PROXY header
-REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
 
 
 class ReadAhead:
@@ -172,17 +171,13 @@ class EarlyStage(SMTP):
     async def _say_before_greeting(self, say: Say) -> None:
         """A 421 (and close), or a 554 greeting and then 503 to everything until QUIT."""
         await self.push(say.reply)
-        if say.then is not Then.REFUSE:
-            return
-        for _ in range(REFUSED_COMMANDS):
+        while say.then is not Then.CLOSE and self.core.phase is Phase.REFUSED:
             try:
                 line = await self._reader.readuntil()
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
-            if line.strip().upper() == b"QUIT":
-                await self.push(self.core.quit().reply)
-                return
-            await self.push(replies.SAY_QUIT)
+            say = self.core.refused_command(line)
+            await self.push(say.reply)
 
     async def proxy_received(self, proxy_data: Any) -> bool:
         """The PROXY hook: is the header from a trusted balancer, and who is the client?"""

@@ -699,19 +699,10 @@ class GatewaySMTP(EarlyStage):
 
     @syntax("DATA")  # overrides keep their HELP entry
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA with the message read in bulk (smtp/data.py), after the gate
-        before the 354: the null sender's postponed decisions, a backend that already
-        failed. aiosmtpd's checks (HELO, a recipient, no argument) come first."""
-        if not self.session.host_name:
-            await self.push("503 Error: send HELO first")
-            return
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        out = await steps.data_gate(self.core, self)
+        """aiosmtpd's DATA with the message read in bulk (smtp/data.py), after the core's
+        checks (HELO, a recipient, no argument) and the gate before the 354 (the null
+        sender's postponed decisions, a backend that already failed)."""
+        out = self.core.data_command(arg) or await steps.data_gate(self.core, self)
         if out is not None:
             await self.push(self.said(out))
             return

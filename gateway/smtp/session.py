@@ -178,6 +178,9 @@ class StoreFault(StrEnum):
 
 
 # -- what the adapter is asked to do ----------------------------------------------------
+REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
+
+
 class Then(StrEnum):
     GO_ON = "go_on"
     CLOSE = "close"  # close the connection once the reply is written
@@ -905,6 +908,19 @@ class Session:
         return strike.say
 
     # -- DATA -----------------------------------------------------------------------------
+    def data_command(self, arg: str) -> Say | None:
+        """DATA's order and syntax, before anything is decided: a HELO in this TLS state,
+        an accepted recipient, no argument. None: go on (`data()`)."""
+        if self.phase in (Phase.DROPPED, Phase.CLOSED):  # pipelined behind the end
+            return Say(replies.CONNECTION_LOST, Then.CLOSE)
+        if self.phase is Phase.GREETED:
+            return Say(replies.DATA_NEEDS_HELO)
+        if self.phase in (Phase.HELLO, Phase.MAIL):
+            return Say(replies.DATA_NEEDS_RCPT)
+        if arg:
+            return Say(replies.DATA_SYNTAX)
+        return None
+
     def data(self) -> Say | Decide | None:
         """DATA: the refusal it gets before its 354, a null-sender recipient to decide
         first, or None: say 354 and read the message."""
@@ -1067,6 +1083,14 @@ class Session:
     def quit(self) -> Say:
         self._move(Happening.CLOSE)
         return Say(replies.BYE, Then.CLOSE)
+
+    def refused_command(self, line: bytes) -> Say:
+        """A command after the 554 greeting (RFC 5321 3.1): QUIT is answered; anything
+        else gets 503, and the REFUSED_COMMANDS-th of them closes the door."""
+        if line.strip().upper() == b"QUIT":
+            return self.quit()
+        self.junk += 1
+        return Say(replies.SAY_QUIT, Then.CLOSE if self.junk >= REFUSED_COMMANDS else Then.GO_ON)
 
     def ended(self) -> bool:
         """The connection is gone. True once, if the limits must release the client."""
