@@ -615,6 +615,22 @@ def test_the_session_limit_holds_without_the_store() -> None:
     assert out == Say(replies.too_many_auth_failures("gw.test"), Then.CLOSE)
 
 
+@pytest.mark.parametrize(
+    ("problem", "reply"), [("too_long", replies.LINE_TOO_LONG), ("too_big", replies.TOO_MUCH_DATA)]
+)
+def test_a_message_the_framer_gave_up_on_is_refused(problem: str, reply: str) -> None:
+    """A line too long or too much data: refused at the end of data. Logged in, the
+    session then ends (the backend connection it used cannot end its transaction)."""
+    plain = in_transaction()
+    accepted(plain)
+    assert plain.data() is None
+    assert plain.message_complete(2048, problem) == Say(reply, Then.GO_ON)
+    user = encrypted()
+    user.auth_answered("PLAIN", AUTH_OK)
+    user.mail("a@example.com", [], False)
+    assert user.message_complete(2048, problem) == Say(reply, Then.CLOSE)
+
+
 def test_starttls_forgets_an_authentication() -> None:
     session = encrypted()
     session.auth_answered("PLAIN", AUTH_OK)

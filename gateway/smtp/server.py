@@ -51,7 +51,7 @@ from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity, DotStuffer
 from gateway.smtp import steps
 from gateway.smtp.addresses import helo_fault, path_fault, plain_path
-from gateway.smtp.data import CHUNK, Framer, Problem, data_is_next, unread
+from gateway.smtp.data import CHUNK, Framer, data_is_next, unread
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
@@ -757,17 +757,11 @@ class GatewaySMTP(EarlyStage):
                 self._still_on()
         if framer.leftover:
             unread(reader, framer.leftover)
-        # A message refused after the backend's 354 costs its connection (no end of data
-        # may reach it): an authenticated one cannot be replaced, so the session ends
-        # after the refusal and the client logs in afresh for its next message.
-        then = Then.CLOSE if backend.authenticated else Then.GO_ON
         if framer.problem is not None:
             backend.abort()
-            too_long = framer.problem is Problem.TOO_LONG
-            return Say(replies.LINE_TOO_LONG if too_long else replies.TOO_MUCH_DATA, then)
-        refused = core.message_complete(framer.size)
+        refused = core.message_complete(framer.size, framer.problem or "")
         if refused is not None:
-            return Say(refused.reply, then)
+            return refused
         if failure is not None:
             return core.delivered(failure.reply, None, str(failure))
         started = self.loop.time()

@@ -179,6 +179,8 @@ class StoreFault(StrEnum):
 
 # -- what the adapter is asked to do ----------------------------------------------------
 REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
+# What the message's framing problems (smtp/data.py's Problem) are told.
+_FRAMING_REFUSALS = {"too_long": replies.LINE_TOO_LONG, "too_big": replies.TOO_MUCH_DATA}
 
 
 class Then(StrEnum):
@@ -1022,16 +1024,24 @@ class Session:
         transaction.repaired.update(screened.repaired)
         return screened.content
 
-    def message_complete(self, size: int) -> Say | None:
-        """The end of data came (`size` bytes as sent): its refusal, or None when the
-        backend's end of data is next."""
+    def message_complete(self, size: int, problem: str = "") -> Say | None:
+        """The end of data came (`size` bytes as sent), or the framer gave up on the
+        message (`problem`, smtp/data.py's: a line too long, too much data): its refusal,
+        or None when the backend's end of data is next.
+
+        A message refused after the backend's 354 costs the backend connection (no end
+        of data may reach it): an authenticated one cannot be replaced, so the session
+        ends after the refusal and the client logs in afresh for its next message."""
+        then = Then.CLOSE if self.authenticated else Then.GO_ON
+        if problem:
+            return Say(_FRAMING_REFUSALS[problem], then)
         transaction = self.transaction
         assert transaction is not None
         transaction.received = size
         refusal = transaction.content_refusal
         if refusal is not None:
             self.notes.append(Relayed(RelayResult.REJECTED, refusal, transaction, None))
-            return Say(refusal)
+            return Say(refusal, then)
         for what in REPAIRS:
             if what in transaction.repaired:
                 self.notes.append(Repaired(what))
