@@ -28,6 +28,7 @@ from gateway.relay.reply import BackendReply
 from gateway.smtp.session import (
     GREET,
     REFUSED_COMMANDS,
+    SASL_LINE_LIMIT,
     TRANSITIONS,
     AuthEnded,
     BackendTrouble,
@@ -53,6 +54,7 @@ from gateway.smtp.session import (
     Tarpit,
     TarpitEnded,
     Then,
+    sasl_syntax,
 )
 from tests.conftest import make_settings
 
@@ -727,3 +729,35 @@ def test_data_needs_a_helo_a_recipient_and_no_argument() -> None:
     assert session.data_command("") is None
     session.timed_out()
     assert session.data_command("") == Say("421 4.4.2 Connection lost", Then.CLOSE)
+
+
+def test_helo_starttls_and_auth_syntax_are_the_core_s() -> None:
+    session = connected()
+    assert session.hello_refused("", esmtp=False) == Say(replies.HELO_SYNTAX)
+    assert session.hello_refused("bad\x01name", esmtp=True) == Say(replies.EHLO_SYNTAX)
+    assert session.hello_refused("x" * 256, esmtp=False) == Say(replies.HELO_SYNTAX)
+    assert session.hello_refused("mail.example.org", esmtp=True) is None
+    user = encrypted()
+    assert user.starttls() == Say(replies.TLS_ALREADY)  # RFC 3207: once
+    assert greeted().starttls() is None
+    assert user.auth_initial("PLAIN", "AGJvYgBzZWNyZXQ=") is None
+    assert user.auth_initial("PLAIN", "=") is None and user.auth_initial("LOGIN", "*") is None
+    assert user.auth_initial("PLAIN", "not base64!") == Say(replies.AUTH_SYNTAX)
+    assert sasl_syntax(b"A" * SASL_LINE_LIMIT) and not sasl_syntax(b"A" * (SASL_LINE_LIMIT + 1))
+
+
+def test_every_auth_counts_as_a_command_without_progress() -> None:
+    user = encrypted()
+    for _ in range(3):
+        assert isinstance(user.auth_command("CRAM-MD5", MECHANISMS, junk_limit=3), Say)
+    dropped = user.auth_command("PLAIN", MECHANISMS, junk_limit=3)
+    assert dropped.then is Then.CLOSE and dropped.reply.startswith("421")
+
+
+def test_a_familiar_client_is_not_looked_up_in_the_dns_lists() -> None:
+    stranger, known = connected(), connected()
+    screening = stranger.policy.screen(client_address(CLIENT))
+    stranger.connect_facts(screening, None)
+    known.connect_facts(screening, None, familiar=True)
+    assert stranger.asks_lists(True) and not stranger.asks_lists(False)
+    assert not known.asks_lists(True)

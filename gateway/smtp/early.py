@@ -97,7 +97,7 @@ class EarlyStage(SMTP):
                 )
         if isinstance(out, LookUp):
             decider = services.decider
-            lists = decider.asks_lists and not core.familiar  # familiar: no need to ask
+            lists = core.asks_lists(decider.asks_lists)
             facts = decider.cached_facts(address, lists)
             if facts is not None:  # a returning host
                 out = core.rdns_known(facts.rdns, facts.dnsbl)

@@ -50,11 +50,12 @@ from gateway.policy.net import client_address
 from gateway.policy.vocabulary import Event
 from gateway.relay.backend import BackendError, BackendSession, ClientIdentity, DotStuffer
 from gateway.smtp import steps
-from gateway.smtp.addresses import helo_fault, path_fault, plain_path
+from gateway.smtp.addresses import path_fault, plain_path
 from gateway.smtp.data import CHUNK, Framer, data_is_next, unread
 from gateway.smtp.early import PROXY_HEADER_TIMEOUT, EarlyStage, ReadAhead
 from gateway.smtp.services import Services
 from gateway.smtp.session import (
+    SASL_LINE_LIMIT,
     Decide,
     Phase,
     Promote,
@@ -66,6 +67,7 @@ from gateway.smtp.session import (
     Strike,
     Tarpit,
     Then,
+    sasl_syntax,
 )
 from gateway.store.base import Snapshot
 
@@ -95,10 +97,6 @@ _ENHANCED = {
     555: "5.5.4",
 }
 _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
-# What a client may send in an AUTH exchange: base64 (`=`: an empty initial response,
-# RFC 4954), or `*` to cancel. Anything else never reaches the backend.
-_SASL_RESPONSE = re.compile(r"[A-Za-z0-9+/]*={0,2}|\*")
-_SASL_LINE_LIMIT = 12288  # octets, RFC 4954 section 4 (the AUTH line as well)
 
 
 def with_enhanced_code(reply: str) -> str:
@@ -170,7 +168,7 @@ class GatewaySMTP(EarlyStage):
         self.core = Session(services.policy(), services.rules, secrets.token_hex(4))
         # An instance dict: aiosmtpd clears the shared class-level one on every connection.
         self.command_size_limits = collections.defaultdict(_default_command_size)
-        self.command_size_limits["AUTH"] = _SASL_LINE_LIMIT
+        self.command_size_limits["AUTH"] = SASL_LINE_LIMIT
         loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
             self,
@@ -505,8 +503,9 @@ class GatewaySMTP(EarlyStage):
     @syntax("HELO hostname")  # overrides keep their HELP entry
     async def smtp_HELO(self, hostname: str) -> None:
         """aiosmtpd's HELO, its reply without an enhanced status code."""
-        if not hostname or helo_fault(hostname) is not None:
-            await self.push(replies.HELO_SYNTAX, plain=True)
+        refused = self.core.hello_refused(hostname, esmtp=False)
+        if refused is not None:
+            await self.push(refused.reply, plain=True)
             return
         self._set_rset_state()
         self.session.extended_smtp = False
@@ -516,8 +515,9 @@ class GatewaySMTP(EarlyStage):
     async def smtp_EHLO(self, hostname: str) -> None:
         """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
         of its six lines: six system calls where one will do)."""
-        if not hostname or helo_fault(hostname) is not None:
-            await self.push(replies.EHLO_SYNTAX, plain=True)
+        refused = self.core.hello_refused(hostname, esmtp=True)
+        if refused is not None:
+            await self.push(refused.reply, plain=True)
             return
         self._set_rset_state()
         self.session.extended_smtp = True
@@ -599,10 +599,9 @@ class GatewaySMTP(EarlyStage):
         """AUTH relayed to the backend; nothing the client sends is logged or kept. Every
         AUTH counts as a command without progress (limits.junk_commands), so cancels and
         refused mechanisms cannot go on for ever; MAIL starts the count again."""
-        if await self._junk():
-            return
         mechanism, _, initial = (arg or "").partition(" ")
-        out = self.core.auth(mechanism.upper(), self._auth_mechanisms())
+        junk_limit = self.services.limits.junk_limit
+        out = self.core.auth_command(mechanism.upper(), self._auth_mechanisms(), junk_limit)
         if isinstance(out, RelayAuth):
             out = await self._authenticate(out, initial)
             if isinstance(out, Strike):
@@ -613,9 +612,9 @@ class GatewaySMTP(EarlyStage):
         """The exchange: each 334 challenge of the backend to the client, each answer of
         the client to the backend, until the backend's final reply."""
         core = self.core
-        if initial and _SASL_RESPONSE.fullmatch(initial) is None:
-            core.auth_aborted(ask.mechanism)
-            return Say(replies.AUTH_SYNTAX)
+        refused = core.auth_initial(ask.mechanism, initial)
+        if refused is not None:
+            return refused
         await self.assessed()  # the backend learns who the client is (XCLIENT NAME=) first
         self._still_on()
         backend = self.backend or self._open_backend()
@@ -650,9 +649,7 @@ class GatewaySMTP(EarlyStage):
             raise ConnectionResetError("the client hung up during AUTH")
         self._reset_timeout()
         line = line.rstrip(b"\r\n")
-        if len(line) > _SASL_LINE_LIMIT or _SASL_RESPONSE.fullmatch(line.decode("latin-1")) is None:
-            return None
-        return line
+        return line if sasl_syntax(line) else None
 
     async def tarpit(self, hold: Tarpit) -> Say | Promote:
         """Hold the reply: one timer, no task, no wake-ups meanwhile. The client's own
@@ -692,8 +689,9 @@ class GatewaySMTP(EarlyStage):
     async def smtp_STARTTLS(self, arg: str) -> None:
         """aiosmtpd's, but once only (RFC 3207: a second STARTTLS inside TLS is refused;
         aiosmtpd would start a second handshake, and the session forget its AUTH)."""
-        if self._tls_protocol is not None:
-            await self.push(replies.TLS_ALREADY)
+        refused = self.core.starttls()
+        if refused is not None:
+            await self.push(refused.reply)
             return
         await super().smtp_STARTTLS(arg)
 

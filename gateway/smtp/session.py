@@ -62,6 +62,7 @@ is never handed to the core, noted or kept.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -94,6 +95,7 @@ from gateway.policy.vocabulary import (
 from gateway.relay.content import REPAIRS, has_bare_newline, screen_content
 from gateway.relay.received import protocol_name, received_header
 from gateway.relay.reply import UNAVAILABLE, BackendReply
+from gateway.smtp.addresses import helo_fault
 
 
 class Phase(StrEnum):
@@ -179,6 +181,18 @@ class StoreFault(StrEnum):
 
 # -- what the adapter is asked to do ----------------------------------------------------
 REFUSED_COMMANDS = 20  # after a 554 greeting: this many 503s, then the door closes
+# What a client may send in an AUTH exchange: base64 (`=`: an empty initial response,
+# RFC 4954), or `*` to cancel, within RFC 4954's line length. Nothing else reaches the
+# backend.
+_SASL_RESPONSE = re.compile(rb"[A-Za-z0-9+/]*={0,2}|\*")
+SASL_LINE_LIMIT = 12288  # octets, RFC 4954 section 4 (the AUTH line as well)
+
+
+def sasl_syntax(answer: bytes) -> bool:
+    """Whether a client's AUTH answer (its CRLF removed) may go to the backend."""
+    return len(answer) <= SASL_LINE_LIMIT and _SASL_RESPONSE.fullmatch(answer) is not None
+
+
 # What the message's framing problems (smtp/data.py's Problem) are told.
 _FRAMING_REFUSALS = {"too_long": replies.LINE_TOO_LONG, "too_big": replies.TOO_MUCH_DATA}
 
@@ -470,6 +484,11 @@ class Session:
         return Say(reply, Then.CLOSE)
 
     # -- the connect stage ----------------------------------------------------------------
+    def asks_lists(self, configured: bool) -> bool:
+        """Whether the DNS lists ([dnsbl], when `configured`) are asked about this client:
+        not for a familiar one, whom no score would defer."""
+        return configured and not self.familiar
+
     def connected_via(self, port: int | None, place: str | None) -> None:
         """Where the connection came from and what it reached: the peer's port and our
         listening address (keys.place_key). A PROXY header tells the client's own; what
@@ -595,10 +614,22 @@ class Session:
         return Say(str(verdict.reply), Then.REFUSE)
 
     # -- hello ----------------------------------------------------------------------------
+    def hello_refused(self, name: str, esmtp: bool) -> Say | None:
+        """HELO/EHLO's syntax: a name is required, and one a host could have (RFC 5321
+        4.1.1.1; smtp/addresses.py). None: `hello` may follow."""
+        if name and helo_fault(name) is None:
+            return None
+        return Say(replies.EHLO_SYNTAX if esmtp else replies.HELO_SYNTAX)
+
     def hello(self, name: str, esmtp: bool) -> None:
         self.helo, self.esmtp = name, esmtp
         self.transaction = None
         self._move(Happening.HELLO)
+
+    def starttls(self) -> Say | None:
+        """STARTTLS once (RFC 3207): inside TLS it is refused (a second handshake would
+        make the session forget its AUTH). None: the handshake may start."""
+        return Say(replies.TLS_ALREADY) if self.tls is not None else None
 
     def tls_started(self, version: str, cipher: str) -> None:
         """STARTTLS is done: a new EHLO is due (RFC 3207), and nothing said before counts."""
@@ -849,6 +880,22 @@ class Session:
         return Say(reply.as_smtp())
 
     # -- AUTH -----------------------------------------------------------------------------
+    def auth_command(
+        self, mechanism: str, offered: tuple[str, ...], junk_limit: int
+    ) -> Say | RelayAuth:
+        """The AUTH command: it counts as a command without progress first (limits.
+        junk_commands), so cancels and refused mechanisms cannot go on for ever; MAIL
+        starts the count again. Then `auth`."""
+        return self.idle_command(junk_limit) or self.auth(mechanism, offered)
+
+    def auth_initial(self, mechanism: str, initial: str) -> Say | None:
+        """AUTH's initial response, before anything reaches the backend: base64, `=` (an
+        empty one, RFC 4954) or `*`; anything else ends the exchange here."""
+        if initial and not sasl_syntax(initial.encode("utf-8", "replace")):
+            self.auth_aborted(mechanism)
+            return Say(replies.AUTH_SYNTAX)
+        return None
+
     def auth(self, mechanism: str, offered: tuple[str, ...]) -> Say | RelayAuth:
         """AUTH: refused here, or relayed to the backend. `offered`: the backend's
         mechanisms that may be relayed (empty: no AUTH here: auth.mode is off, the
