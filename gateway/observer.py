@@ -30,7 +30,7 @@ from gateway import logs
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy.vocabulary import AuthResult, Event, Limit, OnError
-from gateway.smtp.session import (
+from gateway.smtp.core.notes import (
     AuthEnded,
     BackendTrouble,
     Decided,
@@ -39,11 +39,11 @@ from gateway.smtp.session import (
     Note,
     Relayed,
     Repaired,
-    Session,
     StoreTrouble,
     Struck,
     TarpitEnded,
 )
+from gateway.smtp.session import Session
 
 if TYPE_CHECKING:
     from gateway.smtp.limits import ConnectionLimits

@@ -143,7 +143,7 @@ def test_a_flood_of_cr_or_nul_is_never_held() -> None:
 
 def test_a_nul_refusal_gives_way_to_a_bare_line_end_as_the_whole_would() -> None:
     from gateway.policy.replies import BARE_NEWLINE
-    from tests.test_session import in_transaction
+    from tests.sessions import in_transaction
 
     session = in_transaction()  # relay.bare_newline = "reject", the default
     session.message_begins(0.0)

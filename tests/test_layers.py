@@ -29,10 +29,13 @@ FORBIDDEN = (
     "gateway.runtime",
 )
 POLICY = Path(gateway.policy.__file__).parent
+CORE = Path(gateway.policy.__file__).parents[1] / "smtp" / "core"
 PURE = [
     "gateway.policy",
     *sorted(f"gateway.policy.{info.name}" for info in pkgutil.iter_modules([str(POLICY)])),
     "gateway.smtp.session",
+    *sorted(f"gateway.smtp.core.{info.name}" for info in pkgutil.iter_modules([str(CORE)])),
+    "gateway.smtp.steps",
     "gateway.smtp.masquerade",
     "gateway.relay.reply",
     "gateway.relay.content",

@@ -16,7 +16,7 @@ from gateway.policy.decision import RcptDecision
 from gateway.policy.vocabulary import Limit, OnError, RelayResult
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import SessionRules, StoreFault
-from tests.test_session import CLIENT, DEFER, NOW, OK, PASS, QUEUED, accepted, in_transaction
+from tests.sessions import CLIENT, DEFER, NOW, OK, PASS, QUEUED, accepted, in_transaction
 
 pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 

@@ -1,6 +1,6 @@
 """postscreen's pregreet test over real sockets: `220-` teaser, a wait, the final `220`.
 
-The rules are in test_session.py terms too (tease, greet_wait_over); these prove the
+The rules are in tests/test_core_connect.py terms too (tease, greet_wait_over); these prove the
 adapter sends the teaser, reads who talked, remembers them, and lets real clients by.
 """
 

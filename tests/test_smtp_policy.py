@@ -1,6 +1,6 @@
 """The decision order and the deferral over real sockets: the adapter wired to the session core, the
 decider, a real DNS server and a backend. The rules themselves are tested without sockets
-(test_session.py, test_decision.py, test_deferral.py); these prove they are wired up."""
+(test_core_*.py, test_decision.py, test_deferral.py); these prove they are wired up."""
 
 from __future__ import annotations
 

@@ -39,9 +39,9 @@ from gateway.policy.records import Familiar
 from gateway.policy.vocabulary import Action
 from gateway.relay.reply import BackendReply
 from gateway.smtp import steps
+from gateway.smtp.core.notes import Decided
 from gateway.smtp.session import (
     Decide,
-    Decided,
     Deliver,
     LookUp,
     Phase,
