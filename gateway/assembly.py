@@ -20,7 +20,7 @@ from gateway.policy.net import NetSet
 from gateway.policy.recipients import AcceptDomains, ExemptRecipients
 from gateway.policy.replies import Wording
 from gateway.policy.s25r import S25RClassifier
-from gateway.policy.vocabulary import OnError
+from gateway.policy.vocabulary import BareNewline, OnError, PregreetAction, SuspectAction
 from gateway.smtp.session import SessionRules
 
 log = logging.getLogger("onajimi.policy")
@@ -61,12 +61,12 @@ def session_rules_from(settings: Settings) -> SessionRules:
         hostname=settings.listen.hostname,
         max_recipients=settings.limits.max_recipients,
         on_error=OnError(settings.store.on_error),
-        bare_newline=settings.relay.bare_newline,
+        bare_newline=BareNewline(settings.relay.bare_newline),
         add_received=settings.relay.add_received,
         greet_wait=settings.pregreet.greet_wait,
-        pregreet_action=settings.pregreet.action,
+        pregreet_action=PregreetAction(settings.pregreet.action),
         auth_limit=settings.auth.max_failures,
-        suspect_action=settings.policy.suspect_action,
+        suspect_action=SuspectAction(settings.policy.suspect_action),
         tarpit_delay=settings.tarpit.delay,
     )
 

@@ -14,12 +14,14 @@ import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.policy.dnsbl import parse_site
 from gateway.policy.net import IPNetwork
+from gateway.policy.vocabulary import BareNewline, OnError, PregreetAction, SuspectAction
 
 DEFAULT_CONFIG = Path("conf/gateway.toml")
 
@@ -111,6 +113,12 @@ def choice(*options: str) -> Parser:
         return value
 
     return parse
+
+
+def one_of(words: type[StrEnum]) -> Parser:
+    """A choice among an enum's words (policy/vocabulary.py): the config says them as the
+    logs and metrics do (gateway/glossary.py)."""
+    return choice(*(word.value for word in words))
 
 
 def list_of(item: Parser, *, nonempty: bool = False) -> Parser:
@@ -403,7 +411,7 @@ class BackendSettings:
 class RelaySettings:
     accept_domains: tuple[str, ...] = _setting(None, list_of(domain, nonempty=True), required=True)
     add_received: bool = _setting(True, boolean)
-    bare_newline: str = _setting("reject", choice("reject", "normalize"))
+    bare_newline: str = _setting("reject", one_of(BareNewline))
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +432,7 @@ class PolicySettings:
     burst_window: float = _setting(5, seconds())
     pace_allowance: int = _setting(300, integer(0))
     pace_rate: float = _setting(1.0, per_second)
-    suspect_action: str = _setting("defer", choice("defer", "tarpit", "tarpit+defer"))
+    suspect_action: str = _setting("defer", one_of(SuspectAction))
     exempt_recipients: tuple[str, ...] = _setting(
         ["postmaster@", "abuse@"], list_of(exempt_recipient)
     )
@@ -456,7 +464,7 @@ class DNSSettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: str = _setting("sqlite:///var/lib/onajimi/state.db", store_url)
-    on_error: str = _setting("tempfail", choice("tempfail", "pass"))
+    on_error: str = _setting("tempfail", one_of(OnError))
     timeout: float = _setting(2, seconds(positive=True))
 
 
@@ -498,7 +506,7 @@ class LogSettings:
 @dataclass(frozen=True, slots=True)
 class PregreetSettings:
     greet_wait: float = _setting(0, seconds())
-    action: str = _setting("drop", choice("ignore", "defer", "drop"))
+    action: str = _setting("drop", one_of(PregreetAction))
     ttl: float = _setting(86400, seconds(positive=True))
 
 

@@ -13,7 +13,7 @@ from gateway.policy.decision import RcptDecision, Verdict
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.net import client_address
 from gateway.policy.replies import Reply
-from gateway.policy.vocabulary import Action, Reason
+from gateway.policy.vocabulary import Action, Reason, SuspectAction
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import GREET, Decide, LookUp, RelayRcpt, Say, Session, SessionRules, Then
 from tests.conftest import make_settings
@@ -114,7 +114,7 @@ SUSPECTED = RDNS(
 
 
 def suspect_in_transaction(action: str) -> Session:
-    rules = SessionRules(hostname="gw.test", suspect_action=action, tarpit_delay=30)
+    rules = SessionRules(hostname="gw.test", suspect_action=SuspectAction(action), tarpit_delay=30)
     session = connected(rules)
     screening = session.policy.screen(client_address(CLIENT))
     session.connect_facts(screening, None)

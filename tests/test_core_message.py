@@ -7,7 +7,7 @@ import pytest
 from gateway.policy import replies
 from gateway.policy.decision import RcptDecision
 from gateway.policy.net import client_address
-from gateway.policy.vocabulary import RelayResult
+from gateway.policy.vocabulary import BareNewline, RelayResult
 from gateway.relay.reply import BackendReply
 from gateway.smtp.core.notes import BackendTrouble, Decided, Relayed, Repaired
 from gateway.smtp.session import (
@@ -106,7 +106,8 @@ def test_smuggling_is_refused_in_reject_mode() -> None:
 
 
 def test_smuggling_is_repaired_in_normalize_mode() -> None:
-    session = in_transaction(rules=SessionRules(bare_newline="normalize", add_received=False))
+    rules = SessionRules(bare_newline=BareNewline.NORMALIZE, add_received=False)
+    session = in_transaction(rules=rules)
     accepted(session)
     session.data()
     out = session.message(b"a\n.\nb\x00\r\n", NOW)

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.policy.decision import RcptDecision, Verdict
 from gateway.policy.replies import Reply
-from gateway.policy.vocabulary import Action, Reason, TarpitResult
+from gateway.policy.vocabulary import Action, Reason, SuspectAction, TarpitResult
 from gateway.smtp.core.notes import Decided, TarpitEnded
 from gateway.smtp.session import Promote, RelayRcpt, Say, SessionRules, Tarpit
 from tests.sessions import CLIENT, OK, PASS, deferred, in_transaction, suspect_in_transaction
@@ -57,10 +57,10 @@ def test_a_hang_up_in_the_tarpit_names_the_key_once() -> None:
 
 def test_only_suspects_meet_the_tarpit() -> None:
     clean = in_transaction()  # passes: nothing to hold
-    clean.rules = SessionRules(hostname="gw.test", suspect_action="tarpit")
+    clean.rules = SessionRules(hostname="gw.test", suspect_action=SuspectAction.TARPIT)
     assert isinstance(clean.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT)), RelayRcpt)
     stranger = in_transaction(policy={"defer": "all", "trusted_networks": []})
-    stranger.rules = SessionRules(hostname="gw.test", suspect_action="tarpit")
+    stranger.rules = SessionRules(hostname="gw.test", suspect_action=SuspectAction.TARPIT)
     ichigen = Verdict(Action.DEFER, Reason.ICHIGEN, Reply(450, "4.7.1", "Try again later"))
     out = stranger.rcpt_decided("bob@example.com", RcptDecision(ichigen, CLIENT))
     assert out == Say("450 4.7.1 Try again later")  # a clean stranger is no suspect

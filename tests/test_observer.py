@@ -13,7 +13,7 @@ import pytest
 from gateway.metrics import Metrics
 from gateway.observer import Observer
 from gateway.policy.decision import RcptDecision
-from gateway.policy.vocabulary import Limit, OnError, RelayResult
+from gateway.policy.vocabulary import BareNewline, Limit, OnError, RelayResult
 from gateway.relay.reply import BackendReply
 from gateway.smtp.session import SessionRules, StoreFault
 from tests.sessions import CLIENT, DEFER, NOW, OK, PASS, QUEUED, accepted, in_transaction
@@ -104,7 +104,7 @@ def test_a_backend_failure_is_a_warning(observer, caplog) -> None:
 
 
 def test_repairs_are_counted_by_what(observer) -> None:
-    session = in_transaction(rules=SessionRules(bare_newline="normalize"))
+    session = in_transaction(rules=SessionRules(bare_newline=BareNewline.NORMALIZE))
     accepted(session)
     session.data()
     session.message(b"a\nb\x00\r\n", NOW)

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.assembly import build_policy
 from gateway.policy.net import client_address
+from gateway.policy.vocabulary import PregreetAction
 from gateway.smtp.session import GREET, LookUp, Say, Session, SessionRules, Then
 from tests.conftest import make_settings
 from tests.gatewayenv import start_env
@@ -96,7 +97,9 @@ async def test_trusted_clients_are_greeted_at_once(env) -> None:
 # -- the rules, without a socket ---------------------------------------------------------
 def _session(action: str, **facts) -> tuple[Session, object]:
     policy = build_policy(make_settings())
-    session = Session(policy, SessionRules(greet_wait=2, pregreet_action=action), "s1")
+    session = Session(
+        policy, SessionRules(greet_wait=2, pregreet_action=PregreetAction(action)), "s1"
+    )
     session.arrive(client_address("192.0.2.9"))
     session.admission(None)
     out = session.connect_facts(policy.screen(client_address("192.0.2.9")), None, **facts)

@@ -98,6 +98,29 @@ class Limit(StrEnum):
     COMMAND_TIMEOUT = "command_timeout"  # command_timeout (stress_command_timeout)
 
 
+class SuspectAction(StrEnum):
+    """`policy.suspect_action`: what a suspect's first deferral meets."""
+
+    DEFER = "defer"  # the deferral, at once
+    TARPIT = "tarpit"  # the reply held; waited out, the client is promoted
+    TARPIT_DEFER = "tarpit+defer"  # the reply held, then the deferral all the same
+
+
+class PregreetAction(StrEnum):
+    """`pregreet.action`: what talking before the greeting was complete earns."""
+
+    IGNORE = "ignore"  # noted, nothing more
+    DEFER = "defer"  # every recipient of the session deferred (relay attempts: 5xx first)
+    DROP = "drop"  # 521 and the connection closed
+
+
+class BareNewline(StrEnum):
+    """`relay.bare_newline`: a message with a bare CR or LF, or a NUL, in it."""
+
+    REJECT = "reject"  # refused (550): SMTP smuggling cannot get through
+    NORMALIZE = "normalize"  # repaired (CRLF line ends, NULs removed) and relayed
+
+
 class OnError(StrEnum):
     """`store.on_error`: what a client that needs the store gets while it is down."""
 

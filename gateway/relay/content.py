@@ -15,6 +15,7 @@ import re
 
 from gateway.policy.replies import BARE_NEWLINE, NUL
 from gateway.policy.values import value
+from gateway.policy.vocabulary import BareNewline
 
 REPAIRS = ("nul", "bare_newline")  # what normalize mode repairs (a metric label)
 
@@ -41,13 +42,13 @@ class Screened:
     repaired: tuple[str, ...] = ()  # what was repaired, among REPAIRS
 
 
-def screen_content(data: bytes, mode: str) -> Screened:
-    """`mode` is relay.bare_newline: "reject" refuses, "normalize" repairs."""
+def screen_content(data: bytes, mode: BareNewline) -> Screened:
+    """`mode` is relay.bare_newline: refuse, or repair."""
     nul = b"\x00" in data
     bare = has_bare_newline(data)
     if not (nul or bare):
         return Screened(data)
-    if mode == "reject":
+    if mode is BareNewline.REJECT:
         return Screened(data, BARE_NEWLINE if bare else NUL)
     if nul:
         data = data.replace(b"\x00", b"")

@@ -14,6 +14,7 @@ from gateway.policy.net import IPAddress, address_text
 from gateway.policy.vocabulary import (
     Action,
     Limit,
+    PregreetAction,
     Reason,
 )
 from gateway.smtp.core.actions import GREET, Greet, LookUp, Say, Then
@@ -138,12 +139,12 @@ class ConnectStage(SessionState):
         self.pregreeter = True
         action = self.rules.pregreet_action
         when = "within pregreet.ttl" if remembered else "now"
-        if action == "drop":
+        if action is PregreetAction.DROP:
             reply = replies.pregreet_refusal(self.rules.hostname)
             verdict = Verdict(Action.REJECT, Reason.PREGREET, detail=f"talked early ({when})")
             self.notes.append(Decided(verdict))
             return self._drop(reply)
-        if action == "ignore" and not remembered:
+        if action is PregreetAction.IGNORE and not remembered:
             detail = "talked early; pregreet.action = ignore"
             self.notes.append(Decided(Verdict(Action.PASS, Reason.PREGREET, detail=detail)))
         return None  # defer: each recipient gets 450 (rcpt); ignore: goes on

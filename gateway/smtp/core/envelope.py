@@ -16,6 +16,7 @@ from gateway.policy.vocabulary import (
     Action,
     Event,
     OnError,
+    PregreetAction,
     Reason,
 )
 from gateway.relay.reply import UNAVAILABLE, BackendReply
@@ -92,7 +93,7 @@ class EnvelopeStage(SessionState):
         null_sender = is_null_sender(transaction.sender)
         if (
             self.pregreeter
-            and self.rules.pregreet_action == "defer"
+            and self.rules.pregreet_action is PregreetAction.DEFER
             and not null_sender
             and self.policy.exempt(recipient) is None
         ):

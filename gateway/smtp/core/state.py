@@ -18,7 +18,10 @@ from gateway.policy.decision import (
 )
 from gateway.policy.net import IPAddress
 from gateway.policy.vocabulary import (
+    BareNewline,
     OnError,
+    PregreetAction,
+    SuspectAction,
 )
 from gateway.smtp.core.actions import Say, Then
 from gateway.smtp.core.phases import TRANSITIONS, Happening, Phase, SessionError
@@ -41,12 +44,12 @@ class SessionRules:
     hostname: str = "localhost"  # listen.hostname
     max_recipients: int = 100  # limits.max_recipients
     on_error: OnError = OnError.TEMPFAIL  # store.on_error
-    bare_newline: str = "reject"  # relay.bare_newline: reject | normalize
+    bare_newline: BareNewline = BareNewline.REJECT  # relay.bare_newline
     add_received: bool = True  # relay.add_received
     greet_wait: float = 0.0  # pregreet.greet_wait: 0 = no pregreet test
-    pregreet_action: str = "drop"  # pregreet.action: ignore | defer | drop
+    pregreet_action: PregreetAction = PregreetAction.DROP  # pregreet.action
     auth_limit: int = 5  # auth.max_failures: refused AUTHs that end a session (0: never)
-    suspect_action: str = "defer"  # policy.suspect_action: defer | tarpit | tarpit+defer
+    suspect_action: SuspectAction = SuspectAction.DEFER  # policy.suspect_action
     tarpit_delay: float = 65.0  # tarpit.delay
 
 

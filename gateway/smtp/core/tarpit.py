@@ -14,6 +14,7 @@ from gateway.policy.decision import (
 from gateway.policy.vocabulary import (
     Action,
     Reason,
+    SuspectAction,
     TarpitResult,
 )
 from gateway.smtp.core.actions import Promote, RelayRcpt, Say, Tarpit
@@ -38,7 +39,7 @@ class TarpitStage(SessionState):
         action = self.rules.suspect_action
         assessment = self.assessment
         if (
-            action == "defer"
+            action is SuspectAction.DEFER
             or result.verdict.action is not Action.DEFER
             or assessment is None
             or assessment.defer_reason not in SUSPECT_REASONS
@@ -47,7 +48,7 @@ class TarpitStage(SessionState):
         if self.tarpit is None:
             self.tarpit, self.tarpit_held = TarpitState.HELD, result
             return Tarpit(self.rules.tarpit_delay, recipient)
-        if self.tarpit is TarpitState.WAITED and action == "tarpit":
+        if self.tarpit is TarpitState.WAITED and action is SuspectAction.TARPIT:
             self._note_waited(result, recipient)  # promoted already, at the hold's end
             return self._to_backend(recipient)
         return None  # full, or tarpit+defer: the deferral as usual
@@ -59,7 +60,7 @@ class TarpitStage(SessionState):
         assert result is not None and self.tarpit is TarpitState.HELD
         self.tarpit, self.tarpit_held = TarpitState.WAITED, None
         self.notes.append(TarpitEnded(TarpitResult.WAITED, self.rules.tarpit_delay))
-        if self.rules.suspect_action == "tarpit":
+        if self.rules.suspect_action is SuspectAction.TARPIT:
             self._note_waited(result, recipient)
             return Promote(result.key, self._to_backend(recipient))
         return self._judged(result, recipient) or Say(str(result.verdict.reply))
