@@ -9,6 +9,7 @@ from gateway.policy.decision import RcptDecision
 from gateway.policy.net import client_address
 from gateway.policy.vocabulary import BareNewline, RelayResult
 from gateway.relay.reply import BackendReply
+from gateway.smtp.core.message import Problem
 from gateway.smtp.core.notes import BackendTrouble, Decided, Relayed, Repaired
 from gateway.smtp.session import (
     Decide,
@@ -151,9 +152,10 @@ def test_familiar_keys_are_refreshed_only_by_an_accepted_delivery() -> None:
 
 
 @pytest.mark.parametrize(
-    ("problem", "reply"), [("too_long", replies.LINE_TOO_LONG), ("too_big", replies.TOO_MUCH_DATA)]
+    ("problem", "reply"),
+    [(Problem.TOO_LONG, replies.LINE_TOO_LONG), (Problem.TOO_BIG, replies.TOO_MUCH_DATA)],
 )
-def test_a_message_the_framer_gave_up_on_is_refused(problem: str, reply: str) -> None:
+def test_a_message_the_framer_gave_up_on_is_refused(problem: Problem, reply: str) -> None:
     """A line too long or too much data: refused at the end of data. Logged in, the
     session then ends (the backend connection it used cannot end its transaction)."""
     plain = in_transaction()

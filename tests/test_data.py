@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from gateway.relay.backend import DotStuffer
-from gateway.smtp.data import CHUNK, Framer, Problem, unread
+from gateway.smtp.core.message import Problem
+from gateway.smtp.data import CHUNK, Framer, unread
 
 pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 

@@ -329,7 +329,7 @@ class RcptDecision:
     record_kind: str = ""  # what the store held under the key, for explain
     repeated: bool = False  # the session's earlier decision for this key, given again
     record: Record | None = None  # dry runs: the record the decision started from
-    # What the SMTP session keeps afterwards (SessionDecisions.remember): the decider
+    # What the SMTP session keeps afterwards (SessionDecisions.keep): the decider
     # returns it, the session core keeps it. None: nothing new to keep.
     remember: Remember | None = None
 
@@ -404,21 +404,20 @@ class SessionDecisions:
         return replace(attempt, earlier=tuple(earlier))
 
     def keep(self, result: RcptDecision) -> None:
-        """What a decision says to keep (its `remember`), kept."""
-        if result.remember is not None:
-            memo = result.remember
-            self.remember(memo.key, memo.decision, memo.attempt)
-
-    def remember(self, key: str, decision: RcptDecision, attempt: deferral.Attempt) -> None:
-        held = self.keys.get(key)
+        """What a decision says to keep (its `remember`), kept under its key."""
+        memo = result.remember
+        if memo is None:
+            return
+        env = memo.attempt.envelope
+        held = self.keys.get(memo.key)
         if held is None:
-            self.keys[key] = KeyInSession(self.transaction, decision, attempt.envelope, [])
+            self.keys[memo.key] = KeyInSession(self.transaction, memo.decision, env, [])
             return
         if held.transaction != self.transaction:
             if held.envelope is not None:
                 held.earlier.append(held.envelope)
             held.transaction = self.transaction
-        held.decision, held.envelope = decision, attempt.envelope
+        held.decision, held.envelope = memo.decision, env
 
 
 def _joins(held: KeyInSession, decision: RcptDecision, env: Envelope | None) -> bool:

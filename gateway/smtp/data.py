@@ -24,17 +24,13 @@ MAIL) is `leftover`, for the command loop.
 from __future__ import annotations
 
 import asyncio
-from enum import StrEnum
+
+from gateway.smtp.core.message import Problem
 
 CHUNK = 1 << 16
 _END = b"\r\n.\r\n"
 _CRLF = b"\r\n"
 _HELD = b"\r\x00"  # CR and NUL: what a piece may not end with (see the module docstring)
-
-
-class Problem(StrEnum):
-    TOO_LONG = "too_long"  # a line over the line limit: 500
-    TOO_BIG = "too_big"  # over the size limit: 552
 
 
 class Framer:

@@ -757,7 +757,7 @@ class GatewaySMTP(EarlyStage):
             unread(reader, framer.leftover)
         if framer.problem is not None:
             backend.abort()
-        refused = core.message_complete(framer.size, framer.problem or "")
+        refused = core.message_complete(framer.size, framer.problem)
         if refused is not None:
             return refused
         if failure is not None:

@@ -5,6 +5,8 @@ header, and the backend's reply to the end of data.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from gateway.policy import replies
 from gateway.policy.decision import (
     RcptDecision,
@@ -22,8 +24,18 @@ from gateway.smtp.core.notes import BackendTrouble, Relayed, Repaired
 from gateway.smtp.core.phases import Happening, Phase
 from gateway.smtp.core.state import SessionState
 
-# What the message's framing problems (smtp/data.py's Problem) are told.
-_FRAMING_REFUSALS = {"too_long": replies.LINE_TOO_LONG, "too_big": replies.TOO_MUCH_DATA}
+
+class Problem(StrEnum):
+    """Why the framer (smtp/data.py) gave up on a message as it arrived."""
+
+    TOO_LONG = "too_long"  # a line over the line limit: 500
+    TOO_BIG = "too_big"  # over the size limit: 552
+
+
+_FRAMING_REFUSALS = {
+    Problem.TOO_LONG: replies.LINE_TOO_LONG,
+    Problem.TOO_BIG: replies.TOO_MUCH_DATA,
+}
 
 
 class MessageStage(SessionState):
@@ -145,16 +157,16 @@ class MessageStage(SessionState):
         transaction.repaired.update(screened.repaired)
         return screened.content
 
-    def message_complete(self, size: int, problem: str = "") -> Say | None:
+    def message_complete(self, size: int, problem: Problem | None = None) -> Say | None:
         """The end of data came (`size` bytes as sent), or the framer gave up on the
-        message (`problem`, smtp/data.py's: a line too long, too much data): its refusal,
+        message (`problem`: a line too long, too much data): its refusal,
         or None when the backend's end of data is next.
 
         A message refused after the backend's 354 costs the backend connection (no end
         of data may reach it): an authenticated one cannot be replaced, so the session
         ends after the refusal and the client logs in afresh for its next message."""
         then = Then.CLOSE if self.authenticated else Then.GO_ON
-        if problem:
+        if problem is not None:
             return Say(_FRAMING_REFUSALS[problem], then)
         transaction = self.transaction
         assert transaction is not None
