@@ -2,12 +2,11 @@
 door as `onajimi simulate` and `onajimi replay` drive it, on a memory store and a clock
 they move themselves.
 
-A session runs the calls `smtp/early.py` and `smtp/server.py` make, in their order, with
-the same arguments: the connect stage (`Session.arrive`, `admission`,
-`Decider.at_connect`, `connect_facts`), reverse DNS as a given fact (`rdns_known`; no
-resolver, no DNS lists), the read ahead of the deferral record (`prefetch_plan`), the
-pregreet test when it is on, EHLO, then per envelope MAIL with SIZE and each RCPT, and
-the gate before DATA's 354, through the very steps the server runs (smtp/steps.py), with
+A session runs the very steps the server runs (smtp/steps.py), with the same
+arguments: the connect stage, with `SimulatedConnect` carrying out its awaits
+(`Decider.at_connect`, reverse DNS as a given fact with no resolver and no DNS lists, the
+read ahead of the deferral record, the pregreet test when it is on); EHLO; then per
+envelope MAIL with SIZE, each RCPT and the gate before DATA's 354, with
 `SessionEffects` carrying out their awaits: `Decider.at_rcpt` with the session's memory
 of decisions; a tarpit hold waited out (`tarpit_waited`) or hung up on
 (`tarpit_abandoned`, and the Decider's); a promotion (`Decider.promote`); the backend's
@@ -30,12 +29,11 @@ from typing import Any
 
 from gateway.assembly import session_rules_from
 from gateway.config import Settings
-from gateway.decider import Decider, SpfCheck
+from gateway.decider import Connect, Decider, DnsFacts, SpfCheck
 from gateway.policy.decision import Policy, Verdict
 from gateway.policy.facts import RDNS
 from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress
-from gateway.policy.records import Familiar
 from gateway.policy.vocabulary import Action
 from gateway.relay.reply import BackendReply
 from gateway.smtp import steps
@@ -43,7 +41,6 @@ from gateway.smtp.core.notes import Decided
 from gateway.smtp.session import (
     Decide,
     Deliver,
-    LookUp,
     Phase,
     RelayRcpt,
     Say,
@@ -144,37 +141,17 @@ class Gate:
         """One session carrying `envelopes` in turn. `data` False: the client quits after
         RCPT (a sender-verification callback)."""
         self.sessions += 1
-        decider = self.decider
         core = Session(self.policy, self.rules, f"sim{self.sessions}")
         core.connected_via(None, client.place)
-        core.arrive(client.address)
-        out: Any = core.admission(None)  # connection limits: not simulated
-        connect = await decider.at_connect(client.address, pregreet=self.rules.greet_wait > 0)
-        known = connect.snapshot
-        out = core.connect_facts(
-            connect.screening,
-            connect.verdict,
-            pregreeted=connect.pregreeted,
-            familiar=known is not None and isinstance(known.record, Familiar),
-        )
         visit = Visit([])
         ahead: list[Snapshot | None] = []  # the read ahead: it serves the first decision only
-        if isinstance(out, LookUp):
-            out = core.rdns_known(client.rdns)  # DNS is a given fact
-            assert core.assessment is not None
-            prefetched, key = decider.prefetch_plan(core.assessment, known=known)
-            ahead.append(await self.store.read(key) if key is not None else prefetched)
-        if isinstance(out, Say):  # 554 (deny list) or 421 (penalty box)
-            return self._ended(core, visit, envelopes, out)
-        if core.tease():  # the pregreet test is on
-            said = core.greet_wait_over(client.talks_early)
-            if client.talks_early:
-                assert core.screening is not None
-                await decider.pregreeted(core.screening.address_text, self.pregreet_ttl)
-            if said is not None:
-                return self._ended(core, visit, envelopes, said)
-        core.hello(client.helo, esmtp=True)
+        early = SimulatedConnect(self, core, client, ahead)
+        greeted = await steps.connect(core, client.address, False, early)  # no DNS lists
+        if isinstance(greeted, Say):  # 554 (deny list), 421 (penalty box), pregreet drop
+            return self._ended(core, visit, envelopes, greeted)
+        assert greeted, "a simulated session cannot time out before its greeting"
         effects = SessionEffects(self, core, client, ahead, visit)
+        core.hello(client.helo, esmtp=True)
         gone = False
         for envelope in envelopes:
             effects.envelope = envelope
@@ -251,6 +228,60 @@ class Gate:
             code = _code(said.reply)
             visit.codes = [[code] * len(e.recipients) for e in unserved]
         return visit
+
+
+@dataclass(slots=True)
+class SimulatedConnect:
+    """The awaits of smtp/steps.py's connect for one simulated session: no connection
+    limits, the Decider on the memory store, reverse DNS a given fact (no DNS lists), a
+    client that talks early or waits for the greeting."""
+
+    gate: Gate
+    core: Session
+    client: Client
+    ahead: list[Snapshot | None]  # where the read ahead is kept for the first decision
+    known: Snapshot | None = None  # the address key's record, read at connect
+
+    def admit(self, address: IPAddress, exempt: bool) -> None:
+        return None  # connection limits: not simulated
+
+    async def at_connect(self) -> Connect:
+        gate = self.gate
+        connect = await gate.decider.at_connect(
+            self.client.address, pregreet=gate.rules.greet_wait > 0
+        )
+        self.known = connect.snapshot
+        return connect
+
+    def now(self) -> float:
+        return self.gate.clock()
+
+    def cached_facts(self, lists: bool) -> DnsFacts:
+        return DnsFacts(self.client.rdns, None)  # DNS is a given fact
+
+    async def dns_facts(self, lists: bool) -> DnsFacts:
+        return DnsFacts(self.client.rdns, None)
+
+    def assess_later(self, lists: bool) -> None:
+        raise AssertionError("reverse DNS is always at hand in the simulator")
+
+    async def read_ahead(self) -> None:
+        assessment = self.core.assessment
+        assert assessment is not None
+        gate = self.gate
+        prefetched, key = gate.decider.prefetch_plan(assessment, known=self.known)
+        self.ahead.append(await gate.store.read(key) if key is not None else prefetched)
+
+    def noted(self) -> None:
+        pass  # the notes are read when the session ends (Gate._ended)
+
+    async def greet_wait(self, seconds: float) -> bool:
+        return self.client.talks_early
+
+    async def pregreeted(self) -> None:
+        screening = self.core.screening
+        assert screening is not None
+        await self.gate.decider.pregreeted(screening.address_text, self.gate.pregreet_ttl)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """Before the greeting: the PROXY header, the connect stage, and a refused session.
 
-The stage decides nothing itself: the session core does (limits, deny list, penalty
-box, whether reverse DNS must come first); `EarlyStage` performs what it asks for. The
+The stage decides nothing itself, nor the order of its steps: the session core decides
+(limits, deny list, penalty box, whether reverse DNS must come first) and
+`steps.connect` orders; `EarlyStage` performs what they ask for (`ConnectEffects`). The
 PTR lookup starts here, so that for a new host it overlaps the client's EHLO and MAIL
 (a returning host's is in the resolver's cache and costs nothing), and so does the read
 ahead of the deferral record RCPT will need.
@@ -20,14 +21,16 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from gateway.decider import Connect, DnsFacts
 from gateway.errors import StoreError
 from gateway.policy import replies
 from gateway.policy.keys import place_key
 from gateway.policy.net import IPAddress, client_address
-from gateway.policy.records import Familiar
+from gateway.policy.vocabulary import Limit
+from gateway.smtp import steps
 from gateway.smtp.proxy import proxied_client
 from gateway.smtp.services import Services
-from gateway.smtp.session import Greet, LookUp, Phase, Say, Session, Then
+from gateway.smtp.session import Phase, Say, Session, Then
 from gateway.store.base import Snapshot
 
 log = logging.getLogger("onajimi.smtp")
@@ -67,92 +70,83 @@ class EarlyStage(SMTP):
             return False
 
     async def _connect_stage(self, address: IPAddress) -> bool:
-        services, core = self.services, self.core
-        exempt = core.arrive(address)
+        out = await steps.connect(self.core, address, self.services.decider.asks_lists, self)
+        if isinstance(out, Say):
+            await self._say_before_greeting(out)
+            return False
+        return out
+
+    # -- the awaits of smtp/steps.py's connect (ConnectEffects) ----------------------------
+    def admit(self, address: IPAddress, exempt: bool) -> Limit | None:
+        """The connection limits; an address that is our own bridge's is reported first."""
+        services = self.services
         watch = services.masquerade
         if watch is not None and not exempt:  # the real client: after PROXY, the proxied one
             masquerade = watch.seen(address)
             if masquerade is not None:
                 services.observer.masquerading(masquerade)
-        out: Say | Greet | LookUp | None = core.admission(services.limits.admit(address, exempt))
-        if out is None:
-            services.sessions.load_changed()
-            try:
-                connect = await services.decider.at_connect(
-                    address, pregreet=core.rules.greet_wait > 0
-                )
-            except StoreError:
-                if core.phase is not Phase.CONNECTED:  # timed out meanwhile: said and done
-                    return False
-                out = core.store_down_at_connect(services.clock())
-            else:
-                if core.phase is not Phase.CONNECTED:
-                    return False
-                self.ahead.connect_snapshot = snapshot = connect.snapshot
-                out = core.connect_facts(
-                    connect.screening,
-                    connect.verdict,
-                    pregreeted=connect.pregreeted,
-                    familiar=snapshot is not None and isinstance(snapshot.record, Familiar),
-                )
-        if isinstance(out, LookUp):
-            decider = services.decider
-            lists = core.asks_lists(decider.asks_lists)
-            facts = decider.cached_facts(address, lists)
-            if facts is not None:  # a returning host
-                out = core.rdns_known(facts.rdns, facts.dnsbl)
-                self.plan_snapshot()
-            elif out.wait:  # a deny entry may name this client's PTR: learn it first
-                facts = await decider.dns_facts(address, lists)
-                if core.phase is not Phase.CONNECTED:
-                    return False
-                out = core.rdns_known(facts.rdns, facts.dnsbl)
-                self.plan_snapshot()
-            else:  # a new host: the lookups overlap the client's EHLO and MAIL
-                self.ahead.assessment_task = self.loop.create_task(self._assess(address, lists))
-                out = core.greet_before_rdns()
-        if core.notes:
-            services.observer.noted(core)
-        if isinstance(out, Say):
-            await self._say_before_greeting(out)
-            return False
-        wait = core.tease()
-        return True if not wait else await self._greet_wait(wait)
+        return services.limits.admit(address, exempt)
 
-    async def _greet_wait(self, wait: float) -> bool:
-        """postscreen's pregreet test: the first line of a two-line greeting, then `wait`
-        seconds. An SMTP client must wait for the final `220`; a bot that talks first has
-        shown itself. StreamReader has no peek: whether anything arrived is read off its
-        buffer, which aiosmtpd's command loop then reads as usual."""
-        core = self.core
-        await self.push(replies.pregreet_teaser(core.rules.hostname))
+    async def at_connect(self) -> Connect | None:
+        services, core = self.services, self.core
+        assert core.address is not None
+        services.sessions.load_changed()  # admitted: one more session counts
+        try:
+            connect = await services.decider.at_connect(
+                core.address, pregreet=core.rules.greet_wait > 0
+            )
+        except StoreError:
+            return None
+        self.ahead.connect_snapshot = connect.snapshot
+        return connect
+
+    def now(self) -> float:
+        return self.services.clock()
+
+    def cached_facts(self, lists: bool) -> DnsFacts | None:
+        assert self.core.address is not None
+        return self.services.decider.cached_facts(self.core.address, lists)
+
+    async def dns_facts(self, lists: bool) -> DnsFacts:
+        assert self.core.address is not None
+        return await self.services.decider.dns_facts(self.core.address, lists)
+
+    def assess_later(self, lists: bool) -> None:
+        self.ahead.assessment_task = self.loop.create_task(self._assess(lists))
+
+    async def read_ahead(self) -> None:
+        self.plan_snapshot()
+
+    def noted(self) -> None:
+        self.services.observer.noted(self.core)
+
+    async def greet_wait(self, seconds: float) -> bool | None:
+        """postscreen's pregreet test: the first line of a two-line greeting, then
+        `seconds`. An SMTP client must wait for the final `220`; a bot that talks first
+        has shown itself. StreamReader has no peek: whether anything arrived is read off
+        its buffer, which aiosmtpd's command loop then reads as usual."""
+        await self.push(replies.pregreet_teaser(self.core.rules.hostname))
         # The wait is ours, not the client's: no command (nor PROXY header) timeout in it.
         self._set_deadline(
-            max(self._deadline, self.loop.time() + wait + self.services.limits.command_timeout)
+            max(self._deadline, self.loop.time() + seconds + self.services.limits.command_timeout)
         )
-        await asyncio.sleep(wait)
-        if self._reader.at_eof() or core.phase is not Phase.GREETED:
-            return False  # gone during the wait (or timed out): nothing more to say
-        talked = bool(self._reader._buffer)
-        say = core.greet_wait_over(talked)
-        if talked:
-            screening = core.screening
-            assert screening is not None
-            with contextlib.suppress(StoreError):  # not remembered: waits again next time
-                await self.services.decider.pregreeted(
-                    screening.address_text, self.services.pregreet_ttl
-                )
-        if core.notes:
-            self.services.observer.noted(core)
-        if say is not None:
-            await self.push(say.reply)
-            return False
-        return True
+        await asyncio.sleep(seconds)
+        if self._reader.at_eof():
+            return None
+        return bool(self._reader._buffer)
 
-    async def _assess(self, address: IPAddress, lists: bool) -> None:
+    async def pregreeted(self) -> None:
+        screening = self.core.screening
+        assert screening is not None
+        with contextlib.suppress(StoreError):  # not remembered: waits again next time
+            await self.services.decider.pregreeted(
+                screening.address_text, self.services.pregreet_ttl
+            )
+
+    async def _assess(self, lists: bool) -> None:
         """Reverse DNS (and the DNS lists), then (while the client is still talking) the
         record RCPT needs."""
-        facts = await self.services.decider.dns_facts(address, lists)
+        facts = await self.dns_facts(lists)
         self.core.rdns_known(facts.rdns, facts.dnsbl)
         self.plan_snapshot()
 
