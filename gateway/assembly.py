@@ -38,9 +38,9 @@ def _load(paths: tuple[Path, ...], role: Role) -> ClientList:
     return load_list(paths, role, [display_path(p) for p in paths])
 
 
-def rules_from(settings: Settings) -> deferral.Rules:
+def rules_from(settings: Settings) -> deferral.DeferralRules:
     p = settings.policy
-    return deferral.Rules(
+    return deferral.DeferralRules(
         min_retry_delay=p.min_retry_delay,
         retry_window=p.retry_window,
         familiar_ttl=p.familiar_ttl,
@@ -71,23 +71,23 @@ def session_rules_from(settings: Settings) -> SessionRules:
     )
 
 
-def strike_rules_from(settings: Settings) -> strikes.Rules:
+def strike_rules_from(settings: Settings) -> strikes.StrikeRules:
     a, ban = settings.auth, settings.autoban
 
-    def limit(count: int) -> strikes.Limit:
-        return strikes.Limit(count, ban.window, ban.penalty_ttl)
+    def limit(count: int) -> strikes.StrikeLimit:
+        return strikes.StrikeLimit(count, ban.window, ban.penalty_ttl)
 
-    return strikes.Rules(
-        auth=strikes.Limit(a.max_failures, a.failure_window, a.penalty_ttl),
+    return strikes.StrikeRules(
+        auth=strikes.StrikeLimit(a.max_failures, a.failure_window, a.penalty_ttl),
         relay=limit(ban.relay_limit),
         probe=limit(ban.probe_limit),
         loiter=limit(ban.loiter_limit),
     )
 
 
-def dnsbl_rules_from(settings: Settings) -> dnsbl.Rules:
+def dnsbl_rules_from(settings: Settings) -> dnsbl.DnsblRules:
     d = settings.dnsbl
-    return dnsbl.Rules(
+    return dnsbl.DnsblRules(
         sites=tuple(dnsbl.parse_site(text) for text in d.sites),
         threshold=d.threshold,
         allowlist_threshold=d.allowlist_threshold,

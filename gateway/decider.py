@@ -72,7 +72,7 @@ class DnsFacts:
 
 
 @value
-class Struck:
+class StrikeCount:
     """A strike counted: how many of its kind are live now, and the penalty box's
     verdict when that was one too many."""
 
@@ -139,14 +139,14 @@ class Decider:
         now = self.clock()
         await self.store.put(store_key(Space.PREGREET, address), Pregreet(now, now + ttl))
 
-    async def struck(self, screening: Screening, kind: Reason) -> Struck:
+    async def struck(self, screening: Screening, kind: Reason) -> StrikeCount:
         """Count a strike of `kind` (policy/strikes.py) under the client's address key;
         at the kind's limit the penalty box is written too, and its verdict returned."""
         policy = self._policy()
         limit = policy.strike_rules.of(kind)
         trusted = screening.verdict is not None and screening.verdict.reason is Reason.TRUSTED
         if not limit.limit or trusted:  # trusted networks: never in the box, nor its exports
-            return Struck(0, None)
+            return StrikeCount(0, None)
         now = self.clock()
 
         def count(record) -> Outcome[strikes.Counted]:
@@ -157,9 +157,11 @@ class Decider:
         key = screening.address_key
         counted = await self.store.update(store_key(Space.STRIKES, f"{key}/{kind.value}"), count)
         if counted.penalty is None:
-            return Struck(counted.record.count, None)
+            return StrikeCount(counted.record.count, None)
         await self.store.put(store_key(Space.PENALTY, key), counted.penalty)
-        return Struck(counted.record.count, policy.before_greeting(screening, counted.penalty, now))
+        return StrikeCount(
+            counted.record.count, policy.before_greeting(screening, counted.penalty, now)
+        )
 
     async def promote(self, key: str) -> None:
         """A suspect waited out the tarpit (suspect_action = "tarpit"): familiar now."""

@@ -6,9 +6,9 @@ import pytest
 
 from gateway.policy.deferral import (
     Attempt,
-    Kind,
+    AttemptKind,
+    DeferralRules,
     PromoteOn,
-    Rules,
     abandoned,
     count_pass,
     on_delivery,
@@ -24,7 +24,7 @@ from gateway.policy.vocabulary import Action, Reason, Retry
 pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 
 T0 = 1_800_000_000.0
-RULES = Rules(
+RULES = DeferralRules(
     min_retry_delay=300,
     retry_window=86400,
     familiar_ttl=3024000,
@@ -74,7 +74,7 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
     s1 = first()
     s2 = step(s1.record, T0 + 20, RULES, R1, attempt=MSG)
     assert s2.action is Action.DEFER and s2.reason is Reason.EARLY_RETRY
-    assert s2.retry is Retry.EARLY and s2.kind is Kind.EARLY_RETRY
+    assert s2.retry is Retry.EARLY and s2.kind is AttemptKind.EARLY_RETRY
     assert s2.record.first_seen == T0  # an early retry never moves first_seen
     assert (s2.record.attempts, s2.record.early) == (2, 1)
     assert s2.record.last_seen == T0 + 20
@@ -83,7 +83,7 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
     assert "retry in 4m40s at the earliest" in s2.reply.text
     # Half a minute or more after its previous try: a (short) retry timer, not counted.
     s3 = step(s2.record, T0 + 299.5, RULES, R1, attempt=MSG)
-    assert s3.kind is Kind.PATIENT_RETRY and s3.early == 1
+    assert s3.kind is AttemptKind.PATIENT_RETRY and s3.early == 1
     # Not counted, so not an early retry: the key's reason, and words for a retry.
     assert s3.reason is R1 and s3.retry is Retry.EARLY
     assert s3.reply.text == (
@@ -98,16 +98,16 @@ def test_early_retry_counts_and_keeps_first_seen() -> None:
 def test_a_new_message_after_the_delay_is_deferred_and_remembered() -> None:
     record = first().record
     later = step(record, T0 + 400, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
-    assert later.action is Action.DEFER and later.kind is Kind.NEW_MESSAGE
+    assert later.action is Action.DEFER and later.kind is AttemptKind.NEW_MESSAGE
     assert later.reason is R1 and later.wait == 300  # its own delay, from now
     assert "a new message from this host (s25r_rule1); retry in 5m00s" in later.reply.text
     # The first message's retry promotes; the new one's too, once its own delay is over.
     assert step(later.record, T0 + 400, RULES, R1, attempt=MSG).reason is Reason.PROMOTED
     too_soon = step(later.record, T0 + 600, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
-    assert too_soon.action is Action.DEFER and too_soon.kind is Kind.PATIENT_RETRY
+    assert too_soon.action is Action.DEFER and too_soon.kind is AttemptKind.PATIENT_RETRY
     assert too_soon.wait == pytest.approx(100)
     again = step(later.record, T0 + 700, RULES, R1, attempt=Attempt(msg("other"), "mx1"))
-    assert again.reason is Reason.PROMOTED and again.kind is Kind.RETRY
+    assert again.reason is Reason.PROMOTED and again.kind is AttemptKind.RETRY
     assert again.matched is not None and again.matched.first == T0 + 400
 
 
@@ -115,13 +115,13 @@ def test_a_bot_returning_with_new_spam_never_gets_in() -> None:
     record = first().record
     for hour in range(1, 24):  # new spam every hour for a day
         s = step(record, T0 + 3600 * hour, RULES, R1, attempt=Attempt(msg(f"spam{hour}x"), "mx1"))
-        assert s.action is Action.DEFER and s.kind is Kind.NEW_MESSAGE
+        assert s.action is Action.DEFER and s.kind is AttemptKind.NEW_MESSAGE
         record = s.record
     assert len(record.remembered) == MESSAGES_KEPT
     # With promote_on = "any" (the seed's rule) its first return promotes it.
-    rules = Rules(promote_on=PromoteOn.ANY)
+    rules = DeferralRules(promote_on=PromoteOn.ANY)
     anything = step(first().record, T0 + 3600, rules, R1, attempt=Attempt(msg("spam"), "mx1"))
-    assert anything.reason is Reason.PROMOTED and anything.kind is Kind.RETURN
+    assert anything.reason is Reason.PROMOTED and anything.kind is AttemptKind.RETURN
 
 
 def test_what_makes_an_attempt_a_retry_of_a_deferred_message() -> None:
@@ -130,7 +130,9 @@ def test_what_makes_an_attempt_a_retry_of_a_deferred_message() -> None:
     record = step(None, T0, RULES, R1, attempt=Attempt(both, "mx1")).record
 
     def promoted_by(env) -> bool:
-        return step(record, T0 + 300, RULES, R1, attempt=Attempt(env, "mx1")).kind is Kind.RETRY
+        return (
+            step(record, T0 + 300, RULES, R1, attempt=Attempt(env, "mx1")).kind is AttemptKind.RETRY
+        )
 
     # Only the recipient still pending (bob was delivered elsewhere): the same message.
     assert promoted_by(envelope("alice@a.example", "carol@example.com", 5000))
@@ -146,20 +148,22 @@ def test_what_makes_an_attempt_a_retry_of_a_deferred_message() -> None:
     assert not promoted_by(envelope("<>", "bob@example.com", 5000))  # <> matches only <>
     # No SIZE at all, both times: the same message.
     bare = step(None, T0, RULES, R1, attempt=Attempt(msg("x", None), "mx1")).record
-    assert step(bare, T0 + 300, RULES, R1, attempt=Attempt(msg("x", None))).kind is Kind.RETRY
+    assert (
+        step(bare, T0 + 300, RULES, R1, attempt=Attempt(msg("x", None))).kind is AttemptKind.RETRY
+    )
 
 
 def test_the_delay_counts_per_message_and_the_window_too() -> None:
     record = first().record
     record = step(record, T0 + 250, RULES, R1, attempt=Attempt(msg("second"), "mx1")).record
     # At +350 the first message is due, the second is not.
-    assert step(record, T0 + 350, RULES, R1, attempt=MSG).kind is Kind.RETRY
+    assert step(record, T0 + 350, RULES, R1, attempt=MSG).kind is AttemptKind.RETRY
     early = step(record, T0 + 350, RULES, R1, attempt=Attempt(msg("second"), "mx1"))
     assert early.action is Action.DEFER and early.wait == pytest.approx(200)
     # A retry a window after its message's first try is too late: it starts over.
     late = step(record, T0 + 86400 + 1, RULES, R1, attempt=MSG)
-    assert late.kind is Kind.EXPIRED and late.retry is Retry.EXPIRED and late.wait == 300
-    assert step(late.record, T0 + 86400 + 301, RULES, R1, attempt=MSG).kind is Kind.RETRY
+    assert late.kind is AttemptKind.EXPIRED and late.retry is Retry.EXPIRED and late.wait == 300
+    assert step(late.record, T0 + 86400 + 301, RULES, R1, attempt=MSG).kind is AttemptKind.RETRY
 
 
 def test_a_further_recipient_joins_the_message_and_a_retry_carrying_it_matches() -> None:
@@ -169,7 +173,7 @@ def test_a_further_recipient_joins_the_message_and_a_retry_carrying_it_matches()
     assert s.action is Action.DEFER and s.record.attempts == 1  # still one attempt
     assert len(s.record.remembered[0].recipients) == 2
     retry = Attempt(msg("m1", recipient="carol@example.com"))
-    assert step(s.record, T0 + 300, RULES, R1, attempt=retry).kind is Kind.RETRY
+    assert step(s.record, T0 + 300, RULES, R1, attempt=retry).kind is AttemptKind.RETRY
 
 
 def test_a_big_backlog_retried_in_order_meets_a_message_it_remembers() -> None:
@@ -189,16 +193,16 @@ def test_a_big_backlog_retried_in_order_meets_a_message_it_remembers() -> None:
 def test_a_record_of_the_version_before_still_reads_and_promotes() -> None:
     old_key = message_key("sender@m1.example", "bob@example.com", 2048)
     legacy = Pending(T0, T0, 1, 0, "s25r_rule1", T0 + 86400, messages=((old_key, T0, "mx1"),))
-    assert step(legacy, T0 + 300, RULES, R1, attempt=MSG).kind is Kind.RETRY  # its retry
+    assert step(legacy, T0 + 300, RULES, R1, attempt=MSG).kind is AttemptKind.RETRY  # its retry
     newer = step(legacy, T0 + 300, RULES, R1, attempt=Attempt(msg("m2"), "mx1"))
-    assert newer.kind is Kind.NEW_MESSAGE
+    assert newer.kind is AttemptKind.NEW_MESSAGE
     assert newer.record.messages == () and len(newer.record.remembered) == 2  # upgraded
 
 
 # -- what counts as impatient (issue 9): real MTAs never, bots always -------------------
 
 
-def attempts(events, rules: Rules = RULES, reason: Reason = R1, record=None):
+def attempts(events, rules: DeferralRules = RULES, reason: Reason = R1, record=None):
     """Run (seconds after T0, message, place[, judge_pace]) attempts through one key."""
     steps = []
     for event in events:
@@ -215,7 +219,7 @@ def test_a_backlog_in_parallel_sessions_is_not_a_retry() -> None:
     # Postfix with 20 queued messages: five sessions at once, then one per message.
     steps = attempts([(i * 0.05, f"m{i}", "mx1") for i in range(20)])
     assert [s.action for s in steps] == [Action.DEFER] * 20
-    assert {s.kind for s in steps[1:]} == {Kind.NEW_MESSAGE}
+    assert {s.kind for s in steps[1:]} == {AttemptKind.NEW_MESSAGE}
     assert all(s.reason is R1 and s.retry is None for s in steps)  # still a first contact
     assert steps[-1].record.early == 0 and steps[-1].record.attempts == 20
     assert "retry in 5m00s at the earliest" in steps[-1].reply.text
@@ -226,11 +230,15 @@ def test_a_backlog_in_parallel_sessions_is_not_a_retry() -> None:
 
 def test_the_same_message_at_our_other_mx_at_once_is_a_fallback() -> None:
     steps = attempts([(0, "m", "mx1"), (0.2, "m", "mx2"), (0.4, "m", "mx3")])
-    assert [s.kind for s in steps] == [Kind.FIRST, Kind.MX_FALLBACK, Kind.MX_FALLBACK]
+    assert [s.kind for s in steps] == [
+        AttemptKind.FIRST,
+        AttemptKind.MX_FALLBACK,
+        AttemptKind.MX_FALLBACK,
+    ]
     assert steps[-1].record.early == 0 and steps[-1].reason is R1
     # At the other MX after the burst, it is a retry.
     late = attempts([(0, "m", "mx1"), (6, "m", "mx2")])
-    assert late[-1].kind is Kind.EARLY_RETRY and late[-1].early == 1
+    assert late[-1].kind is AttemptKind.EARLY_RETRY and late[-1].early == 1
 
 
 def test_look_alike_messages_of_a_backlog_are_not_retries() -> None:
@@ -240,9 +248,9 @@ def test_look_alike_messages_of_a_backlog_are_not_retries() -> None:
     for i in range(20):
         events += [(i * 0.05, "alert", "mx1"), (i * 0.05 + 0.02, "alert", "mx2")]
     steps = attempts(events)
-    assert {s.kind for s in steps[1:]} == {Kind.LOOK_ALIKE, Kind.MX_FALLBACK}
+    assert {s.kind for s in steps[1:]} == {AttemptKind.LOOK_ALIKE, AttemptKind.MX_FALLBACK}
     assert steps[-1].early == 0
-    assert all(s.reason is R1 for s in steps if s.kind is not Kind.MX_FALLBACK)
+    assert all(s.reason is R1 for s in steps if s.kind is not AttemptKind.MX_FALLBACK)
     # At concurrency 1 over a slow link: one every two seconds, for forty seconds.
     slow = attempts([(i * 2, "alert", "mx1") for i in range(20)])
     assert slow[-1].early == 0 and slow[-1].record.burst_over is False
@@ -258,7 +266,11 @@ def test_a_retry_timer_is_patience_however_short() -> None:
     steps = attempts(sorted(events))
     assert all(s.action is Action.DEFER for s in steps)
     assert steps[-1].record.early == 0
-    assert {s.kind for s in steps} >= {Kind.PATIENT_RETRY, Kind.MX_FALLBACK, Kind.NEW_MESSAGE}
+    assert {s.kind for s in steps} >= {
+        AttemptKind.PATIENT_RETRY,
+        AttemptKind.MX_FALLBACK,
+        AttemptKind.NEW_MESSAGE,
+    }
     promoted = step(steps[-1].record, T0 + 300, RULES, R1, attempt=Attempt(msg("m0"), "mx1"))
     assert promoted.reason is Reason.PROMOTED
 
@@ -270,7 +282,7 @@ def test_a_bot_retrying_at_once_and_then_every_five_seconds_is_impatient() -> No
     events += [(1 + i * 5, "spam", "mx1") for i in range(1, 13)]
     steps = attempts(events)
     penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
-    assert [s.kind for s in steps[1:10]] == [Kind.LOOK_ALIKE] * 9
+    assert [s.kind for s in steps[1:10]] == [AttemptKind.LOOK_ALIKE] * 9
     assert steps[penalised].reason is Reason.IMPATIENT and steps[penalised].early == 5
     assert steps[penalised].reply.code == 421 and steps[penalised].reply.status == "4.7.0"
     at = events[penalised][0]
@@ -303,7 +315,7 @@ def test_a_bot_cycling_two_messages_is_boxed() -> None:
 def test_a_fast_bot_is_given_away_by_its_pace_even_within_round_0() -> None:
     fast = attempts([(i / 10, "spam", "mx1") for i in range(3000)])
     penalised = next(i for i, s in enumerate(fast) if s.action is Action.PENALTY)
-    assert fast[penalised].kind is Kind.PACE and penalised / 10 < 60
+    assert fast[penalised].kind is AttemptKind.PACE and penalised / 10 < 60
 
 
 def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
@@ -311,9 +323,9 @@ def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
     # MTA keeps up. Past pace_allowance each burst_window counts once.
     steps = attempts([(i / 50, f"m{i}", "mx1") for i in range(2000)])
     penalised = next(i for i, s in enumerate(steps) if s.action is Action.PENALTY)
-    assert steps[penalised].kind is Kind.PACE
+    assert steps[penalised].kind is AttemptKind.PACE
     assert penalised > 300 and penalised / 50 < 60  # caught within a minute
-    assert sum(s.kind is Kind.PACE for s in steps[: penalised + 1]) == 5
+    assert sum(s.kind is AttemptKind.PACE for s in steps[: penalised + 1]) == 5
     # A key that gathers a whole domain's servers (rDNS lumping) is not judged by pace.
     lumped = attempts([(i / 50, f"m{i}", "mx1", False) for i in range(2000)])
     assert all(s.action is Action.DEFER for s in lumped)
@@ -322,7 +334,7 @@ def test_a_bot_rotating_senders_and_recipients_is_caught_by_its_pace() -> None:
     assert steady[-1].record.early == 0
 
 
-def sessions(events, rules: Rules = RULES, record=None):
+def sessions(events, rules: DeferralRules = RULES, record=None):
     """Run (seconds after T0, [message of each transaction], place) sessions through one
     key, each transaction as decider.at_rcpt makes it (SessionDecisions): the steps."""
     steps = []
@@ -348,7 +360,11 @@ def test_a_backlog_without_size_ten_a_session_is_never_counted() -> None:
     deferred = steps[:200]
     assert all(s.action is Action.DEFER for s in deferred)
     assert deferred[-1].record.early == 0 and deferred[-1].record.attempts == 20  # sessions
-    assert {s.kind for s in deferred} == {Kind.FIRST, Kind.COPY, Kind.LOOK_ALIKE}
+    assert {s.kind for s in deferred} == {
+        AttemptKind.FIRST,
+        AttemptKind.COPY,
+        AttemptKind.LOOK_ALIKE,
+    }
     assert all(s.reason is R1 and s.retry is None for s in deferred)
     assert "first contact from this host" in deferred[0].reply.text
     assert all("another copy of a deferred message" in s.reply.text for s in deferred[1:])
@@ -366,7 +382,7 @@ def test_a_bot_with_one_message_a_session_is_boxed_as_before() -> None:
         [(0.0, ["spam", "spam"], "mx1"), *((i * 5.0, ["spam"], "mx1") for i in range(1, 60))]
     )
     boxed = next(i for i, s in enumerate(once) if s.action is Action.PENALTY)
-    assert once[2].kind is Kind.LOOK_ALIKE and boxed == penalised + 2
+    assert once[2].kind is AttemptKind.LOOK_ALIKE and boxed == penalised + 2
 
 
 def test_a_bot_that_sends_its_message_twice_a_session_is_not_counted_but_waits() -> None:
@@ -388,17 +404,25 @@ def test_a_backlog_down_cached_connections_is_never_counted() -> None:
 
 def test_a_session_counts_once_and_is_one_attempt() -> None:
     first = sessions([(0.0, ["a", "b", "c"], "mx1")])
-    assert [s.kind for s in first] == [Kind.FIRST, Kind.NEW_MESSAGE, Kind.NEW_MESSAGE]
+    assert [s.kind for s in first] == [
+        AttemptKind.FIRST,
+        AttemptKind.NEW_MESSAGE,
+        AttemptKind.NEW_MESSAGE,
+    ]
     assert first[-1].record.attempts == 1 and len(first[-1].record.remembered) == 3
     # Ten seconds later, all three again: one early retry, counted once for the session
     # (its later transactions are more of the queue down one connection).
     again = sessions([(10.0, ["a", "b", "c"], "mx1")], record=first[-1].record)
-    assert [s.kind for s in again] == [Kind.EARLY_RETRY, Kind.LOOK_ALIKE, Kind.LOOK_ALIKE]
+    assert [s.kind for s in again] == [
+        AttemptKind.EARLY_RETRY,
+        AttemptKind.LOOK_ALIKE,
+        AttemptKind.LOOK_ALIKE,
+    ]
     assert [s.early for s in again] == [1, 1, 1] and again[-1].record.attempts == 2
 
 
 def test_the_penalty_box_keeps_the_pending_record() -> None:
-    rules = Rules(impatient_retries=2, penalty_ttl=3600)
+    rules = DeferralRules(impatient_retries=2, penalty_ttl=3600)
     steps = attempts([(0, "m", "mx1"), (6, "m", "mx1"), (12, "m", "mx1")], rules)
     assert steps[-1].action is Action.PENALTY
     kept = steps[-1].record
@@ -408,7 +432,7 @@ def test_the_penalty_box_keeps_the_pending_record() -> None:
     assert after.reason is Reason.PROMOTED
     # A penalty shorter than the delay: one more counted retry is the box again at once,
     # while a new message is only deferred.
-    short = Rules(impatient_retries=2, penalty_ttl=5)
+    short = DeferralRules(impatient_retries=2, penalty_ttl=5)
     assert step(kept, T0 + 18, short, R1, attempt=Attempt(msg("m"), "mx1")).action is Action.PENALTY
     assert step(kept, T0 + 18, short, R1, attempt=Attempt(msg("n"), "mx1")).action is Action.DEFER
 
@@ -425,7 +449,7 @@ def test_unknown_attempts_count_as_new_messages() -> None:
 
 
 def test_impatient_retries_zero_never_penalises() -> None:
-    rules = Rules(impatient_retries=0)
+    rules = DeferralRules(impatient_retries=0)
     steps = attempts([(i * 6, "m", "mx1") for i in range(50)], rules)
     assert all(s.action is Action.DEFER for s in steps)
     assert steps[-1].record.early == 49
@@ -457,7 +481,7 @@ def test_triplet_passes_make_the_client_familiar() -> None:
     r3 = count_pass(r2, T0 + 20, RULES)
     assert r3 == Familiar(T0 + 20, T0 + 20, T0 + 20 + 3024000)
     assert count_pass(r3, T0 + 30, RULES) is None
-    assert count_pass(None, T0, Rules(auto_familiar_after=0)) is None
+    assert count_pass(None, T0, DeferralRules(auto_familiar_after=0)) is None
     assert isinstance(count_pass(first().record, T0, RULES), Tally)  # a mode switch: start counting
 
 
@@ -467,7 +491,9 @@ def test_foreign_record_kinds_count_as_absent() -> None:
 
 
 def test_defer_text_and_help_url() -> None:
-    rules = Rules(wording=Wording("Greylisted ({reason})", "https://help.example.com/onajimi"))
+    rules = DeferralRules(
+        wording=Wording("Greylisted ({reason})", "https://help.example.com/onajimi")
+    )
     s = step(None, T0, rules, Reason.ICHIGEN)
     assert str(s.reply) == (
         "450 4.7.1 Greylisted (ichigen); retry in 5m00s at the earliest,"

@@ -73,16 +73,16 @@ def test_weights_add_up_and_a_silent_list_counts_for_nothing() -> None:
     partial = dnsbl.score((one, two), {"a.test": ("127.0.0.2",), "b.test": None})
     assert partial.total == 2 and partial.failed == ("b.test",)
     assert "no answer from b.test" in partial.describe()
-    rules = dnsbl.Rules(sites=(one, two, allow), threshold=3, allowlist_threshold=-1)
+    rules = dnsbl.DnsblRules(sites=(one, two, allow), threshold=3, allowlist_threshold=-1)
     assert rules.listed(score) and not rules.listed(partial)
     allowed = dnsbl.score((one, allow), {"a.test": ("127.0.0.2",), "w.test": ("127.0.0.2",)})
     assert allowed.total == -3 and rules.allowlisted(allowed)
-    assert not dnsbl.Rules(sites=(allow,), allowlist_threshold=0).allowlisted(allowed)
+    assert not dnsbl.DnsblRules(sites=(allow,), allowlist_threshold=0).allowlisted(allowed)
 
 
 def test_replies_name_lists_as_reply_names_says() -> None:
     secret = dnsbl.parse_site("KEY123.zen.dq.example*3")
-    rules = dnsbl.Rules(sites=(secret,), reply_names=(("key123.zen.dq.example", "zen"),))
+    rules = dnsbl.DnsblRules(sites=(secret,), reply_names=(("key123.zen.dq.example", "zen"),))
     score = dnsbl.score((secret,), {"key123.zen.dq.example": ("127.0.0.2",)})
     assert rules.shown(score) == "zen"
 

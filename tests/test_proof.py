@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy import proof
-from gateway.policy.deferral import Kind, Rules
+from gateway.policy.deferral import AttemptKind, DeferralRules
 from gateway.policy.facts import RDNS, SPF, RDNSStatus
 from gateway.policy.messages import envelope
 from gateway.policy.records import Pool, Trace
 from tests.smtpclient import proxy_v1, proxy_v2
 
-RULES = Rules()
+RULES = DeferralRules()
 T0 = 1_800_000_000.0
 
 
@@ -46,10 +46,15 @@ def test_the_sender_domain() -> None:
 
 @pytest.mark.unit
 def test_only_a_new_message_from_a_sender_with_a_domain_leaves_a_trace() -> None:
-    assert proof.traceable(Kind.FIRST, "a@pool.example")
-    assert proof.traceable(Kind.NEW_MESSAGE, "a@pool.example")
-    assert not proof.traceable(Kind.FIRST, "<>")
-    for kind in (Kind.COPY, Kind.EARLY_RETRY, Kind.LOOK_ALIKE, Kind.PATIENT_RETRY):
+    assert proof.traceable(AttemptKind.FIRST, "a@pool.example")
+    assert proof.traceable(AttemptKind.NEW_MESSAGE, "a@pool.example")
+    assert not proof.traceable(AttemptKind.FIRST, "<>")
+    for kind in (
+        AttemptKind.COPY,
+        AttemptKind.EARLY_RETRY,
+        AttemptKind.LOOK_ALIKE,
+        AttemptKind.PATIENT_RETRY,
+    ):
         assert not proof.traceable(kind, "a@pool.example")
 
 
@@ -97,7 +102,7 @@ def test_a_pool_is_proven_at_both_addresses_and_a_domain_while_its_spf_passes() 
     assert proof.pool_proof("pool.example", narrow, wide, "192.0.2.1") is None
     assert proof.pool_proof("pool.example", SPF("fail"), narrow, "192.0.2.1") is None
     pool = proof.proven(T0, RULES)
-    assert proof.domain_proof("pool.example", pool, narrow, T0 + 60).kind is Kind.SPF_DOMAIN
+    assert proof.domain_proof("pool.example", pool, narrow, T0 + 60).kind is AttemptKind.SPF_DOMAIN
     assert proof.domain_proof("pool.example", pool, SPF("fail"), T0 + 60) is None
     assert proof.domain_proof("pool.example", None, narrow, T0) is None
     expired = Pool(T0, T0, T0 + 10)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.assembly import build_policy
 from gateway.policy import rcpt
-from gateway.policy.deferral import Kind
+from gateway.policy.deferral import AttemptKind
 from gateway.policy.facts import RDNS, SPF, RDNSStatus
 from gateway.policy.net import client_address
 from gateway.policy.records import Familiar, Pending, Pool, Trace
@@ -70,14 +70,14 @@ def test_a_first_contact_updates_its_key_then_claims_its_trace_and_is_deferred()
     ruling, asked = settle(facts())
     assert asked == ["UpdateKey", "ReadProof"]  # no SPF at first contact
     assert ruling.decision.verdict.action is Action.DEFER
-    assert ruling.decision.step.kind is Kind.FIRST and ruling.remember is ruling.decision
+    assert ruling.decision.step.kind is AttemptKind.FIRST and ruling.remember is ruling.decision
 
 
 def test_when_the_read_ahead_found_nothing_the_trace_is_claimed_with_the_update() -> None:
     """The record read at connect is absent: a first deferral, certainly a new message,
     so its trace goes with the key's update (one batch, or one round trip less)."""
     ruling, asked = settle(facts(ahead=None))
-    assert asked == ["UpdateKey"] and ruling.decision.step.kind is Kind.FIRST
+    assert asked == ["UpdateKey"] and ruling.decision.step.kind is AttemptKind.FIRST
     first = Trace(NOW - 400, "192.0.2.1", "", NOW + 86000)
     narrow = SPF("pass", 24, "ip4:192.0.2.0/24")
     spf = {"192.0.2.9": narrow, "192.0.2.1": narrow}
@@ -115,7 +115,7 @@ def test_a_pools_retry_elsewhere_is_proven_by_spf_at_both_addresses() -> None:
     ruling, asked = settle(facts(), trace=first, spf=spf)
     assert asked == ["UpdateKey", "ReadProof", "AskSpf", "AskSpf"]  # here, then there
     assert ruling.decision.verdict.reason is Reason.POOL
-    assert ruling.decision.step.kind is Kind.SPF_POOL
+    assert ruling.decision.step.kind is AttemptKind.SPF_POOL
     ((write,),) = [ruling.writes]
     assert write.key == "pool:pool.example" and isinstance(write.record, Pool)
     # The same retry without a narrow pass at the first address proves nothing.
@@ -129,7 +129,7 @@ def test_a_proven_domain_passes_where_its_spf_passes_narrowly() -> None:
     spf = {"192.0.2.9": SPF("pass", 24, "ip4:192.0.2.0/24")}
     ruling, asked = settle(facts(), trace=None, pool=pool, spf=spf)
     assert asked == ["UpdateKey", "ReadProof", "AskSpf"]
-    assert ruling.decision.step.kind is Kind.SPF_DOMAIN
+    assert ruling.decision.step.kind is AttemptKind.SPF_DOMAIN
     assert ruling.writes == ()  # the pool record is written again at most hourly
     ruling, _ = settle(facts(), trace=None, pool=pool, spf={"192.0.2.9": SPF("fail")})
     assert ruling.decision.verdict.action is Action.DEFER
@@ -156,4 +156,4 @@ def test_a_retry_of_a_remembered_message_promotes_and_a_new_message_does_not() -
     assert asked == ["UpdateKey"] and ruling.decision.verdict.reason is Reason.PROMOTED
     other = replace(facts(rcpt_to="carol@example.com", sender="z@other.example"), now=later.now)
     ruling, _ = settle(other, record=pending)
-    assert ruling.decision.step.kind is Kind.NEW_MESSAGE
+    assert ruling.decision.step.kind is AttemptKind.NEW_MESSAGE

@@ -10,7 +10,7 @@ import pytest
 from gateway.policy.facts import RDNSStatus
 from gateway.policy.net import client_address
 from gateway.resolver.cache import TTLCache
-from gateway.resolver.resolver import Kind, Resolver
+from gateway.resolver.resolver import AnswerKind, Resolver
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ async def test_ttls_are_honoured(dns_server) -> None:
         now[0] += 1
         assert r.cached_rdns(address) is None
         lookup = await r.lookup("nothing.example.org", "A")
-        assert lookup.kind is Kind.NXDOMAIN and lookup.ttl == 30  # the SOA's negative TTL
+        assert lookup.kind is AnswerKind.NXDOMAIN and lookup.ttl == 30  # the SOA's negative TTL
     finally:
         r.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.assembly import build_policy
-from gateway.decider import Decider, Struck
+from gateway.decider import Decider, StrikeCount
 from gateway.policy import strikes
 from gateway.policy.net import client_address
 from gateway.policy.records import Penalty, Space, Strikes, store_key
@@ -16,7 +16,7 @@ from tests.conftest import FakeClock, make_settings
 
 pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 
-LIMIT = strikes.Limit(limit=3, window=600, penalty_ttl=900)
+LIMIT = strikes.StrikeLimit(limit=3, window=600, penalty_ttl=900)
 
 
 def test_strikes_are_counted_within_the_window_from_the_first() -> None:
@@ -36,7 +36,7 @@ def test_the_limit_puts_the_address_in_the_penalty_box_with_its_reason(kind) -> 
         counted = strikes.struck(record, now, LIMIT, kind, "192.0.2.9")
         record = counted.record
     assert counted.penalty == Penalty(3.0, 903.0, 3, "192.0.2.9", reason=kind.value)
-    off = strikes.Limit(0)
+    off = strikes.StrikeLimit(0)
     assert strikes.struck(Strikes(1.0, 99, 3601.0), 2.0, off, kind, "x").penalty is None
 
 
@@ -48,8 +48,8 @@ def test_each_kind_has_its_own_settings() -> None:
         }
     )
     rules = build_policy(settings).strike_rules
-    assert rules.of(Reason.AUTH_FAILURES) == strikes.Limit(4, 60, 120)
-    assert rules.of(Reason.AUTOBAN_RELAY) == strikes.Limit(2, 30, 3600)
+    assert rules.of(Reason.AUTH_FAILURES) == strikes.StrikeLimit(4, 60, 120)
+    assert rules.of(Reason.AUTOBAN_RELAY) == strikes.StrikeLimit(2, 30, 3600)
     assert rules.of(Reason.AUTOBAN_PROBE).limit == 0
     assert rules.of(Reason.AUTOBAN_LOITER).limit == 9
 
@@ -91,6 +91,6 @@ async def test_trusted_networks_are_never_counted_nor_boxed(clock) -> None:
     decider = decider_for(clock, policy={"trusted_networks": ["198.51.100.0/24"]})
     screening = decider.policy.screen(client_address("198.51.100.7"))
     for _ in range(3):
-        assert await decider.struck(screening, Reason.AUTH_FAILURES) == Struck(0, None)
+        assert await decider.struck(screening, Reason.AUTH_FAILURES) == StrikeCount(0, None)
     assert await decider.store.get(store_key(Space.PENALTY, "198.51.100.7")) is None
     assert await decider.store.get(store_key(Space.STRIKES, "198.51.100.7/auth_failures")) is None

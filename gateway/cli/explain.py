@@ -16,7 +16,7 @@ from gateway.decider import Decider
 from gateway.errors import UserError
 from gateway.policy import dnsbl, strikes
 from gateway.policy.decision import Policy, Verdict, decided_at_data
-from gateway.policy.deferral import Kind, Step
+from gateway.policy.deferral import AttemptKind, Step
 from gateway.policy.facts import RDNS, RDNSStatus
 from gateway.policy.lists import ListEntry, Role
 from gateway.policy.messages import describe_match
@@ -114,7 +114,7 @@ def _typed_s25r(result: S25RResult) -> dict[str, Any]:
     }
 
 
-def _typed_dnsbl(score: dnsbl.Score, rules: dnsbl.Rules) -> dict[str, Any]:
+def _typed_dnsbl(score: dnsbl.Score, rules: dnsbl.DnsblRules) -> dict[str, Any]:
     return {
         "score": score.total,
         "listed": rules.listed(score),
@@ -167,7 +167,7 @@ def _strikes(record: Strikes, limit: int) -> str:
 
 
 def _attempt(step: Step, impatient_retries: int) -> str:
-    """How an attempt now would be judged (deferral.Kind), and where that leaves the key."""
+    """How an attempt now would be judged (deferral.AttemptKind), and where that leaves the key."""
     counted = f"counts: early retries {step.early}" if step.kind.counted else "not counted"
     limit = f" of {impatient_retries}" if impatient_retries and step.kind.counted else ""
     return f"{step.kind.value} ({counted}{limit})"
@@ -284,7 +284,7 @@ async def _explain(
                 "early": step.early,
                 "impatient_retries": settings.policy.impatient_retries,
             }
-            if args.size is None and decision.step.kind is Kind.NEW_MESSAGE:
+            if args.size is None and decision.step.kind is AttemptKind.NEW_MESSAGE:
                 # Most MTAs declare SIZE, and it is part of what makes a message the same.
                 out["this_attempt"] += "; --size N judges a real MTA's message"
         if isinstance(decision.record, Pending):

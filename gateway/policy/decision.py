@@ -135,7 +135,7 @@ class Policy:
     deny: ClientList
     classifier: S25RClassifier
     accept_domains: AcceptDomains
-    rules: deferral.Rules = deferral.Rules()
+    rules: deferral.DeferralRules = deferral.DeferralRules()
     defer_mode: DeferMode = DeferMode.SUSPECT
     key_mode: KeyMode = KeyMode.CLIENT
     ipv4_prefix: int = 32
@@ -143,9 +143,9 @@ class Policy:
     lump_by_rdns: bool = True
     dynamic_allow: ClientList = ClientList(Role.ALLOW)
     dynamic_deny: ClientList = ClientList(Role.DENY)
-    strike_rules: strikes.Rules = strikes.Rules()
+    strike_rules: strikes.StrikeRules = strikes.StrikeRules()
     exempt_recipients: ExemptRecipients = ExemptRecipients()
-    dnsbl_rules: dnsbl.Rules = dnsbl.Rules()
+    dnsbl_rules: dnsbl.DnsblRules = dnsbl.DnsblRules()
     # Judgements of PTR names against these lists: a pure function of the names, asked
     # again for every connection of a returning host. Private to this policy object, so
     # a reload (which builds a new Policy) can never serve a stale judgement.

@@ -56,7 +56,7 @@ things tell such copies from retries:
   apart from the first contact on, for at most `first_burst` (a fifth of
   min_retry_delay).
 
-An attempt before the delay is one of (`Kind`):
+An attempt before the delay is one of (`AttemptKind`):
 
     new_message    a message not deferred under this key before: part of the sender's
                    backlog, not a retry. Remembered (the most recent MESSAGES_KEPT).
@@ -134,7 +134,7 @@ class PromoteOn(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Rules:
+class DeferralRules:
     """The `[policy]` numbers that drive the procedure (seconds, counts)."""
 
     min_retry_delay: float = 300
@@ -166,7 +166,7 @@ class Rules:
         return since + 2 * self.retry_window
 
 
-class Kind(StrEnum):
+class AttemptKind(StrEnum):
     """How an attempt under a pending key was judged (logs, explain; see the docstring)."""
 
     FIRST = "first"  # no record: the first deferral
@@ -188,13 +188,18 @@ class Kind(StrEnum):
     @property
     def counted(self) -> bool:
         """Counted towards impatient_retries (at most once a session)."""
-        return self in (Kind.EARLY_RETRY, Kind.PACE)
+        return self in (AttemptKind.EARLY_RETRY, AttemptKind.PACE)
 
     @property
     def retry(self) -> bool:
         """A retry before the delay (`onajimi_retries_total{outcome="early"}`), counted
         or not; the other deferred kinds are more of the first contact."""
-        return self in (Kind.MX_FALLBACK, Kind.PATIENT_RETRY, Kind.EARLY_RETRY, Kind.PACE)
+        return self in (
+            AttemptKind.MX_FALLBACK,
+            AttemptKind.PATIENT_RETRY,
+            AttemptKind.EARLY_RETRY,
+            AttemptKind.PACE,
+        )
 
 
 @value
@@ -228,7 +233,7 @@ class Step:
     attempt: int = 0  # attempts counted under this key, this one included
     wait: float = 0.0  # seconds until a retry can be promoted
     penalty: Penalty | None = None  # to store under the client's address key
-    kind: Kind | None = None  # how the attempt was judged (a deferral or a promotion)
+    kind: AttemptKind | None = None  # how the attempt was judged (a deferral or a promotion)
     early: int = 0  # counted early retries under this key, this one included
     matched: Message | None = None  # the remembered message it is a retry of, if any
     proof: str = ""  # a retry from another address let in: what proved it (policy/proof.py)
@@ -245,7 +250,7 @@ def _current(record: Record | None, now: float) -> Record | None:
 
 def _new_pending(
     now: float,
-    rules: Rules,
+    rules: DeferralRules,
     reason: Reason,
     client: str,
     ptr: str,
@@ -275,11 +280,13 @@ def _new_pending(
         retry=retry,
         attempt=1,
         wait=rules.min_retry_delay,
-        kind=Kind.FIRST,
+        kind=AttemptKind.FIRST,
     )
 
 
-def _promote(current: Pending, now: float, rules: Rules, kind: Kind, matched=None) -> Step:
+def _promote(
+    current: Pending, now: float, rules: DeferralRules, kind: AttemptKind, matched=None
+) -> Step:
     familiar = Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
     return Step(
         Action.PASS,
@@ -297,7 +304,7 @@ def _promote(current: Pending, now: float, rules: Rules, kind: Kind, matched=Non
 def step(
     record: Record | None,
     now: float,
-    rules: Rules,
+    rules: DeferralRules,
     reason: Reason,
     client: str = "",
     ptr: str = "",
@@ -320,14 +327,14 @@ def step(
         if age > rules.retry_window:
             return _new_pending(now, rules, reason, client, ptr, attempt, retry=Retry.EXPIRED)
         if age >= rules.min_retry_delay:
-            return _promote(current, now, rules, Kind.RETURN)
+            return _promote(current, now, rules, AttemptKind.RETURN)
     messages = current.memory()
     index = find(messages, attempt.envelope)
     matched = messages[index] if index >= 0 else None
     if rules.promote_on is PromoteOn.RETRY and matched is not None:
         since = now - matched.first
         if rules.min_retry_delay <= since <= rules.retry_window:
-            return _promote(current, now, rules, Kind.RETRY, matched)
+            return _promote(current, now, rules, AttemptKind.RETRY, matched)
     return _deferred(current, messages, index, now, age, rules, client, ptr, attempt)
 
 
@@ -336,9 +343,9 @@ def _judge(
     messages: tuple[Message, ...],
     index: int,
     now: float,
-    rules: Rules,
+    rules: DeferralRules,
     attempt: Attempt,
-) -> tuple[Kind, tuple[Message, ...], bool, float]:
+) -> tuple[AttemptKind, tuple[Message, ...], bool, float]:
     """Which kind of attempt this is (see the module docstring), with the record's memory
     of messages afterwards, whether round 0 is over, and when the message was first
     tried (its delay runs from there)."""
@@ -353,33 +360,38 @@ def _judge(
     )
     burst_over = current.burst_over if later or attempt.more else not opening
     if env is None:
-        return Kind.NEW_MESSAGE, messages, burst_over, now
+        return AttemptKind.NEW_MESSAGE, messages, burst_over, now
     if index < 0:
         kept = remember(messages, new_message(env, now, place), now, rules.retry_window)
-        return Kind.NEW_MESSAGE, kept, burst_over, now
+        return AttemptKind.NEW_MESSAGE, kept, burst_over, now
     message = messages[index]
     if attempt.more:  # the same transaction, another recipient: it joins the message (the
         # transaction was judged at its first recipient; this kind is nobody's business)
         joined = message.with_recipients(env)
-        return Kind.NEW_MESSAGE, _put(messages, index, joined), burst_over, message.first
+        return AttemptKind.NEW_MESSAGE, _put(messages, index, joined), burst_over, message.first
     if now - message.first > rules.retry_window:  # too late to count: it starts over
         again = new_message(env, now, place)
-        return Kind.EXPIRED, (*messages[:index], *messages[index + 1 :], again), burst_over, now
+        return (
+            AttemptKind.EXPIRED,
+            (*messages[:index], *messages[index + 1 :], again),
+            burst_over,
+            now,
+        )
     spare = message.spare
     if any(message.matches(e) for e in attempt.earlier):
-        kind, tried = Kind.COPY, message.tried_again(now, message.places, spare + 1)
+        kind, tried = AttemptKind.COPY, message.tried_again(now, message.places, spare + 1)
     elif place and place not in message.places.split() and now - message.tried_at < window:
         places = f"{message.places} {place}".strip()
-        kind, tried = Kind.MX_FALLBACK, message._replace(places=places)
+        kind, tried = AttemptKind.MX_FALLBACK, message._replace(places=places)
     else:
         if now - message.tried_at >= rules.patience:
-            kind = Kind.PATIENT_RETRY
+            kind = AttemptKind.PATIENT_RETRY
         elif opening or later:  # a later transaction: more of the queue, one connection
-            kind = Kind.LOOK_ALIKE
+            kind = AttemptKind.LOOK_ALIKE
         elif spare:
-            kind, spare = Kind.LOOK_ALIKE, spare - 1
+            kind, spare = AttemptKind.LOOK_ALIKE, spare - 1
         else:
-            kind = Kind.EARLY_RETRY
+            kind = AttemptKind.EARLY_RETRY
         tried = message.tried_again(now, place, spare)
     return kind, _put(messages, index, tried.with_recipients(env)), burst_over, message.first
 
@@ -394,7 +406,7 @@ def _deferred(
     index: int,
     now: float,
     age: float,
-    rules: Rules,
+    rules: DeferralRules,
     client: str,
     ptr: str,
     attempt: Attempt,
@@ -411,7 +423,7 @@ def _deferred(
         and attempts > rules.pace_allowance + rules.pace_rate * age
         and now - counted_at >= rules.burst_window
     ):
-        kind = Kind.PACE
+        kind = AttemptKind.PACE
     counts = kind.counted
     if counts:
         counted_at = now
@@ -451,7 +463,7 @@ def _deferred(
     wait = rules.min_retry_delay - (now - first)
     # Only what is counted is an early retry; the rest keeps the key's own reason.
     reason = Reason.EARLY_RETRY if kind.counted else Reason(current.reason)
-    retry = Retry.EARLY if kind.retry else Retry.EXPIRED if kind is Kind.EXPIRED else None
+    retry = Retry.EARLY if kind.retry else Retry.EXPIRED if kind is AttemptKind.EXPIRED else None
     return Step(
         Action.DEFER,
         reason,
@@ -466,14 +478,14 @@ def _deferred(
     )
 
 
-def promoted(now: float, rules: Rules) -> Familiar:
+def promoted(now: float, rules: DeferralRules) -> Familiar:
     """A key promoted otherwise than by its own retry: a suspect that waited out the
     tarpit (suspect_action = "tarpit"), or a host whose retry came from its other
     address under one confirmed name (policy/proof.py)."""
     return Familiar(since=now, last_seen=now, expires=now + rules.familiar_ttl)
 
 
-def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
+def abandoned(record: Record | None, now: float, rules: DeferralRules) -> Step | None:
     """A suspect hung up in the tarpit: an early retry, counted towards the penalty box
     like one, at most once per burst_window (parallel sessions of one first contact
     hanging up together are one attempt). None when nothing counts:
@@ -500,17 +512,17 @@ def abandoned(record: Record | None, now: float, rules: Rules) -> Step | None:
         retry=Retry.EARLY,
         attempt=current.attempts,
         penalty=penalty,
-        kind=Kind.EARLY_RETRY,
+        kind=AttemptKind.EARLY_RETRY,
         early=early,
     )
 
 
-def _penalty(pending: Pending, now: float, rules: Rules) -> Penalty:
+def _penalty(pending: Pending, now: float, rules: DeferralRules) -> Penalty:
     """The penalty box for the key whose early retries reached impatient_retries."""
     return Penalty(now, now + rules.penalty_ttl, pending.attempts, pending.client, pending.ptr)
 
 
-def on_delivery(record: Record | None, now: float, rules: Rules) -> Familiar | None:
+def on_delivery(record: Record | None, now: float, rules: DeferralRules) -> Familiar | None:
     """The backend accepted a delivery: a familiar key stays familiar for another ttl.
 
     Returns the refreshed record, or None when there is nothing to refresh.
@@ -521,7 +533,7 @@ def on_delivery(record: Record | None, now: float, rules: Rules) -> Familiar | N
     return Familiar(since=current.since, last_seen=now, expires=now + rules.familiar_ttl)
 
 
-def count_pass(record: Record | None, now: float, rules: Rules) -> Record | None:
+def count_pass(record: Record | None, now: float, rules: DeferralRules) -> Record | None:
     """Triplet mode: a triplet of this client key was promoted.
 
     Returns the client key's new record (a Tally, or Familiar once `auto_familiar_after`

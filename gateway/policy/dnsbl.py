@@ -141,7 +141,7 @@ def score(sites: tuple[Site, ...], answers: Mapping[str, tuple[str, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Rules:
+class DnsblRules:
     """`[dnsbl]`."""
 
     sites: tuple[Site, ...] = ()

@@ -27,7 +27,7 @@ Everything here is pure; decider.py reads the trace and pool records and asks SP
 
 from __future__ import annotations
 
-from gateway.policy.deferral import Kind, Rules
+from gateway.policy.deferral import AttemptKind, DeferralRules
 from gateway.policy.facts import RDNS, SPF
 from gateway.policy.messages import Envelope, recipient_id
 from gateway.policy.records import Pool, Trace
@@ -63,17 +63,21 @@ def trace_key(envelope: Envelope, recipient: str) -> str:
     return f"{envelope.sender}.{size}.{recipient_id(recipient)}"
 
 
-def traceable(kind: Kind | None, sender: str) -> bool:
+def traceable(kind: AttemptKind | None, sender: str) -> bool:
     """Whether a deferral leaves a trace: a message new to its key, from a sender with
     a domain (the null sender's callbacks and bounces have no pool to prove)."""
-    return kind in (Kind.FIRST, Kind.NEW_MESSAGE, Kind.EXPIRED) and bool(sender_domain(sender))
+    return kind in (AttemptKind.FIRST, AttemptKind.NEW_MESSAGE, AttemptKind.EXPIRED) and bool(
+        sender_domain(sender)
+    )
 
 
-def new_trace(now: float, address: str, rdns: RDNS | None, rules: Rules) -> Trace:
+def new_trace(now: float, address: str, rdns: RDNS | None, rules: DeferralRules) -> Trace:
     return Trace(now, address, confirmed_name(rdns), now + rules.retry_window)
 
 
-def retry_elsewhere(trace: Trace | None, now: float, address: str, rules: Rules) -> Trace | None:
+def retry_elsewhere(
+    trace: Trace | None, now: float, address: str, rules: DeferralRules
+) -> Trace | None:
     """The first try of this message, when this attempt is its retry from another
     address: timed as a retry must be. None otherwise."""
     if trace is None or trace.address == address or now >= trace.expires:
@@ -94,13 +98,14 @@ def same_host(trace: Trace, rdns: RDNS | None) -> bool:
 class Proof:
     """Why a retry from another address was let in, for logs and explain."""
 
-    kind: Kind  # SAME_NAME, SPF_POOL or SPF_DOMAIN
+    kind: AttemptKind  # SAME_NAME, SPF_POOL or SPF_DOMAIN
     detail: str
 
 
 def host_proof(trace: Trace, now: float) -> Proof:
     return Proof(
-        Kind.SAME_NAME, f"{trace.name} deferred at {trace.address} {now - trace.first:.0f} s ago"
+        AttemptKind.SAME_NAME,
+        f"{trace.name} deferred at {trace.address} {now - trace.first:.0f} s ago",
     )
 
 
@@ -109,7 +114,7 @@ def pool_proof(domain: str, here: SPF, there: SPF, there_address: str) -> Proof 
     if not (narrow_pass(here) and narrow_pass(there)):
         return None
     return Proof(
-        Kind.SPF_POOL,
+        AttemptKind.SPF_POOL,
         f"SPF of {domain}: {here.describe()} here, {there.describe()} at {there_address}",
     )
 
@@ -119,12 +124,12 @@ def domain_proof(domain: str, pool: Pool | None, here: SPF, now: float) -> Proof
     if pool is None or now >= pool.expires or not narrow_pass(here):
         return None
     return Proof(
-        Kind.SPF_DOMAIN,
+        AttemptKind.SPF_DOMAIN,
         f"{domain} proven a pool {now - pool.since:.0f} s ago; SPF {here.describe()}",
     )
 
 
-def proven(now: float, rules: Rules, pool: Pool | None = None) -> Pool:
+def proven(now: float, rules: DeferralRules, pool: Pool | None = None) -> Pool:
     """The Pool record after a proof or a use (keeps the first proof's time)."""
     since = pool.since if pool is not None and now < pool.expires else now
     return Pool(since, now, now + rules.familiar_ttl)

@@ -343,7 +343,7 @@ def _proven(
 ) -> Ruling:
     """The pass a proof earns: the step's deferral turned into a pass, saying why. A
     pool's pass is its sender domain's, under the client key; one host's promotes `key`."""
-    retry = None if found.kind is deferral.Kind.SPF_DOMAIN else Retry.PROMOTED
+    retry = None if found.kind is deferral.AttemptKind.SPF_DOMAIN else Retry.PROMOTED
     passed = replace(
         step,
         action=Action.PASS,

@@ -50,7 +50,7 @@ class Wording:
 
     def defer(self, reason: str, wait: float | None = None, kind: str = "") -> Reply:
         """450 for a deferred attempt: `defer_text` for a first contact, fixed words for
-        the other kinds of attempt (`kind`, deferral.Kind's value: a new message, a copy,
+        the other kinds of attempt (`kind`, deferral.AttemptKind's value: a new message, a copy,
         a retry before the delay...), and when a retry of the message can pass, if
         `wait` is given."""
         until = human_duration(wait) if wait is not None and wait > 0 else ""
@@ -63,7 +63,7 @@ class Wording:
 
 
 # What an attempt that is not a first contact is told instead of `defer_text` (which
-# speaks of one), by deferral.Kind value. Every one of them asks for the same message
+# speaks of one), by deferral.AttemptKind value. Every one of them asks for the same message
 # again: only its retry, after the delay, passes.
 _ATTEMPTS = {
     "new_message": "a new message from this host",

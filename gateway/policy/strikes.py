@@ -38,22 +38,22 @@ KINDS = (Reason.AUTH_FAILURES, Reason.AUTOBAN_RELAY, Reason.AUTOBAN_PROBE, Reaso
 
 
 @dataclass(frozen=True, slots=True)
-class Limit:
+class StrikeLimit:
     limit: int = 0  # 0: never counted, never penalised
     window: float = 3600
     penalty_ttl: float = 3600
 
 
 @dataclass(frozen=True, slots=True)
-class Rules:
-    """`[auth]` and `[autoban]`: one Limit per kind of strike."""
+class StrikeRules:
+    """`[auth]` and `[autoban]`: one StrikeLimit per kind of strike."""
 
-    auth: Limit = Limit(5)
-    relay: Limit = Limit()
-    probe: Limit = Limit()
-    loiter: Limit = Limit()
+    auth: StrikeLimit = StrikeLimit(5)
+    relay: StrikeLimit = StrikeLimit()
+    probe: StrikeLimit = StrikeLimit()
+    loiter: StrikeLimit = StrikeLimit()
 
-    def of(self, kind: Reason) -> Limit:
+    def of(self, kind: Reason) -> StrikeLimit:
         return _LIMITS[kind](self)
 
 
@@ -73,7 +73,9 @@ class Counted:
     penalty: Penalty | None
 
 
-def struck(record: Strikes | None, now: float, limit: Limit, kind: Reason, client: str) -> Counted:
+def struck(
+    record: Strikes | None, now: float, limit: StrikeLimit, kind: Reason, client: str
+) -> Counted:
     """Count one strike of `kind` from `client` (an address, for the penalty record) on
     the live record of its address key (None: no strike of that kind in the window)."""
     if record is None or now >= record.expires:

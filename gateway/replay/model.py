@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from gateway.policy.facts import RDNS, RDNSStatus, normalize_name
 from gateway.policy.net import IPAddress
 
-ACCEPTED = 250  # what `Transaction.logged` holds for a recipient the log shows accepted
+ACCEPTED = 250  # what `LoggedTransaction.logged` holds for a recipient the log shows accepted
 UNSEEN_SENDER = "unseen-sender@invalid"  # an accepted message whose sender the log lost
 UNSEEN_LINES = 5  # unreadable lines listed by number (the rest are counted)
 
@@ -43,7 +43,7 @@ UNNAMED = Naming(None, known=False)
 
 
 @dataclass(slots=True)
-class Transaction:
+class LoggedTransaction:
     """MAIL FROM, its recipients and the reply each got in the log."""
 
     when: float
@@ -77,7 +77,7 @@ class Conversation:
     line: int  # where it starts in the log
     helo: str = ""
     place: str = ""  # the host that logged it (one of our MX hosts)
-    transactions: list[Transaction] = field(default_factory=list)
+    transactions: list[LoggedTransaction] = field(default_factory=list)
 
 
 @dataclass(slots=True)

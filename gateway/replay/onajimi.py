@@ -27,10 +27,10 @@ from gateway.replay.model import (
     ACCEPTED,
     UNNAMED,
     Conversation,
+    LoggedTransaction,
     LogRead,
     LogReader,
     Naming,
-    Transaction,
 )
 from gateway.replay.timestamps import rfc3339
 
@@ -136,12 +136,12 @@ def _unangle(address: str) -> str:
     return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
-def _transactions(events: list[tuple[float, str, str, str] | _Relay]) -> list[Transaction]:
+def _transactions(events: list[tuple[float, str, str, str] | _Relay]) -> list[LoggedTransaction]:
     """Decisions with the same sender, in a row, are one transaction; its relay line
     closes it. A recipient passed but not relayed got what the relay said (or, with no
     relay line, nothing that delivered it: 451)."""
-    out: list[Transaction] = []
-    current: Transaction | None = None
+    out: list[LoggedTransaction] = []
+    current: LoggedTransaction | None = None
     closed = False
     for event in events:
         if isinstance(event, _Relay):
@@ -157,7 +157,7 @@ def _transactions(events: list[tuple[float, str, str, str] | _Relay]) -> list[Tr
             continue
         when, sender, recipient, reply = event
         if current is None or closed or current.sender != sender:
-            current = Transaction(when, sender)
+            current = LoggedTransaction(when, sender)
             out.append(current)
             closed = False
         current.add(recipient, reply)

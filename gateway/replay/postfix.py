@@ -36,10 +36,10 @@ from gateway.replay.model import (
     UNNAMED,
     UNSEEN_SENDER,
     Conversation,
+    LoggedTransaction,
     LogRead,
     LogReader,
     Naming,
-    Transaction,
 )
 from gateway.replay.timestamps import Timestamps
 
@@ -256,18 +256,18 @@ def _refusal(when: float, queue: str, rest: str) -> tuple[_Refusal, str] | None:
     return refusal, envelope.group("helo") or ""
 
 
-def _transactions(events: list[_Refusal | _Message]) -> list[Transaction]:
+def _transactions(events: list[_Refusal | _Message]) -> list[LoggedTransaction]:
     """A session's events -> its transactions. Refused recipients before an accepted
     message with the same sender are part of it, and so are those refused under its
     queue id; any other refusal after it starts the next transaction. A message whose
     recipients the log does not show has one, "" (see model.py)."""
-    out: list[Transaction] = []
-    current: Transaction | None = None
+    out: list[LoggedTransaction] = []
+    current: LoggedTransaction | None = None
     for event in events:
         if isinstance(event, _Message):
             sender = event.sender or UNSEEN_SENDER
             if current is None or current.message or current.sender != sender:
-                current = Transaction(event.when, sender)
+                current = LoggedTransaction(event.when, sender)
                 out.append(current)
             current.message = event.queue
             current.size = event.size
@@ -278,7 +278,7 @@ def _transactions(events: list[_Refusal | _Message]) -> list[Transaction]:
             continue
         joins = current is not None and current.sender == event.sender
         if current is None or not joins or current.message not in ("", event.queue):
-            current = Transaction(event.when, event.sender)
+            current = LoggedTransaction(event.when, event.sender)
             out.append(current)
         current.add(event.recipient, event.reply)
     return out

@@ -38,7 +38,7 @@ from gateway.policy.decision import Policy
 from gateway.policy.keys import place_key
 from gateway.policy.vocabulary import Action
 from gateway.relay.reply import BackendReply
-from gateway.replay.model import Conversation, LogRead, Transaction
+from gateway.replay.model import Conversation, LoggedTransaction, LogRead
 from gateway.replay.outcome import Delivery, ReplayResult
 from gateway.simulation.gate import HELO, MX, Client, Envelope, Gate, SimClock, local_domain
 
@@ -123,7 +123,7 @@ class Replay:
             figures.deferred = figures.deferred or verdict.action is Action.DEFER
 
     def _own(
-        self, transaction: Transaction, conversation: Conversation, key: str
+        self, transaction: LoggedTransaction, conversation: Conversation, key: str
     ) -> _Carried | None:
         """The log's own transaction: its recipients that Onajimi has not taken yet."""
         if transaction.authenticated:  # SMTP AUTH: the backend's to judge, not screened

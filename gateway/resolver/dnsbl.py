@@ -18,7 +18,7 @@ from collections.abc import Callable
 from gateway.policy import dnsbl
 from gateway.policy.net import IPAddress
 from gateway.resolver.cache import TTLCache
-from gateway.resolver.resolver import Kind, Lookup, Resolver
+from gateway.resolver.resolver import AnswerKind, Lookup, Resolver
 
 
 class DnsblLookups:
@@ -30,16 +30,16 @@ class DnsblLookups:
     ) -> None:
         self.resolver = resolver
         self._clock = clock
-        self._scores: TTLCache[tuple[dnsbl.Rules, dnsbl.Score]] = TTLCache(cache_size)
+        self._scores: TTLCache[tuple[dnsbl.DnsblRules, dnsbl.Score]] = TTLCache(cache_size)
 
-    def cached(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score | None:
+    def cached(self, address: IPAddress, rules: dnsbl.DnsblRules) -> dnsbl.Score | None:
         """The score of a recently seen address under these lists, without an await."""
         kept = self._scores.get(address, self._clock())
         if kept is None or kept[0] is not rules:  # a reload changed the lists
             return None
         return kept[1]
 
-    def ask(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score | Asked:
+    def ask(self, address: IPAddress, rules: dnsbl.DnsblRules) -> dnsbl.Score | Asked:
         """The score at hand, or the lists' queries sent now (await `Asked.score()`):
         the caller goes on with its PTR lookup meanwhile, with no task in between."""
         cached = self.cached(address, rules)
@@ -52,19 +52,19 @@ class DnsblLookups:
         ]
         return Asked(self, address, rules, domains, started)
 
-    async def score(self, address: IPAddress, rules: dnsbl.Rules) -> dnsbl.Score:
+    async def score(self, address: IPAddress, rules: dnsbl.DnsblRules) -> dnsbl.Score:
         asked = self.ask(address, rules)
         return asked if isinstance(asked, dnsbl.Score) else await asked.score()
 
     def _scored(
-        self, address: IPAddress, rules: dnsbl.Rules, domains: tuple[str, ...], found: list
+        self, address: IPAddress, rules: dnsbl.DnsblRules, domains: tuple[str, ...], found: list
     ) -> dnsbl.Score:
         answers: dict[str, tuple[str, ...] | None] = {}
         for domain, lookup in zip(domains, found, strict=True):
-            if lookup.kind is Kind.TEMPFAIL:
+            if lookup.kind is AnswerKind.TEMPFAIL:
                 answers[domain] = None
             else:
-                answers[domain] = lookup.values if lookup.kind is Kind.ANSWER else ()
+                answers[domain] = lookup.values if lookup.kind is AnswerKind.ANSWER else ()
         result = dnsbl.score(rules.sites, answers)
         if not result.failed:
             ttl = min(lookup.ttl for lookup in found)

@@ -49,7 +49,7 @@ POSITIVE_TTL_MAX = 86400.0
 T = TypeVar("T")
 
 
-class Kind(StrEnum):
+class AnswerKind(StrEnum):
     ANSWER = "answer"
     NODATA = "nodata"
     NXDOMAIN = "nxdomain"
@@ -58,7 +58,7 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    kind: Kind
+    kind: AnswerKind
     values: tuple[str, ...] = ()
     ttl: float = 0.0
     detail: str = ""
@@ -72,12 +72,14 @@ def _interpret(reply: Reply, name: str, qtype: int) -> Lookup:
     negative = reply.negative_ttl
     negative = NEGATIVE_TTL_DEFAULT if negative is None else min(float(negative), NEGATIVE_TTL_MAX)
     if reply.rcode == NXDOMAIN:
-        return Lookup(Kind.NXDOMAIN, ttl=negative, detail="NXDOMAIN")
+        return Lookup(AnswerKind.NXDOMAIN, ttl=negative, detail="NXDOMAIN")
     found = answer_to(reply, name, qtype)
     if found is None:
-        return Lookup(Kind.NODATA, ttl=negative, detail="no data")
+        return Lookup(AnswerKind.NODATA, ttl=negative, detail="no data")
     values, ttl = found
-    return Lookup(Kind.ANSWER, tuple(str(v) for v in values), min(float(ttl), POSITIVE_TTL_MAX))
+    return Lookup(
+        AnswerKind.ANSWER, tuple(str(v) for v in values), min(float(ttl), POSITIVE_TTL_MAX)
+    )
 
 
 class Resolver:
@@ -188,7 +190,7 @@ class Resolver:
         if self._observe is not None:
             self._observe(loop.time() - started)
         if result is None:
-            return Lookup(Kind.TEMPFAIL, detail=f"{name} {rdtype}: {detail}")
+            return Lookup(AnswerKind.TEMPFAIL, detail=f"{name} {rdtype}: {detail}")
         self._answers.put(key, result, result.ttl, self._clock())
         return result
 
@@ -206,9 +208,9 @@ class Resolver:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         ptr = await self.lookup(reverse_name(str(address)), "PTR", deadline)
-        if ptr.kind is Kind.TEMPFAIL:
+        if ptr.kind is AnswerKind.TEMPFAIL:
             return RDNS(RDNSStatus.TEMPFAIL, detail=f"PTR lookup failed: {ptr.detail}")
-        if ptr.kind is not Kind.ANSWER or not ptr.values:
+        if ptr.kind is not AnswerKind.ANSWER or not ptr.values:
             outcome = RDNS(RDNSStatus.UNCONFIRMED, detail=f"no PTR record ({ptr.detail})")
             self._outcomes.put(address, outcome, ptr.ttl, self._clock())
             return outcome
@@ -222,13 +224,13 @@ class Resolver:
         confirmed = tuple(
             name
             for name, result in zip(names, forward, strict=True)
-            if result.kind is Kind.ANSWER and _contains(result.values, address)
+            if result.kind is AnswerKind.ANSWER and _contains(result.values, address)
         )
-        ttl = min([ptr.ttl] + [r.ttl for r in forward if r.kind is not Kind.TEMPFAIL])
+        ttl = min([ptr.ttl] + [r.ttl for r in forward if r.kind is not AnswerKind.TEMPFAIL])
         if confirmed:
             outcome = RDNS(RDNSStatus.CONFIRMED, names, confirmed, "forward-confirmed")
         else:
-            failed = [r for r in forward if r.kind is Kind.TEMPFAIL]
+            failed = [r for r in forward if r.kind is AnswerKind.TEMPFAIL]
             if failed:
                 return RDNS(
                     RDNSStatus.TEMPFAIL, names, (), f"forward lookup failed: {failed[0].detail}"

@@ -31,7 +31,7 @@ import spf as pyspf
 
 from gateway.policy.facts import SPF
 from gateway.resolver.cache import TTLCache
-from gateway.resolver.resolver import Kind, Lookup, Resolver
+from gateway.resolver.resolver import AnswerKind, Lookup, Resolver
 
 RESULT_TTL = 600.0  # a check's result is reused this long (per domain and address)
 MAX_ROUNDS = 64  # evaluations of one check: each knows one DNS answer more than the last
@@ -62,7 +62,7 @@ def _lookup(name: str, qtype: str, strict=True, timeout=None):
     if found is None:
         _missed.append(key)
         raise _Unknown(*key)
-    if found.kind is Kind.TEMPFAIL:
+    if found.kind is AnswerKind.TEMPFAIL:
         raise pyspf.TempError(f"DNS {found.detail}")
     out = []
     for value in found.values:
@@ -201,4 +201,4 @@ class SpfChecker:
         try:
             return await self.resolver.lookup(name, qtype, deadline)
         except ValueError:  # a name no query can carry (a macro's expansion): no such name
-            return Lookup(Kind.NXDOMAIN, detail="not a name")
+            return Lookup(AnswerKind.NXDOMAIN, detail="not a name")

@@ -51,10 +51,10 @@ from gateway.errors import UserError
 from gateway.simulation.retry import (
     EximRetry,
     IntervalRetry,
-    Kind,
     Never,
     PostfixRetry,
     Retry,
+    RetryKind,
     parse_exim_rules,
     parse_time,
 )
@@ -305,11 +305,11 @@ def _pool(table: Any, base: Pool) -> Pool:
     return pool
 
 
-_RETRY_TYPES: dict[Kind, type] = {
-    Kind.NEVER: Never,
-    Kind.POSTFIX: PostfixRetry,
-    Kind.EXIM: EximRetry,
-    Kind.INTERVAL: IntervalRetry,
+_RETRY_TYPES: dict[RetryKind, type] = {
+    RetryKind.NEVER: Never,
+    RetryKind.POSTFIX: PostfixRetry,
+    RetryKind.EXIM: EximRetry,
+    RetryKind.INTERVAL: IntervalRetry,
 }
 
 
@@ -317,12 +317,12 @@ def _retry(table: Any, base: Retry) -> Retry:
     if not isinstance(table, dict):
         raise _Bad("retry: must be a table")
     try:
-        kind = Kind(table.get("kind", base.kind))
+        kind = RetryKind(table.get("kind", base.kind))
     except ValueError:
         raise _Bad("retry.kind: must be one of never, postfix, exim, interval") from None
     cls = _RETRY_TYPES[kind]
     allowed = {f.name for f in fields(cls)} - {"kind"}
-    if kind in (Kind.NEVER, Kind.INTERVAL):  # retry timers, not queue runs
+    if kind in (RetryKind.NEVER, RetryKind.INTERVAL):  # retry timers, not queue runs
         allowed.discard("queue_run")
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -347,7 +347,7 @@ def _retry(table: Any, base: Retry) -> Retry:
             values[key] = _seconds(f"retry.{key}", value)
     if base.kind is kind:
         retry = replace(base, **values)
-    elif kind is Kind.INTERVAL and not {"low", "high"} <= values.keys():
+    elif kind is RetryKind.INTERVAL and not {"low", "high"} <= values.keys():
         raise _Bad("retry: kind 'interval' needs low and high")
     else:
         retry = cls(**values)

@@ -26,7 +26,7 @@ from enum import StrEnum
 DAY = 86400.0
 
 
-class Kind(StrEnum):
+class RetryKind(StrEnum):
     """The schedule families, as `--senders` files name them (`retry.kind`)."""
 
     NEVER = "never"
@@ -47,7 +47,7 @@ def next_queue_run(due: float, phase: float, every: float) -> float:
 class Never:
     """A sender that never retries (most spamware: fire and forget)."""
 
-    kind: Kind = Kind.NEVER
+    kind: RetryKind = RetryKind.NEVER
     queue_run: float = 0.0
 
     def next_try(
@@ -70,7 +70,7 @@ class PostfixRetry:
     max_backoff: float = 4000.0
     queue_run: float = 300.0
     lifetime: float = 5 * DAY
-    kind: Kind = Kind.POSTFIX
+    kind: RetryKind = RetryKind.POSTFIX
 
     def next_try(
         self, first: float, failed: float, gap: float, rounds: int, rng: random.Random, phase: float
@@ -154,7 +154,7 @@ class EximRetry:
 
     rules: tuple[EximRule, ...] = parse_exim_rules(EXIM_DEFAULT_RULES)
     queue_run: float = 1800.0
-    kind: Kind = Kind.EXIM
+    kind: RetryKind = RetryKind.EXIM
 
     def next_try(
         self, first: float, failed: float, gap: float, rounds: int, rng: random.Random, phase: float
@@ -183,7 +183,7 @@ class IntervalRetry:
     cap: float = math.inf
     lifetime: float = 2 * DAY
     tries: int = 0
-    kind: Kind = Kind.INTERVAL
+    kind: RetryKind = RetryKind.INTERVAL
     queue_run: float = 0.0
 
     def next_try(
