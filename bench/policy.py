@@ -27,8 +27,8 @@ from bench.report import Row
 from gateway.assembly import build_policy
 from gateway.config import settings_from_mapping
 from gateway.decider import Decider
-from gateway.policy.decision import DeferMode
 from gateway.policy.net import client_address
+from gateway.policy.vocabulary import DeferMode
 from gateway.resolver.resolver import Resolver
 from gateway.store import open_store
 from tests.dnsserver import DnsServer

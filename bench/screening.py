@@ -3,7 +3,7 @@
 * first-time host deferred, with and without two DNS lists configured: the same load as
   bench/smtp.py's first-time row (a never-seen suspect each session), the gateway's CPU
   per session side by side; the lists answer NXDOMAIN (not listed), as most do;
-* the pregreet wait: PREGREET_SESSIONS strangers held in a `greet_wait` at once; the
+* the pregreet wait: PREGREET_SESSIONS first-time hosts held in a `greet_wait` at once; the
   gateway's CPU while they wait, per session and second (a wait is one timer);
 * the tarpit: TARPIT_SESSIONS suspects' RCPTs held at once; RSS growth per held session
   (target: no more than an idle connection, 12 KiB) and CPU while they are held.
@@ -97,7 +97,7 @@ async def _cpu_while_held(gateway: GatewayProcess, writers: list, sessions: int)
 
 
 async def pregreet_row(tmp: Path, sink: int, dns: int, cpu: set[int]) -> Row:
-    """CPU while PREGREET_SESSIONS strangers sit in the pregreet wait."""
+    """CPU while PREGREET_SESSIONS first-time hosts sit in the pregreet wait."""
     per_wait = []
     extra = f"[pregreet]\ngreet_wait = {PREGREET_WAIT}\n"
     for run in range(RUNS):
@@ -114,7 +114,7 @@ async def pregreet_row(tmp: Path, sink: int, dns: int, cpu: set[int]) -> Row:
         "pregreet wait, CPU while waiting",
         statistics.median(per_wait),
         "µs/session/s",
-        note=f"{PREGREET_SESSIONS:,} strangers in a {PREGREET_WAIT:g} s greet_wait; "
+        note=f"{PREGREET_SESSIONS:,} ichigen-san in a {PREGREET_WAIT:g} s greet_wait; "
         + _runs_note(per_wait, " µs"),
     )
 

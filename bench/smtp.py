@@ -1,4 +1,4 @@
-"""Load on `onajimi run` over loopback: how cheaply it turns strangers away, and what it
+"""Load on `onajimi run` over loopback: how cheaply it turns first-time hosts away, and what it
 adds to real mail compared with sending the same load straight to the backend.
 
 Processes: the gateway (`python -m gateway run`, pinned to the first CPU) on one side;

@@ -14,13 +14,22 @@ from pathlib import Path
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.policy import deferral, dnsbl, strikes
-from gateway.policy.decision import DeferMode, KeyMode, Policy
+from gateway.policy.decision import Policy
 from gateway.policy.lists import ClientList, EntryError, ParsedEntry, Role, parse_entry
 from gateway.policy.net import NetSet
 from gateway.policy.recipients import AcceptDomains, ExemptRecipients
 from gateway.policy.replies import Wording
 from gateway.policy.s25r import S25RClassifier
-from gateway.policy.vocabulary import BareNewline, OnError, PregreetAction, SuspectAction
+from gateway.policy.vocabulary import (
+    BareNewline,
+    DeferMode,
+    DnsblAction,
+    KeyMode,
+    OnError,
+    PregreetAction,
+    PromoteOn,
+    SuspectAction,
+)
 from gateway.smtp.session import SessionRules
 
 log = logging.getLogger("onajimi.policy")
@@ -50,7 +59,7 @@ def rules_from(settings: Settings) -> deferral.DeferralRules:
         burst_window=p.burst_window,
         pace_allowance=p.pace_allowance,
         pace_rate=p.pace_rate,
-        promote_on=deferral.PromoteOn(p.promote_on),
+        promote_on=PromoteOn(p.promote_on),
         wording=Wording(defer_text=p.defer_text, help_url=settings.help_url),
     )
 
@@ -91,7 +100,7 @@ def dnsbl_rules_from(settings: Settings) -> dnsbl.DnsblRules:
         sites=tuple(dnsbl.parse_site(text) for text in d.sites),
         threshold=d.threshold,
         allowlist_threshold=d.allowlist_threshold,
-        action=d.action,
+        action=DnsblAction(d.action),
         reply_names=d.reply_names,
         min_ttl=d.min_ttl,
         max_ttl=d.max_ttl,

@@ -21,7 +21,16 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.policy.dnsbl import parse_site
 from gateway.policy.net import IPNetwork
-from gateway.policy.vocabulary import BareNewline, OnError, PregreetAction, SuspectAction
+from gateway.policy.vocabulary import (
+    BareNewline,
+    DeferMode,
+    DnsblAction,
+    KeyMode,
+    OnError,
+    PregreetAction,
+    PromoteOn,
+    SuspectAction,
+)
 
 DEFAULT_CONFIG = Path("conf/gateway.toml")
 
@@ -417,12 +426,12 @@ class RelaySettings:
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
     trusted_networks: tuple[IPNetwork, ...] = _setting(["127.0.0.0/8", "::1/128"], list_of(network))
-    defer: str = _setting("suspect", choice("suspect", "all"))
-    key: str = _setting("client", choice("client", "triplet"))
+    defer: str = _setting("suspect", one_of(DeferMode))
+    key: str = _setting("client", one_of(KeyMode))
     ipv4_prefix: int = _setting(32, integer(0, 32))
     ipv6_prefix: int = _setting(64, integer(0, 128))
     lump_by_rdns: bool = _setting(True, boolean)
-    promote_on: str = _setting("retry", choice("retry", "any"))
+    promote_on: str = _setting("retry", one_of(PromoteOn))
     min_retry_delay: float = _setting(300, seconds())
     retry_window: float = _setting(86400, seconds(positive=True))
     familiar_ttl: float = _setting(3024000, seconds(positive=True))
@@ -521,7 +530,7 @@ class DnsblSettings:
     sites: tuple[str, ...] = _setting([], list_of(dnsbl_site))
     threshold: int = _setting(1, integer(1))
     allowlist_threshold: int = _setting(-1, integer(None, 0))
-    action: str = _setting("defer", choice("defer", "reject", "ignore"))
+    action: str = _setting("defer", one_of(DnsblAction))
     reply_names: tuple[tuple[str, str], ...] = _setting({}, name_map)
     min_ttl: float = _setting(60, seconds())
     max_ttl: float = _setting(3600, seconds(positive=True))

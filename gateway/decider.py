@@ -10,7 +10,7 @@ prints is what the gateway does. `dry_run=True` reads the store but never writes
                                         has already checked the address syntax), then, for
                                         a deferred message, the proof of a pool (proof.py)
     delivered(keys)                     the backend accepted: refresh the familiar records
-    struck(screening, kind)             a strike (failed AUTH, relay attempt, ...): count it,
+    struck(screening, reason)           a strike (failed AUTH, relay attempt, ...): count it,
                                         the penalty box at its limit
 """
 
@@ -25,7 +25,6 @@ from typing import Protocol
 from gateway.policy import deferral, dnsbl, rcpt, strikes
 from gateway.policy.decision import (
     Assessment,
-    KeyMode,
     Policy,
     RcptDecision,
     Remember,
@@ -45,7 +44,7 @@ from gateway.policy.records import (
     store_key,
 )
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Reason
+from gateway.policy.vocabulary import KeyMode, Reason
 from gateway.resolver.cache import TTLCache
 from gateway.resolver.dnsbl import DnsblLookups
 from gateway.resolver.resolver import Resolver
@@ -73,7 +72,7 @@ class DnsFacts:
 
 @value
 class StrikeCount:
-    """A strike counted: how many of its kind are live now, and the penalty box's
+    """A strike counted: how many for its reason are live now, and the penalty box's
     verdict when that was one too many."""
 
     count: int
@@ -139,11 +138,11 @@ class Decider:
         now = self.clock()
         await self.store.put(store_key(Space.PREGREET, address), Pregreet(now, now + ttl))
 
-    async def struck(self, screening: Screening, kind: Reason) -> StrikeCount:
-        """Count a strike of `kind` (policy/strikes.py) under the client's address key;
-        at the kind's limit the penalty box is written too, and its verdict returned."""
+    async def struck(self, screening: Screening, reason: Reason) -> StrikeCount:
+        """Count a strike for `reason` (policy/strikes.py) under the client's address key;
+        at the reason's limit the penalty box is written too, and its verdict returned."""
         policy = self._policy()
-        limit = policy.strike_rules.of(kind)
+        limit = policy.strike_rules.of(reason)
         trusted = screening.verdict is not None and screening.verdict.reason is Reason.TRUSTED
         if not limit.limit or trusted:  # trusted networks: never in the box, nor its exports
             return StrikeCount(0, None)
@@ -151,11 +150,11 @@ class Decider:
 
         def count(record) -> Outcome[strikes.Counted]:
             live = record if isinstance(record, Strikes) else None
-            counted = strikes.struck(live, now, limit, kind, screening.address_text)
+            counted = strikes.struck(live, now, limit, reason, screening.address_text)
             return Outcome(counted, True, counted.record)
 
         key = screening.address_key
-        counted = await self.store.update(store_key(Space.STRIKES, f"{key}/{kind.value}"), count)
+        counted = await self.store.update(store_key(Space.STRIKES, f"{key}/{reason.value}"), count)
         if counted.penalty is None:
             return StrikeCount(counted.record.count, None)
         await self.store.put(store_key(Space.PENALTY, key), counted.penalty)

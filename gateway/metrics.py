@@ -38,7 +38,7 @@ from gateway.policy.vocabulary import (
     Retry,
     TarpitResult,
 )
-from gateway.relay.content import REPAIRS
+from gateway.relay.content import NORMALIZED
 from gateway.tls import VERSIONS as TLS_VERSIONS
 
 # The (action, reason) pairs that can occur; only these series exist.
@@ -126,7 +126,7 @@ class Metrics:
         )
         self.normalized = Counter(
             "onajimi_data_normalized",
-            "Messages repaired before relaying (relay.bare_newline = normalize), by what",
+            "Messages normalized before relaying (relay.bare_newline = normalize), by what",
             ["what"],
             registry=r,
         )
@@ -188,7 +188,7 @@ class Metrics:
         self._relay_children = {
             result: self.relay_transactions.labels(result.value) for result in RelayResult
         }
-        for what in REPAIRS:
+        for what in NORMALIZED:
             self.normalized.labels(what)
         for limit in Limit:
             self.limit_refusals.labels(limit.value)

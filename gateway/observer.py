@@ -9,10 +9,10 @@ the metrics it counts, and the names of the settings behind them.
     relay     one per relayed transaction: onajimi_relay_transactions_total, _relay_seconds
     limit     a Limit refused or ended a session: onajimi_limit_refusals_total
     store_busy / store_error   a recipient the store could not decide (store.on_error)
-    backend_failed             the backend gave no usable reply (a warning)
+    backend_error             the backend gave no usable reply (a warning)
     auth      one per AUTH exchange: mechanism and how it ended, never what was sent:
               onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
-    strike    a strike counted against the client (policy/strikes.py): its kind and count
+    strike    a strike counted against the client (policy/strikes.py): its reason and count
 
 The gateway's own warnings are written here too: stress, the store's outage, and the
 host's default gateway as the client of too many connections (smtp/masquerade.py).
@@ -32,13 +32,13 @@ from gateway.metrics import Metrics
 from gateway.policy.vocabulary import AuthResult, Event, Limit, OnError
 from gateway.smtp.core.notes import (
     AuthEnded,
-    BackendTrouble,
+    BackendErrored,
     Decided,
     Encrypted,
     LimitReached,
+    Normalized,
     Note,
     Relayed,
-    Repaired,
     StoreTrouble,
     Struck,
     TarpitEnded,
@@ -84,9 +84,9 @@ class Observer:
             self.limit(session, note.limit)
         elif isinstance(note, StoreTrouble):
             self.event(note.event, session, to=note.recipient, on_error=note.on_error.value)
-        elif isinstance(note, BackendTrouble):
-            self.event(Event.BACKEND_FAILED, session, logging.WARNING, detail=note.detail)
-        elif isinstance(note, Repaired):
+        elif isinstance(note, BackendErrored):
+            self.event(Event.BACKEND_ERROR, session, logging.WARNING, detail=note.detail)
+        elif isinstance(note, Normalized):
             self.metrics.normalized.labels(note.what).inc()
         elif isinstance(note, Encrypted):
             self.metrics.tls_sessions.labels(note.version).inc()
@@ -96,7 +96,7 @@ class Observer:
             self.metrics.tarpit.labels(note.result.value).inc()
             self.event(Event.TARPIT, session, result=note.result.value, seconds=note.seconds)
         elif isinstance(note, Struck):
-            self.event(Event.STRIKE, session, kind=note.kind.value, count=note.count)
+            self.event(Event.STRIKE, session, reason=note.reason.value, count=note.count)
 
     def auth(self, session: Session, note: AuthEnded) -> None:
         self.metrics.auth.labels(note.result.value).inc()

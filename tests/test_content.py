@@ -1,4 +1,4 @@
-"""gateway/relay/content.py: what may reach the backend, refused or repaired."""
+"""gateway/relay/content.py: what may reach the backend, refused or normalized."""
 
 from __future__ import annotations
 
@@ -31,5 +31,5 @@ def test_normalize_mode_repairs_and_says_what() -> None:
     screened = screen_content(b"a\r\n\x00.\r\nb\rc\r\n", BareNewline.NORMALIZE)
     assert screened.refusal is None
     assert screened.content == b"a\r\n.\r\nb\r\nc\r\n"  # the lone dot: stuffed on the way out
-    assert screened.repaired == ("nul", "bare_newline")
-    assert screen_content(b"clean\r\n", BareNewline.NORMALIZE).repaired == ()
+    assert screened.normalized == ("nul", "bare_newline")
+    assert screen_content(b"clean\r\n", BareNewline.NORMALIZE).normalized == ()

@@ -8,7 +8,7 @@ from gateway.policy.decision import RcptDecision, Verdict
 from gateway.policy.replies import Reply
 from gateway.policy.vocabulary import Action, Event, OnError, Reason
 from gateway.relay.reply import BackendReply
-from gateway.smtp.core.notes import BackendTrouble, Decided, StoreTrouble
+from gateway.smtp.core.notes import BackendErrored, Decided, StoreTrouble
 from gateway.smtp.session import (
     Decide,
     Phase,
@@ -122,9 +122,9 @@ def test_a_failed_backend_fails_the_rest_of_the_transaction() -> None:
     session = in_transaction()
     accepted(session)
     unavailable = BackendReply(451, "4.4.1 Delivery temporarily unavailable, try again later")
-    say = session.backend_failed(unavailable, "connection refused")
+    say = session.backend_error(unavailable, "connection refused")
     assert say.reply.startswith("451 4.4.1")
-    assert session.notes[-1] == BackendTrouble("connection refused")
+    assert session.notes[-1] == BackendErrored("connection refused")
     again = session.rcpt_decided("carol@example.com", RcptDecision(PASS, CLIENT))
     assert isinstance(again, Say) and again.reply.startswith("451 4.4.1")
     data = session.data()
@@ -136,7 +136,7 @@ def test_a_failed_backend_fails_the_rest_of_the_transaction() -> None:
 )
 def test_a_store_outage_at_rcpt_follows_on_error(on_error: OnError, passes: bool) -> None:
     session = in_transaction(rules=SessionRules(on_error=on_error))
-    out = session.rcpt_decided("bob@example.com", StoreFault.DOWN)
+    out = session.rcpt_decided("bob@example.com", StoreFault.ERROR)
     assert session.notes == [StoreTrouble(Event.STORE_ERROR, "bob@example.com", on_error)]
     if passes:
         assert out == RelayRcpt("bob@example.com", mail_first=True)

@@ -1,4 +1,4 @@
-"""Commands without progress, timeouts, internal errors (smtp/core/limits.py)."""
+"""Junk commands, timeouts, internal errors (smtp/core/limits.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 
 def test_junk_commands_end_the_session_and_mail_restarts_the_count() -> None:
     session = greeted()
-    assert session.idle_command(2) is None
-    assert session.idle_command(2) is None
+    assert session.junk_command(2) is None
+    assert session.junk_command(2) is None
     session.mail("a@sender.example", [], False)
-    assert session.idle_command(2) is None
-    assert session.idle_command(2) is None
-    say = session.idle_command(2)
+    assert session.junk_command(2) is None
+    assert session.junk_command(2) is None
+    say = session.junk_command(2)
     assert say == Say("421 4.7.0 gw.test Error: too many commands that do nothing", Then.CLOSE)
     assert session.notes[-1] == LimitReached(Limit.JUNK_COMMANDS)
 

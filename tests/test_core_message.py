@@ -10,7 +10,7 @@ from gateway.policy.net import client_address
 from gateway.policy.vocabulary import BareNewline, RelayResult
 from gateway.relay.reply import BackendReply
 from gateway.smtp.core.message import Problem
-from gateway.smtp.core.notes import BackendTrouble, Decided, Relayed, Repaired
+from gateway.smtp.core.notes import BackendErrored, Decided, Normalized, Relayed
 from gateway.smtp.session import (
     Decide,
     Deliver,
@@ -60,7 +60,7 @@ def test_a_store_outage_at_data_asks_again_at_the_next_data() -> None:
     session.mail_relayed(OK)
     session.rcpt_relayed("bob@example.com", OK)
     ask = session.data()
-    assert session.data_decided(ask.recipient, StoreFault.DOWN) == Say(
+    assert session.data_decided(ask.recipient, StoreFault.ERROR) == Say(
         "451 4.3.0 Temporary local problem, try again later"
     )
     assert session.data() == ask
@@ -113,7 +113,7 @@ def test_smuggling_is_repaired_in_normalize_mode() -> None:
     session.data()
     out = session.message(b"a\n.\nb\x00\r\n", NOW)
     assert out == Deliver(b"a\r\n.\r\nb\r\n")
-    assert session.notes[-2:] == [Repaired("nul"), Repaired("bare_newline")]
+    assert session.notes[-2:] == [Normalized("nul"), Normalized("bare_newline")]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_the_end_of_data_is_the_backends_reply(reply, failure, result) -> None:
     assert say.reply == reply.as_smtp()
     relayed = session.notes[-1]
     assert isinstance(relayed, Relayed) and relayed.result is result
-    assert (BackendTrouble(failure) in session.notes) is (failure is not None)
+    assert (BackendErrored(failure) in session.notes) is (failure is not None)
     session.end_of_data()
     assert session.phase is Phase.HELLO and session.transaction is None
 

@@ -63,4 +63,4 @@ def test_only_suspects_meet_the_tarpit() -> None:
     stranger.rules = SessionRules(hostname="gw.test", suspect_action=SuspectAction.TARPIT)
     ichigen = Verdict(Action.DEFER, Reason.ICHIGEN, Reply(450, "4.7.1", "Try again later"))
     out = stranger.rcpt_decided("bob@example.com", RcptDecision(ichigen, CLIENT))
-    assert out == Say("450 4.7.1 Try again later")  # a clean stranger is no suspect
+    assert out == Say("450 4.7.1 Try again later")  # a clean ichigen-san is no suspect

@@ -82,7 +82,7 @@ async def test_an_empty_message_and_a_dot_first_line() -> None:
     "ending", [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n\x00.\r\n"], ids=repr
 )
 async def test_smuggling_endings_are_content(ending: bytes) -> None:
-    """Only CRLF . CRLF ends a message (relay/content.py refuses or repairs the rest)."""
+    """Only CRLF . CRLF ends a message (relay/content.py refuses or normalizes the rest)."""
     stream = b"first" + ending + b"MAIL FROM:<forged@example.com>\r\n.\r\n"
     received = await read_message(reader_with(stream), None, 1 << 16)
     assert received.content is not None and b"MAIL FROM:<forged" in received.content

@@ -112,7 +112,7 @@ async def test_clean_host_passes_at_once_in_suspect_mode(make) -> None:
     assert await decider.store.scan() == []  # nothing recorded for clean hosts
 
 
-async def test_onajimi_mode_defers_every_stranger_and_lumps_by_domain(make, clock) -> None:
+async def test_onajimi_mode_defers_every_ichigen_san_and_lumps_by_domain(make, clock) -> None:
     decider = make({"policy": {"defer": "all"}})
     first = await session(decider, "192.0.2.25", confirmed("mx1.example.org"))
     assert first.reason is Reason.ICHIGEN

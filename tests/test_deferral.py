@@ -8,7 +8,6 @@ from gateway.policy.deferral import (
     Attempt,
     AttemptKind,
     DeferralRules,
-    PromoteOn,
     abandoned,
     count_pass,
     on_delivery,
@@ -19,7 +18,7 @@ from gateway.policy.keys import message_key
 from gateway.policy.messages import MESSAGES_KEPT, Message, envelope, recipient_id
 from gateway.policy.records import Familiar, Penalty, Pending, Tally
 from gateway.policy.replies import Wording
-from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.policy.vocabulary import Action, PromoteOn, Reason, Retry
 
 pytestmark = pytest.mark.unit  # pure: make unit runs it (tests/nosocket.py)
 

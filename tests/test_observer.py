@@ -86,7 +86,7 @@ def test_a_limit_is_a_line_and_a_count(observer, caplog) -> None:
 def test_a_store_outage_says_what_the_client_got(observer, caplog, on_error) -> None:
     caplog.set_level(logging.INFO, logger="onajimi")
     session = in_transaction(rules=SessionRules(on_error=on_error))
-    session.rcpt_decided("bob@example.com", StoreFault.DOWN)
+    session.rcpt_decided("bob@example.com", StoreFault.ERROR)
     observer.noted(session)
     (line,) = [line for line in lines(caplog, "onajimi") if line.startswith("store_error ")]
     assert line.endswith(f"to=bob@example.com on_error={on_error}")
@@ -96,9 +96,9 @@ def test_a_backend_failure_is_a_warning(observer, caplog) -> None:
     caplog.set_level(logging.INFO, logger="onajimi")
     session = in_transaction()
     session.rcpt_decided("bob@example.com", RcptDecision(PASS, CLIENT))
-    session.backend_failed(BackendReply(451, "4.4.1 unavailable"), "connection refused")
+    session.backend_error(BackendReply(451, "4.4.1 unavailable"), "connection refused")
     observer.noted(session)
-    (record,) = [r for r in caplog.records if r.getMessage().startswith("backend_failed ")]
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("backend_error ")]
     assert record.levelno == logging.WARNING
     assert record.getMessage().endswith('detail="connection refused"')
 

@@ -1,6 +1,6 @@
 """postscreen's pregreet test over real sockets: `220-` teaser, a wait, the final `220`.
 
-The rules are in tests/test_core_connect.py terms too (tease, greet_wait_over); these prove the
+The rules are in tests/test_core_connect.py terms too (greet_wait, greet_wait_over); these prove the
 adapter sends the teaser, reads who talked, remembers them, and lets real clients by.
 """
 
@@ -109,26 +109,26 @@ def _session(action: str, **facts) -> tuple[Session, object]:
 @pytest.mark.unit
 def test_the_wait_is_for_strangers_only() -> None:
     session, out = _session("drop")
-    assert out == LookUp(wait=False) and session.tease() == 2
+    assert out == LookUp(wait=False) and session.greet_wait() == 2
     familiar, _ = _session("drop", familiar=True)
-    assert familiar.tease() == 0
+    assert familiar.greet_wait() == 0
     remembered, out = _session("defer", pregreeted=True)
     assert out == LookUp(wait=False)  # defer: greeted, refused at RCPT
-    assert remembered.tease() == 0 and remembered.pregreeter
+    assert remembered.greet_wait() == 0 and remembered.pregreeted
 
 
 @pytest.mark.unit
 def test_a_remembered_pregreeter_is_dropped_before_any_wait() -> None:
     session, out = _session("drop", pregreeted=True)
     assert isinstance(out, Say) and out.reply.startswith("521 5.5.1") and out.then is Then.CLOSE
-    assert session.pregreeter and session.tease() == 0
+    assert session.pregreeted and session.greet_wait() == 0
 
 
 @pytest.mark.unit
 def test_silence_during_the_wait_is_a_pass() -> None:
     session, _ = _session("drop")
     assert session.greet_before_rdns() is GREET
-    assert session.greet_wait_over(False) is None and not session.pregreeter
+    assert session.greet_wait_over(False) is None and not session.pregreeted
 
 
 async def test_the_wait_is_not_counted_against_a_proxy_header_timeout(monkeypatch) -> None:

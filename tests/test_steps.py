@@ -75,8 +75,8 @@ class Script:
         self._call("noted")
         self.core.notes.clear()
 
-    async def greet_wait(self, seconds: float) -> bool | None:
-        self._call(f"greet_wait {seconds:g}")
+    async def teaser_then_wait(self, seconds: float) -> bool | None:
+        self._call(f"teaser_then_wait {seconds:g}")
         return self.talks_early
 
     async def pregreeted(self) -> None:
@@ -143,17 +143,17 @@ def pregreet_rules(action: PregreetAction) -> SessionRules:
 def test_the_pregreet_wait_comes_last_and_a_quiet_client_is_greeted() -> None:
     script = Script(session(pregreet_rules(PregreetAction.DROP)))
     assert run(script) is True
-    assert script.calls[-2:] == ["assess_later", "greet_wait 3"]
+    assert script.calls[-2:] == ["assess_later", "teaser_then_wait 3"]
 
 
 def test_a_client_that_talks_early_is_remembered_then_dropped() -> None:
     script = Script(session(pregreet_rules(PregreetAction.DROP)), talks_early=True)
     say = run(script)
     assert isinstance(say, Say) and say.reply.startswith("521 ") and say.then is Then.CLOSE
-    assert script.calls[-3:] == ["greet_wait 3", "pregreeted", "noted"]
+    assert script.calls[-3:] == ["teaser_then_wait 3", "pregreeted", "noted"]
 
 
 def test_a_client_gone_during_the_wait_is_not_remembered() -> None:
-    script = Script(session(pregreet_rules(PregreetAction.DROP)), time_out_at="greet_wait 3")
+    script = Script(session(pregreet_rules(PregreetAction.DROP)), time_out_at="teaser_then_wait 3")
     assert run(script) is False
     assert "pregreeted" not in script.calls

@@ -29,18 +29,18 @@ def test_strikes_are_counted_within_the_window_from_the_first() -> None:
     assert later.record == Strikes(700.0, 1, 1300.0) and later.penalty is None
 
 
-@pytest.mark.parametrize("kind", strikes.KINDS, ids=str)
-def test_the_limit_puts_the_address_in_the_penalty_box_with_its_reason(kind) -> None:
+@pytest.mark.parametrize("reason", strikes.REASONS, ids=str)
+def test_the_limit_puts_the_address_in_the_penalty_box_with_its_reason(reason) -> None:
     record = None
     for now in (1.0, 2.0, 3.0):
-        counted = strikes.struck(record, now, LIMIT, kind, "192.0.2.9")
+        counted = strikes.struck(record, now, LIMIT, reason, "192.0.2.9")
         record = counted.record
-    assert counted.penalty == Penalty(3.0, 903.0, 3, "192.0.2.9", reason=kind.value)
+    assert counted.penalty == Penalty(3.0, 903.0, 3, "192.0.2.9", reason=reason.value)
     off = strikes.StrikeLimit(0)
-    assert strikes.struck(Strikes(1.0, 99, 3601.0), 2.0, off, kind, "x").penalty is None
+    assert strikes.struck(Strikes(1.0, 99, 3601.0), 2.0, off, reason, "x").penalty is None
 
 
-def test_each_kind_has_its_own_settings() -> None:
+def test_each_reason_has_its_own_settings() -> None:
     settings = make_settings(
         {
             "auth": {"max_failures": 4, "failure_window": 60, "penalty_ttl": 120},
@@ -75,7 +75,7 @@ async def test_the_penalty_is_met_at_the_next_connection_with_its_own_words(cloc
     assert (await decider.at_connect(client_address("198.51.100.7"))).verdict is None
 
 
-async def test_kinds_are_counted_apart_and_an_unset_limit_costs_nothing(clock) -> None:
+async def test_reasons_are_counted_apart_and_an_unset_limit_costs_nothing(clock) -> None:
     decider = decider_for(clock, autoban={"relay_limit": 3, "probe_limit": 0})
     screening = decider.policy.screen(client_address("198.51.100.7"))
     await decider.struck(screening, Reason.AUTH_FAILURES)

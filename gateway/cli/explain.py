@@ -220,13 +220,16 @@ async def _explain(
             )
             typed["pregreet"] = {**_typed_record(talked, "pregreet"), "action": action}
         typed["strikes"] = {}
-        for kind in strikes.KINDS:
-            stored = f"{screening.address_key}/{kind.value}"
+        for reason in strikes.REASONS:
+            stored = f"{screening.address_key}/{reason.value}"
             record = await store.get(store_key(Space.STRIKES, stored))
             if isinstance(record, Strikes):
-                limit = policy.strike_rules.of(kind).limit
-                out[f"strikes ({kind.value})"] = _strikes(record, limit)
-                typed["strikes"][kind.value] = {**_typed_record(record, "strikes"), "limit": limit}
+                limit = policy.strike_rules.of(reason).limit
+                out[f"strikes ({reason.value})"] = _strikes(record, limit)
+                typed["strikes"][reason.value] = {
+                    **_typed_record(record, "strikes"),
+                    "limit": limit,
+                }
         if connect.verdict is not None and connect.verdict.action is not Action.PASS:
             out["stage"] = "connect (before the greeting)"
             out["decision"] = _verdict(connect.verdict)

@@ -21,7 +21,6 @@ reload (SIGHUP, a dynamic list change) builds a new one and swaps it in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from gateway.policy import deferral, dnsbl, replies, strikes
 from gateway.policy.facts import RDNS, RDNSStatus
@@ -34,17 +33,7 @@ from gateway.policy.records import Penalty, Record
 from gateway.policy.replies import Reply
 from gateway.policy.s25r import S25RClassifier, S25RResult
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason
-
-
-class DeferMode(StrEnum):
-    SUSPECT = "suspect"  # only S25R suspects go through the deferral procedure
-    ALL = "all"  # every stranger does (the onajimi-san method)
-
-
-class KeyMode(StrEnum):
-    CLIENT = "client"
-    TRIPLET = "triplet"
+from gateway.policy.vocabulary import Action, DeferMode, DnsblAction, KeyMode, Reason
 
 
 @value
@@ -125,7 +114,7 @@ class NameJudgement:
 NAME_MEMO_SIZE = 65536
 # Why an address key can be in the penalty box (a reason this version does not know,
 # written by a newer gateway on a shared store, reads as the oldest one).
-_PENALTY_REASONS = {reason.value: reason for reason in (Reason.IMPATIENT, *strikes.KINDS)}
+_PENALTY_REASONS = {reason.value: reason for reason in (Reason.IMPATIENT, *strikes.REASONS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +215,8 @@ class Policy:
             s25r = judged.s25r
         confirmed = s25r.name if rdns.status is RDNSStatus.CONFIRMED else None
         key = client_key(key, confirmed, s25r.suspect, self.lump_by_rdns)
-        if score is not None and lists.listed(score) and lists.action != "ignore":
-            if lists.action == "reject":
+        if score is not None and lists.listed(score) and lists.action is not DnsblAction.IGNORE:
+            if lists.action is DnsblAction.REJECT:
                 reply = replies.dnsbl_refusal(screening.address_text, lists.shown(score))
                 verdict = Verdict(Action.REJECT, Reason.DNSBL, reply, detail=score.describe())
                 return Assessment(screening, rdns, key, verdict, None, s25r, score)

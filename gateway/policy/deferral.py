@@ -88,7 +88,7 @@ messages fast by its pace: all before min_retry_delay could promote them. What i
 tell apart: ten immediate retries at first contact look exactly like ten look-alike
 messages and count nothing (a bot that stops there never gets in anyway); a bot that
 sends its message twice in every session looks like a backlog of copies and is never
-counted (it still waits out the delay like any stranger); messages identical in sender,
+counted (it still waits out the delay like any ichigen-san); messages identical in sender,
 recipient and size, one a session, sent more often than `patience` after the first
 burst, count as retries: no one can tell.
 
@@ -123,14 +123,7 @@ from gateway.policy.messages import Envelope, Message, find, new_message, rememb
 from gateway.policy.records import Familiar, Penalty, Pending, Record, Tally
 from gateway.policy.replies import Reply, Wording
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason, Retry
-
-
-class PromoteOn(StrEnum):
-    """`policy.promote_on`: what makes a pending key familiar."""
-
-    RETRY = "retry"  # a retry of a message it was deferred for, after the delay
-    ANY = "any"  # any attempt after the delay (the seed's host-level rule)
+from gateway.policy.vocabulary import Action, PromoteOn, Reason, Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +155,7 @@ class DeferralRules:
 
     def pending_expiry(self, since: float) -> float:
         # Twice the window after its newest message: a retry arriving after the window
-        # is still recognised (and counted as "expired") instead of looking like a stranger.
+        # is still recognised (and counted as "expired") instead of looking like an ichigen-san.
         return since + 2 * self.retry_window
 
 

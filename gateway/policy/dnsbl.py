@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from gateway.policy.net import IPAddress
 from gateway.policy.values import value
+from gateway.policy.vocabulary import DnsblAction
 
 _SITE = re.compile(
     r"^(?P<domain>[A-Za-z0-9_][A-Za-z0-9_.-]*?)\.?"
@@ -147,7 +148,7 @@ class DnsblRules:
     sites: tuple[Site, ...] = ()
     threshold: int = 1
     allowlist_threshold: int = 0  # 0: off (postscreen's meaning); negative: on
-    action: str = "defer"  # defer (as a suspect) | reject (554) | ignore (log only)
+    action: DnsblAction = DnsblAction.DEFER
     reply_names: tuple[tuple[str, str], ...] = ()  # domain -> the name replies show
     min_ttl: float = 60
     max_ttl: float = 3600

@@ -10,7 +10,7 @@ it: that rule, "siblings", let 789 of 789 simulated botnet retries in). Two thin
   `all`, `ptr` or `exists`, or from half the Internet, proves nothing). The retry then
   proves the *sender domain* a pool (`Pool`): its mail passes from any address its SPF
   passes narrowly, while it passes. The address itself gains nothing: another sender
-  from it is a stranger still.
+  from it is an ichigen-san still.
 * **One name.** Both addresses carry the same forward-confirmed PTR name: one host that
   retried over the other address family (Gmail and Yandex do). Its key is promoted.
 

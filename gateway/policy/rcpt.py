@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from gateway.policy import deferral, proof
 from gateway.policy.decision import (
     Assessment,
-    KeyMode,
     Policy,
     RcptDecision,
     SessionDecisions,
@@ -44,7 +43,7 @@ from gateway.policy.decision import (
 from gateway.policy.facts import SPF
 from gateway.policy.records import Familiar, Pool, Record, Space, Trace, store_key
 from gateway.policy.values import value
-from gateway.policy.vocabulary import Action, Reason, Retry
+from gateway.policy.vocabulary import Action, KeyMode, Reason, Retry
 
 
 class _Unread:

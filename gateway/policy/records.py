@@ -8,7 +8,7 @@ Key namespaces (see `store_key`):
     defer:<client>/<sender>/<rcpt> Pending | Familiar (triplet mode)
     penalty:<address key>         Penalty
     pregreet:<address>            Pregreet
-    strikes:<address key>/<kind>  Strikes (kind: auth_failures, autoban_relay, ...)
+    strikes:<address key>/<reason>  Strikes (reason: auth_failures, autoban_relay, ...)
     trace:<message>               Trace: where and when a message was first deferred
     pool:<sender domain>          Pool: a sender domain proven by SPF (policy/proof.py)
     sibling:<rdns domain>/<message> Sibling: written by versions before traces, read only
@@ -69,7 +69,7 @@ class Penalty:
     attempts: int
     client: str = ""
     ptr: str = ""
-    reason: str = "impatient"  # the Reason that put it there: impatient, or a strike kind
+    reason: str = "impatient"  # the Reason that put it there: impatient, or a strike's reason
 
 
 @value

@@ -34,7 +34,7 @@ from gateway.policy.records import Penalty, Strikes
 from gateway.policy.values import value
 from gateway.policy.vocabulary import Reason
 
-KINDS = (Reason.AUTH_FAILURES, Reason.AUTOBAN_RELAY, Reason.AUTOBAN_PROBE, Reason.AUTOBAN_LOITER)
+REASONS = (Reason.AUTH_FAILURES, Reason.AUTOBAN_RELAY, Reason.AUTOBAN_PROBE, Reason.AUTOBAN_LOITER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,8 @@ class StrikeRules:
     probe: StrikeLimit = StrikeLimit()
     loiter: StrikeLimit = StrikeLimit()
 
-    def of(self, kind: Reason) -> StrikeLimit:
-        return _LIMITS[kind](self)
+    def of(self, reason: Reason) -> StrikeLimit:
+        return _LIMITS[reason](self)
 
 
 _LIMITS = {
@@ -74,10 +74,10 @@ class Counted:
 
 
 def struck(
-    record: Strikes | None, now: float, limit: StrikeLimit, kind: Reason, client: str
+    record: Strikes | None, now: float, limit: StrikeLimit, reason: Reason, client: str
 ) -> Counted:
-    """Count one strike of `kind` from `client` (an address, for the penalty record) on
-    the live record of its address key (None: no strike of that kind in the window)."""
+    """Count one strike for `reason` from `client` (an address, for the penalty record) on
+    the live record of its address key (None: no strike for that reason in the window)."""
     if record is None or now >= record.expires:
         record = Strikes(first=now, count=0, expires=now + limit.window)
     counted = Strikes(record.first, record.count + 1, record.expires)
@@ -88,6 +88,6 @@ def struck(
             expires=now + limit.penalty_ttl,
             attempts=counted.count,
             client=client,
-            reason=kind.value,
+            reason=reason.value,
         )
     return Counted(counted, penalty)

@@ -29,7 +29,7 @@ class Reason(StrEnum):
     S25R_RULE5 = "s25r_rule5"
     S25R_RULE6 = "s25r_rule6"
     S25R_BLACKLIST = "s25r_blacklist"
-    ICHIGEN = "ichigen"  # a clean stranger, deferred because policy.defer = "all"
+    ICHIGEN = "ichigen"  # a clean ichigen-san (first-time host), deferred by policy.defer = "all"
     GREYLIST = "greylist"  # a new triplet, deferred because policy.key = "triplet"
     EARLY_RETRY = "early_retry"
     DENYLIST = "denylist"
@@ -45,7 +45,9 @@ class Reason(StrEnum):
     AUTH_FAILURES = "auth_failures"  # too many failed authentications ([auth])
     AUTOBAN_RELAY = "autoban_relay"  # too many relay attempts ([autoban] relay_limit)
     AUTOBAN_PROBE = "autoban_probe"  # too many unknown recipients ([autoban] probe_limit)
-    AUTOBAN_LOITER = "autoban_loiter"  # too many sessions ending idle ([autoban] loiter_limit)
+    AUTOBAN_LOITER = (
+        "autoban_loiter"  # sessions ended by the command timeout ([autoban] loiter_limit)
+    )
 
     @classmethod
     def s25r_rule(cls, number: int) -> "Reason":
@@ -98,6 +100,35 @@ class Limit(StrEnum):
     COMMAND_TIMEOUT = "command_timeout"  # command_timeout (stress_command_timeout)
 
 
+class DeferMode(StrEnum):
+    """`policy.defer`: who goes through the deferral procedure."""
+
+    SUSPECT = "suspect"  # only S25R suspects (and DNS-listed clients); clean ones pass
+    ALL = "all"  # every client not allowed or familiar: an ichigen-san (reason ichigen)
+
+
+class KeyMode(StrEnum):
+    """`policy.key`: what a deferral is remembered under."""
+
+    CLIENT = "client"  # the client key alone (onajimi-san)
+    TRIPLET = "triplet"  # client key, sender and recipient (greylisting; reason greylist)
+
+
+class PromoteOn(StrEnum):
+    """`policy.promote_on`: what makes a pending key familiar."""
+
+    RETRY = "retry"  # a retry of a message it was deferred for, after the delay
+    ANY = "any"  # any attempt after the delay (the seed's host-level rule)
+
+
+class DnsblAction(StrEnum):
+    """`dnsbl.action`: what a client the DNS lists score as listed gets."""
+
+    DEFER = "defer"  # deferred as a suspect is (reason dnsbl)
+    REJECT = "reject"  # 554 at RCPT
+    IGNORE = "ignore"  # logged only
+
+
 class SuspectAction(StrEnum):
     """`policy.suspect_action`: what a suspect's first deferral meets."""
 
@@ -118,7 +149,7 @@ class BareNewline(StrEnum):
     """`relay.bare_newline`: a message with a bare CR or LF, or a NUL, in it."""
 
     REJECT = "reject"  # refused (550): SMTP smuggling cannot get through
-    NORMALIZE = "normalize"  # repaired (CRLF line ends, NULs removed) and relayed
+    NORMALIZE = "normalize"  # normalized (CRLF line ends, NULs removed) and relayed
 
 
 class OnError(StrEnum):
@@ -134,7 +165,7 @@ class Event(StrEnum):
     LIMIT = "limit"  # a Limit refused or ended the session
     STORE_BUSY = "store_busy"  # one key contended through several gateways: 451 for it
     STORE_ERROR = "store_error"  # the store was needed and is down: store.on_error decides
-    BACKEND_FAILED = "backend_failed"  # the backend gave no usable reply: 451 4.4.1
+    BACKEND_ERROR = "backend_error"  # the backend gave no usable reply: 451 4.4.1
     TLS_FAILED = "tls_failed"  # a STARTTLS handshake failed: the connection closes
     AUTH = "auth"  # an AUTH exchange ended (the line says how; never what was sent)
     TARPIT = "tarpit"  # a tarpit hold ended: waited, abandoned, or no room (`result=`)

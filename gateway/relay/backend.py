@@ -37,7 +37,7 @@ from gateway.relay.client import (
     start_tls,
 )
 from gateway.relay.pool import BackendPool
-from gateway.relay.reply import UNAVAILABLE, BackendReply
+from gateway.relay.reply import BACKEND_ERROR, BackendReply
 from gateway.relay.xtext import xtext
 
 log = logging.getLogger("onajimi.backend")
@@ -48,7 +48,7 @@ _FORWARDED_MAIL_PARAMETERS = {"SIZE": "size", "BODY": "8bitmime", "SMTPUTF8": "s
 class BackendError(Exception):
     """No usable reply from the backend; the client gets `reply` (a 4xx)."""
 
-    def __init__(self, detail: str, reply: BackendReply = UNAVAILABLE) -> None:
+    def __init__(self, detail: str, reply: BackendReply = BACKEND_ERROR) -> None:
         super().__init__(detail)
         self.reply = reply
 

@@ -5,7 +5,7 @@ where a message ends (`\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n`, `\\r\\n.\\n`) lets one
 carry a second, forged one. So is a NUL next to the dot (`\\r\\n\\x00.\\r\\n`): a backend
 that drops NUL bytes sees an end of data there. The gateway ends DATA only at
 `\\r\\n.\\r\\n`, and then either refuses a message containing bare line ends or NUL (the
-default, `relay.bare_newline = "reject"`) or repairs it: NUL bytes removed, bare line ends
+default, `relay.bare_newline = "reject"`) or normalizes it: NUL bytes removed, bare line ends
 made CRLF, after which the backend sees ordinary, dot-stuffed lines.
 """
 
@@ -17,7 +17,7 @@ from gateway.policy.replies import BARE_NEWLINE, NUL
 from gateway.policy.values import value
 from gateway.policy.vocabulary import BareNewline
 
-REPAIRS = ("nul", "bare_newline")  # what normalize mode repairs (a metric label)
+NORMALIZED = ("nul", "bare_newline")  # what normalize mode normalizes (a metric label)
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
@@ -39,11 +39,11 @@ class Screened:
 
     content: bytes
     refusal: str | None = None
-    repaired: tuple[str, ...] = ()  # what was repaired, among REPAIRS
+    normalized: tuple[str, ...] = ()  # what was normalized, among NORMALIZED
 
 
 def screen_content(data: bytes, mode: BareNewline) -> Screened:
-    """`mode` is relay.bare_newline: refuse, or repair."""
+    """`mode` is relay.bare_newline: refuse, or normalize."""
     nul = b"\x00" in data
     bare = has_bare_newline(data)
     if not (nul or bare):
@@ -55,4 +55,4 @@ def screen_content(data: bytes, mode: BareNewline) -> Screened:
         bare = has_bare_newline(data)  # a NUL may have stood between CR and LF
     if bare:
         data = normalize_newlines(data)
-    return Screened(data, repaired=("nul",) * nul + ("bare_newline",) * bare)
+    return Screened(data, normalized=("nul",) * nul + ("bare_newline",) * bare)

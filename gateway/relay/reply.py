@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.policy.replies import BACKEND_UNAVAILABLE
+from gateway.policy.replies import BACKEND_ERROR_TEXT
 from gateway.policy.values import value
 
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -34,4 +34,4 @@ class BackendReply:
         return 200 <= self.code < 300
 
 
-UNAVAILABLE = BackendReply(451, BACKEND_UNAVAILABLE[4:])  # what a backend failure gives
+BACKEND_ERROR = BackendReply(451, BACKEND_ERROR_TEXT[4:])  # what a backend error gives

@@ -275,7 +275,7 @@ class SimulatedConnect:
     def noted(self) -> None:
         pass  # the notes are read when the session ends (Gate._ended)
 
-    async def greet_wait(self, seconds: float) -> bool:
+    async def teaser_then_wait(self, seconds: float) -> bool:
         return self.client.talks_early
 
     async def pregreeted(self) -> None:
@@ -323,7 +323,7 @@ class SessionEffects:
     async def strike(self, strike: Strike) -> Say:
         core = self.core
         assert core.screening is not None
-        struck = await self.gate.decider.struck(core.screening, strike.kind)
+        struck = await self.gate.decider.struck(core.screening, strike.reason)
         return core.strike_counted(strike, struck.count, struck.verdict)
 
 

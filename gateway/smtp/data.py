@@ -9,14 +9,14 @@ same outcome, whatever the chunk boundaries:
 * the message ends at the first line that is a lone dot: `CRLF . CRLF`, where the first
   CRLF may be the one that ended the DATA command (an empty message). Nothing else ends
   it: `LF . CRLF`, `CRLF . LF`, `CR . CR` (the SMTP smuggling endings) are content, for
-  relay/content.py to refuse or repair;
+  relay/content.py to refuse or normalize;
 * a line (CRLF to CRLF) longer than the line limit: `500`, once the end has come;
 * more than the size limit: `552`, once the end has come; nothing is passed on once
   past the limit;
 * dot-stuffing undone: the leading dot of every line that has one goes (one replace).
 
 Each piece handed out ends where no CRLF-dot, no CR-LF pair and no CR-NUL-LF run is cut
-in two, so the pieces can be screened, repaired and stuffed again one by one exactly as
+in two, so the pieces can be screened, normalized and stuffed again one by one exactly as
 the whole would be. Whatever the client sent after the end (a pipelined QUIT, the next
 MAIL) is `leftover`, for the command loop.
 """

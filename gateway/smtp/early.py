@@ -120,7 +120,7 @@ class EarlyStage(SMTP):
     def noted(self) -> None:
         self.services.observer.noted(self.core)
 
-    async def greet_wait(self, seconds: float) -> bool | None:
+    async def teaser_then_wait(self, seconds: float) -> bool | None:
         """postscreen's pregreet test: the first line of a two-line greeting, then
         `seconds`. An SMTP client must wait for the final `220`; a bot that talks first
         has shown itself. StreamReader has no peek: whether anything arrived is read off

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 class ConnectionLimits:
     """The counts, and what they imply now. `command_timeout` (seconds a session gets for
-    its next command) and `junk_limit` (commands without progress it may send) are plain
+    its next command) and `junk_limit` (junk commands it may send) are plain
     attributes, read on every command, changed only when stress begins or ends."""
 
     def __init__(self, settings: LimitsSettings) -> None:

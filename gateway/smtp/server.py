@@ -331,10 +331,10 @@ class GatewaySMTP(EarlyStage):
         core = self.core
         say = core.timed_out()
         self.services.observer.noted(core)
-        kind = core.loitered()
-        if kind is not None and core.screening is not None:
+        reason = core.loitered()
+        if reason is not None and core.screening is not None:
             # The session is over: counted on the side, the penalty box meets it next time.
-            _on_the_side(self.services.decider.struck(core.screening, kind))
+            _on_the_side(self.services.decider.struck(core.screening, reason))
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(f"{say.reply}\r\n".encode())
@@ -407,7 +407,7 @@ class GatewaySMTP(EarlyStage):
         except StoreBusy:
             result = StoreFault.BUSY
         except StoreError:
-            result = StoreFault.DOWN
+            result = StoreFault.ERROR
         self._still_on()
         return result
 
@@ -441,7 +441,7 @@ class GatewaySMTP(EarlyStage):
                 reply = await backend.rcpt(ask.recipient, transaction.utf8, then_data)
         except BackendError as exc:
             self._still_on()
-            return core.backend_failed(exc.reply, str(exc))
+            return core.backend_error(exc.reply, str(exc))
         self._still_on()
         return core.rcpt_relayed(ask.recipient, reply)
 
@@ -583,7 +583,7 @@ class GatewaySMTP(EarlyStage):
     async def _junk(self) -> bool:
         """One more command that makes no progress; True when it is one too many (the
         session ends with 421). A new transaction (MAIL) starts the count again."""
-        say = self.core.idle_command(self.services.limits.junk_limit)
+        say = self.core.junk_command(self.services.limits.junk_limit)
         if say is None:
             return False
         await self.push(self.said(say))
@@ -597,7 +597,7 @@ class GatewaySMTP(EarlyStage):
     @syntax("AUTH <mechanism> [initial-response]", when="auth_offered")
     async def smtp_AUTH(self, arg: str) -> None:
         """AUTH relayed to the backend; nothing the client sends is logged or kept. Every
-        AUTH counts as a command without progress (limits.junk_commands), so cancels and
+        AUTH counts as a junk command (limits.junk_commands), so cancels and
         refused mechanisms cannot go on for ever; MAIL starts the count again."""
         mechanism, _, initial = (arg or "").partition(" ")
         junk_limit = self.services.limits.junk_limit
@@ -673,9 +673,9 @@ class GatewaySMTP(EarlyStage):
         struck = None
         if core.screening is not None:
             try:
-                struck = await self.services.decider.struck(core.screening, strike.kind)
+                struck = await self.services.decider.struck(core.screening, strike.reason)
             except StoreError as exc:
-                log.warning("session %s: %s strike not counted: %s", core.id, strike.kind, exc)
+                log.warning("session %s: %s strike not counted: %s", core.id, strike.reason, exc)
             self._still_on()
         if struck is None:
             return core.strike_counted(strike, 0, None)

@@ -20,7 +20,7 @@ The core is one module per stage, postscreen-style, read in this order:
     core/tarpit.py    a suspect's deferral held
     core/auth.py      SMTP AUTH
     core/message.py   DATA and the message
-    core/limits.py    commands without progress, timeouts, strikes
+    core/limits.py    junk commands, timeouts, strikes
 
 `Session` is all of them; this module also names what a driver passes and receives (the
 notes are core/notes.py's, for the observer).

@@ -57,7 +57,7 @@ class ConnectEffects(Protocol):
     def noted(self) -> None:
         """The core's notes so far go to the observer."""
 
-    async def greet_wait(self, seconds: float) -> bool | None:
+    async def teaser_then_wait(self, seconds: float) -> bool | None:
         """The teaser line, then `seconds`: whether the client talked meanwhile; None:
         it left (or timed out) during the wait."""
 
@@ -156,10 +156,10 @@ async def connect(
         effects.noted()
     if isinstance(out, Say):
         return out
-    wait = core.tease()
+    wait = core.greet_wait()
     if not wait:
         return True
-    talked = await effects.greet_wait(wait)
+    talked = await effects.teaser_then_wait(wait)
     if talked is None or core.phase is not Phase.GREETED:
         return False  # gone during the wait (or timed out): nothing more to say
     say = core.greet_wait_over(talked)

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.decider import Decider
-from gateway.policy.decision import KeyMode
 from gateway.policy.net import client_address
 from gateway.policy.records import Familiar, Pending, Space, store_key
-from gateway.policy.vocabulary import Action, Reason
+from gateway.policy.vocabulary import Action, KeyMode, Reason
 
 
 class State(StrEnum):

@@ -21,8 +21,8 @@ from gateway.policy.vocabulary import (
 class StoreFault(StrEnum):
     """Why the store gave no decision for a recipient."""
 
-    BUSY = "busy"  # one key contended through several gateways (StoreBusy)
-    DOWN = "down"  # unreachable, timed out (StoreError)
+    BUSY = "busy"  # one key contended through several gateways (StoreBusy): store_busy
+    ERROR = "error"  # unreachable, timed out (StoreError): the store_error line
 
 
 class Then(StrEnum):
@@ -102,8 +102,8 @@ class RelayAuth:
 
 @value
 class Strike:
-    """Count a strike of `kind` in the store (decider.struck, policy/strikes.py), then
+    """Count a strike for `reason` in the store (decider.struck, policy/strikes.py), then
     `strike_counted`; `say` is the reply it goes with unless that was one too many."""
 
-    kind: Reason
+    reason: Reason  # the penalty reason it counts towards (strikes.REASONS)
     say: Say

@@ -14,7 +14,7 @@ from gateway.policy.vocabulary import (
 )
 from gateway.relay.reply import BackendReply
 from gateway.smtp.core.actions import RelayAuth, Say, Strike
-from gateway.smtp.core.notes import AuthEnded, BackendTrouble
+from gateway.smtp.core.notes import AuthEnded, BackendErrored
 from gateway.smtp.core.phases import Phase
 from gateway.smtp.core.state import SessionState
 
@@ -44,10 +44,10 @@ class AuthStage(SessionState):
     def auth_command(
         self, mechanism: str, offered: tuple[str, ...], junk_limit: int
     ) -> Say | RelayAuth:
-        """The AUTH command: it counts as a command without progress first (limits.
+        """The AUTH command: it counts as a junk command first (limits.
         junk_commands), so cancels and refused mechanisms cannot go on for ever; MAIL
         starts the count again. Then `auth`."""
-        return self.idle_command(junk_limit) or self.auth(mechanism, offered)
+        return self.junk_command(junk_limit) or self.auth(mechanism, offered)
 
     def auth_initial(self, mechanism: str, initial: str) -> Say | None:
         """AUTH's initial response, before anything reaches the backend: base64, `=` (an
@@ -83,7 +83,7 @@ class AuthStage(SessionState):
         """The backend's final reply to an AUTH exchange (`failure`: there was none
         usable), mirrored; a refusal of the credentials is counted first."""
         if failure is not None:
-            self.notes.append(BackendTrouble(failure))
+            self.notes.append(BackendErrored(failure))
             result = AuthResult.BACKEND_ERROR
         elif reply.accepted:
             self.authenticated = mechanism

@@ -77,7 +77,7 @@ class ConnectStage(SessionState):
             self.notes.append(Decided(verdict))
             return self._drop(str(verdict.reply))
         if pregreeted and verdict is None:  # remembered: no wait, the action at once
-            say = self._pregreeted(remembered=True)
+            say = self._talked_early(remembered=True)
             if say is not None:
                 return say
         if verdict is not None:  # trusted or allow-listed by address: no DNS needed
@@ -109,14 +109,14 @@ class ConnectStage(SessionState):
             return self._refuse(verdict)
         return self._greet()
 
-    def tease(self) -> float:
+    def greet_wait(self) -> float:
         """Seconds to wait between the teaser `220-` line and the final `220` (0: greet at
         once). Clients that need no screening, and remembered pregreeters, are not made
         to wait."""
         screening = self.screening
         if (
             self.rules.greet_wait <= 0
-            or self.pregreeter
+            or self.pregreeted
             or self.familiar
             or screening is None
             or screening.verdict is not None  # trusted or allow-listed by address
@@ -133,10 +133,10 @@ class ConnectStage(SessionState):
         """The wait is over; `talked`: the client sent something before the final 220."""
         if not talked:
             return None
-        return self._pregreeted(remembered=False)
+        return self._talked_early(remembered=False)
 
-    def _pregreeted(self, remembered: bool) -> Say | None:
-        self.pregreeter = True
+    def _talked_early(self, remembered: bool) -> Say | None:
+        self.pregreeted = True
         action = self.rules.pregreet_action
         when = "within pregreet.ttl" if remembered else "now"
         if action is PregreetAction.DROP:

@@ -19,10 +19,10 @@ from gateway.policy.vocabulary import (
     PregreetAction,
     Reason,
 )
-from gateway.relay.reply import UNAVAILABLE, BackendReply
+from gateway.relay.reply import BACKEND_ERROR, BackendReply
 from gateway.smtp.addresses import helo_fault
 from gateway.smtp.core.actions import Decide, Promote, RelayRcpt, Say, StoreFault, Strike, Tarpit
-from gateway.smtp.core.notes import BackendTrouble, Decided, Encrypted, StoreTrouble
+from gateway.smtp.core.notes import BackendErrored, Decided, Encrypted, StoreTrouble
 from gateway.smtp.core.phases import Happening
 from gateway.smtp.core.state import SessionState
 from gateway.smtp.core.transaction import Transaction, declared_size
@@ -92,7 +92,7 @@ class EnvelopeStage(SessionState):
             return self._to_backend(recipient)
         null_sender = is_null_sender(transaction.sender)
         if (
-            self.pregreeter
+            self.pregreeted
             and self.rules.pregreet_action is PregreetAction.DEFER
             and not null_sender
             and self.policy.exempt(recipient) is None
@@ -141,8 +141,8 @@ class EnvelopeStage(SessionState):
         or refused the sender in this transaction."""
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
-        if transaction.backend_failed:
-            return Say(UNAVAILABLE.as_smtp())
+        if transaction.backend_error:
+            return Say(BACKEND_ERROR.as_smtp())
         if transaction.sender_refused is not None:
             return Say(transaction.sender_refused.as_smtp())
         return RelayRcpt(recipient, mail_first=not transaction.mail_sent)
@@ -201,9 +201,9 @@ class EnvelopeStage(SessionState):
             return Strike(Reason.AUTOBAN_PROBE, say)
         return say
 
-    def backend_failed(self, reply: BackendReply, detail: str) -> Say:
+    def backend_error(self, reply: BackendReply, detail: str) -> Say:
         """No usable reply from the backend during MAIL or RCPT."""
         assert self.transaction is not None
-        self.transaction.backend_failed = True
-        self.notes.append(BackendTrouble(detail))
+        self.transaction.backend_error = True
+        self.notes.append(BackendErrored(detail))
         return Say(reply.as_smtp())

@@ -1,4 +1,4 @@
-"""The limits a session meets: commands without progress, the command timeout, the
+"""The limits a session meets: junk commands, the command timeout, the
 strikes it earns towards the auto-ban (policy/strikes.py) and how they were counted.
 """
 
@@ -23,12 +23,12 @@ _FRIENDS = frozenset({Reason.TRUSTED, Reason.ALLOWLIST, Reason.DNSWL})
 
 
 class LimitsStage(SessionState):
-    """Commands without progress, timeouts and strikes."""
+    """Junk commands, timeouts and strikes."""
 
     __slots__ = ()
 
-    def idle_command(self, limit: int) -> Say | None:
-        """NOOP, RSET, HELP, VRFY, EXPN: one more command without progress. The reply that
+    def junk_command(self, limit: int) -> Say | None:
+        """NOOP, RSET, HELP, VRFY, EXPN: one more junk command. The reply that
         ends the session (421) once there are more than `limit` since the last MAIL."""
         self.junk += 1
         if self.junk <= limit:
@@ -58,15 +58,15 @@ class LimitsStage(SessionState):
         return verdict is None or verdict.reason not in _FRIENDS
 
     def strike_counted(self, strike: Strike, count: int, verdict: Verdict | None) -> Say:
-        """The store counted a strike (`count` of its kind now; 0: the store could not);
+        """The store counted a strike (`count` for its reason now; 0: the store could not);
         `verdict` is the penalty box when that was one too many."""
         if count:
-            self.notes.append(Struck(strike.kind, count))
+            self.notes.append(Struck(strike.reason, count))
         if verdict is not None:
             self.notes.append(Decided(verdict))
             return self._drop(str(verdict.reply))
         limit = self.rules.auth_limit
-        if strike.kind is Reason.AUTH_FAILURES and limit and self.auth_failures >= limit:
+        if strike.reason is Reason.AUTH_FAILURES and limit and self.auth_failures >= limit:
             detail = f"{self.auth_failures} failed authentications in one session"
             self.notes.append(Decided(Verdict(Action.REJECT, Reason.AUTH_FAILURES, detail=detail)))
             return self._drop(replies.too_many_auth_failures(self.rules.hostname))

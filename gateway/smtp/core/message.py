@@ -16,11 +16,11 @@ from gateway.policy.vocabulary import (
     Action,
     RelayResult,
 )
-from gateway.relay.content import REPAIRS, has_bare_newline, screen_content
+from gateway.relay.content import NORMALIZED, has_bare_newline, screen_content
 from gateway.relay.received import protocol_name, received_header
-from gateway.relay.reply import UNAVAILABLE, BackendReply
+from gateway.relay.reply import BACKEND_ERROR, BackendReply
 from gateway.smtp.core.actions import Decide, Deliver, Say, StoreFault, Then
-from gateway.smtp.core.notes import BackendTrouble, Relayed, Repaired
+from gateway.smtp.core.notes import BackendErrored, Normalized, Relayed
 from gateway.smtp.core.phases import Happening, Phase
 from gateway.smtp.core.state import SessionState
 
@@ -72,7 +72,7 @@ class MessageStage(SessionState):
         if refusal is not None:
             transaction.data_refusal = refusal
             return Say(refusal)
-        return Say(UNAVAILABLE.as_smtp())  # the backend failed in this transaction
+        return Say(BACKEND_ERROR.as_smtp())  # the backend failed in this transaction
 
     def data_would_pass(self) -> bool:
         """Whether DATA, if it came now, would go to the backend as it is: nothing left to
@@ -84,7 +84,7 @@ class MessageStage(SessionState):
             and not transaction.decide_at_data
             and transaction.refusal_at_data is None
             and transaction.data_refusal is None
-            and not transaction.backend_failed
+            and not transaction.backend_error
         )
 
     def data_decided(self, recipient: str, result: RcptDecision | StoreFault) -> Say | None:
@@ -117,7 +117,7 @@ class MessageStage(SessionState):
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
         transaction.received = 0
-        transaction.repaired = set()
+        transaction.normalized = set()
         transaction.content_refusal = None
         if not self.rules.add_received:
             return b""
@@ -154,7 +154,7 @@ class MessageStage(SessionState):
         if screened.refusal is not None:
             transaction.content_refusal = screened.refusal
             return Say(screened.refusal)
-        transaction.repaired.update(screened.repaired)
+        transaction.normalized.update(screened.normalized)
         return screened.content
 
     def message_complete(self, size: int, problem: Problem | None = None) -> Say | None:
@@ -175,9 +175,9 @@ class MessageStage(SessionState):
         if refusal is not None:
             self.notes.append(Relayed(RelayResult.REJECTED, refusal, transaction, None))
             return Say(refusal, then)
-        for what in REPAIRS:
-            if what in transaction.repaired:
-                self.notes.append(Repaired(what))
+        for what in NORMALIZED:
+            if what in transaction.normalized:
+                self.notes.append(Normalized(what))
         return None
 
     def message(self, content: bytes, now: float) -> Say | Deliver:
@@ -197,7 +197,7 @@ class MessageStage(SessionState):
         transaction = self.transaction
         assert transaction is not None  # aiosmtpd checks MAIL came first
         if failure is not None:
-            self.notes.append(BackendTrouble(failure))
+            self.notes.append(BackendErrored(failure))
             result = RelayResult.BACKEND_ERROR
         elif reply.accepted:
             result = RelayResult.DELIVERED
@@ -217,7 +217,7 @@ class MessageStage(SessionState):
     def internal_error(self) -> Say:
         """A bug met mid-command: the transaction cannot be trusted any more."""
         if self.transaction is not None:
-            self.transaction.backend_failed = True
+            self.transaction.backend_error = True
         if self.phase is Phase.DATA:  # aiosmtpd leaves the transaction as it was
             self._move(Happening.FAIL)
         return Say(replies.INTERNAL_ERROR)

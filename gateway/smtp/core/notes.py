@@ -43,7 +43,7 @@ class StoreTrouble:
 
 
 @value
-class BackendTrouble:
+class BackendErrored:
     detail: str
 
 
@@ -61,8 +61,8 @@ class TarpitEnded:
 
 @value
 class Struck:
-    kind: Reason
-    count: int  # live strikes of the kind against the address key, this one included
+    reason: Reason
+    count: int  # live strikes for the reason against the address key, this one included
 
 
 @value
@@ -73,8 +73,8 @@ class AuthEnded:
 
 
 @value
-class Repaired:
-    what: str  # among relay.content.REPAIRS
+class Normalized:
+    what: str  # among relay.content.NORMALIZED
 
 
 @value
@@ -89,8 +89,8 @@ Note = (
     Decided
     | LimitReached
     | StoreTrouble
-    | BackendTrouble
-    | Repaired
+    | BackendErrored
+    | Normalized
     | Relayed
     | Encrypted
     | AuthEnded

@@ -8,13 +8,16 @@ error, since aiosmtpd has already refused commands out of order):
                penalty box, and (when a deny entry names PTRs) the reverse DNS.
       -> GREETED   220 said (aiosmtpd says it)
       -> REFUSED   554 said: 503 to every command until QUIT (RFC 5321 3.1)
-      -> DROPPED   421 said (a limit, the penalty box): the connection closes
+      -> DROPPED   dropped (a limit, the penalty box: 421): the connection closes
     GREETED    HELO/EHLO expected; STARTTLS comes back here
     HELLO      HELO/EHLO done, no transaction
     MAIL       MAIL accepted: a transaction is open, no recipient accepted yet
     RCPT       at least one recipient accepted (by the policy and by the backend)
     DATA       354 said: the message is arriving
-    DROPPED    421 said mid-session (penalty box, junk commands, timeout)
+    DROPPED    dropped: we said a final reply and close the connection. 421 for a limit,
+               the penalty box, junk commands or a timeout; 521 for a client that
+               talked before the greeting (pregreet.action = "drop"). "Drop" means
+               this one thing everywhere: Happening.DROP, PregreetAction.DROP
     CLOSED     QUIT, or the client went
     (DROPPED and CLOSED absorb every happening: what was on its way when the session
     ended, a backend's late answer say, changes nothing; the adapter ignores it too.)
@@ -28,7 +31,7 @@ Flags and what they may never do:
     .decide_at_data         only the null sender's recipients; emptied before any 354
     .data_refusal           once DATA was refused for a policy reason, every later DATA
                             of the transaction gets the same reply
-    .backend_failed         never cleared within a transaction: no further RCPT reaches
+    .backend_error          never cleared within a transaction: no further RCPT reaches
                             the backend, DATA gets 451 4.4.1
     .mail_sent              MAIL goes to the backend at most once per transaction
     .sender_refused         the backend refused MAIL: each RCPT gets that reply, unrelayed

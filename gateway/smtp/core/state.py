@@ -74,7 +74,7 @@ class SessionState:
         "phase",
         "place",
         "policy",
-        "pregreeter",
+        "pregreeted",
         "rules",
         "screening",
         "tarpit",
@@ -105,8 +105,8 @@ class SessionState:
         self.decided = SessionDecisions()
         self.transactions = 0
         self.transaction: Transaction | None = None
-        self.junk = 0  # commands without progress since the last MAIL
-        self.pregreeter = False  # talked before the greeting (now, or within pregreet.ttl)
+        self.junk = 0  # junk commands since the last MAIL
+        self.pregreeted = False  # talked before the greeting (now, or within pregreet.ttl)
         self.familiar = False  # its address key's record is familiar (no pregreet wait)
         self.authenticated: str | None = None  # the SASL mechanism the backend said 235 to
         self.auth_failures = 0

@@ -22,7 +22,7 @@ from gateway.smtp.core.notes import Decided, TarpitEnded
 from gateway.smtp.core.state import SessionState, TarpitState
 
 # The reasons that make a client a suspect: the ones policy.suspect_action is about
-# (a clean stranger deferred by policy.defer = "all" is no suspect, nor is DNS trouble).
+# (a clean ichigen-san deferred by policy.defer = "all" is no suspect, nor is DNS trouble).
 SUSPECT_REASONS = frozenset(
     {*(Reason.s25r_rule(n) for n in range(7)), Reason.S25R_BLACKLIST, Reason.DNSBL}
 )

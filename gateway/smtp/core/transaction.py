@@ -22,12 +22,12 @@ class Transaction:
     decide_at_data: list[str] = field(default_factory=list)  # null sender: decided at DATA
     refusal_at_data: str | None = None  # the first refusal among those, while deciding
     data_refusal: str | None = None  # what DATA was refused with (said again if repeated)
-    backend_failed: bool = False
+    backend_error: bool = False
     mail_sent: bool = False
     sender_refused: BackendReply | None = None
     keys: set[str] = field(default_factory=set)  # familiar keys (refreshed on 250)
     received: int = 0  # bytes of the message as received (0 until DATA)
-    repaired: set[str] = field(default_factory=set)  # what normalize mode repaired in it
+    normalized: set[str] = field(default_factory=set)  # what normalize mode normalized in it
     content_refusal: str | None = None  # what the content met (bare line end, NUL)
 
 
