@@ -503,30 +503,32 @@ class GatewaySMTP(EarlyStage):
     @syntax("HELO hostname")  # overrides keep their HELP entry
     async def smtp_HELO(self, hostname: str) -> None:
         """aiosmtpd's HELO, its reply without an enhanced status code."""
-        refused = self.core.hello_refused(hostname, esmtp=False)
-        if refused is not None:
-            await self.push(refused.reply, plain=True)
-            return
-        self._set_rset_state()
-        self.session.extended_smtp = False
-        await self.push(await self._call_handler_hook("HELO", hostname), plain=True)
+        if await self._hello(hostname, esmtp=False):
+            await self.push(await self._call_handler_hook("HELO", hostname), plain=True)
 
     @syntax("EHLO hostname")  # overrides keep their HELP entry
     async def smtp_EHLO(self, hostname: str) -> None:
         """aiosmtpd's EHLO, with the reply in one write (aiosmtpd writes and drains each
         of its six lines: six system calls where one will do)."""
-        refused = self.core.hello_refused(hostname, esmtp=True)
-        if refused is not None:
-            await self.push(refused.reply, plain=True)
+        if not await self._hello(hostname, esmtp=True):
             return
-        self._set_rset_state()
-        self.session.extended_smtp = True
         # Room for the MAIL parameters EHLO advertises, as aiosmtpd reserves it (and
         # 500 for AUTH=, RFC 4954 section 5); set, not added, so EHLO again adds nothing.
         room = 26 + (10 if self.enable_SMTPUTF8 else 0) + (500 if self._auth_offer() else 0)
         self.command_size_limits["MAIL"] = SMTP.command_size_limit + room
         lines = await self._call_handler_hook("EHLO", hostname, [])
         await self.push("\r\n".join(lines), plain=True)
+
+    async def _hello(self, hostname: str, esmtp: bool) -> bool:
+        """HELO's and EHLO's start: the core's word on the name (501 said, False), else
+        aiosmtpd's reset of the transaction and the protocol noted."""
+        refused = self.core.hello_refused(hostname, esmtp=esmtp)
+        if refused is not None:
+            await self.push(refused.reply, plain=True)
+            return False
+        self._set_rset_state()
+        self.session.extended_smtp = esmtp
+        return True
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """Plain `<local@domain>` and `<>` without the email package (see addresses.py);
