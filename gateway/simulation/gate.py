@@ -7,8 +7,8 @@ arguments: the connect stage, with `SimulatedConnect` carrying out its awaits
 (`Decider.at_connect`, reverse DNS as a given fact with no resolver and no DNS lists, the
 read ahead of the deferral record, the pregreet test when it is on); EHLO; then per
 envelope MAIL with SIZE, each RCPT and the gate before DATA's 354, with
-`SessionEffects` carrying out their awaits: `Decider.at_rcpt` with the session's memory
-of decisions; a tarpit hold waited out (`tarpit_waited`) or hung up on
+`SimulatedTransaction` carrying out their awaits: `Decider.at_rcpt` with the session's
+memory of decisions; a tarpit hold waited out (`tarpit_waited`) or hung up on
 (`tarpit_abandoned`, and the Decider's); a promotion (`Decider.promote`); the backend's
 RCPT reply mirrored; a strike counted (`Decider.struck`, `strike_counted`). Then the end
 of data and `Decider.delivered` for the familiar keys, then QUIT. The backend accepts
@@ -150,7 +150,7 @@ class Gate:
         if isinstance(greeted, Say):  # 554 (deny list), 421 (penalty box), pregreet drop
             return self._ended(core, visit, envelopes, greeted)
         assert greeted, "a simulated session cannot time out before its greeting"
-        effects = SessionEffects(self, core, client, ahead, visit)
+        effects = SimulatedTransaction(self, core, client, ahead, visit)
         core.hello(client.helo, esmtp=True)
         gone = False
         for envelope in envelopes:
@@ -176,7 +176,7 @@ class Gate:
                 codes[:] = [final if code < 300 else code for code in codes]
         return self._ended(core, visit, (), None, gone=gone)
 
-    async def _data(self, core: Session, effects: SessionEffects) -> int:
+    async def _data(self, core: Session, effects: SimulatedTransaction) -> int:
         """DATA and the end of data: the reply code the accepted recipients end with."""
         out: Any = await steps.data_gate(core, effects)
         if out is None:  # 354: the message goes to the backend
@@ -285,10 +285,11 @@ class SimulatedConnect:
 
 
 @dataclass(slots=True)
-class SessionEffects:
-    """The awaits of smtp/steps.py for one simulated session: the Decider on the memory
-    store, a backend that accepts (or refuses as the envelope says), a client that waits a
-    hold out or hangs up."""
+class SimulatedTransaction:
+    """The awaits of smtp/steps.py's rcpt and data_gate (TransactionEffects) for one
+    simulated session's transactions: the Decider on the memory store, a backend that
+    accepts (or refuses as the envelope says), a client that waits a hold out or hangs
+    up."""
 
     gate: Gate
     core: Session

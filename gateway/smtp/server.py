@@ -384,7 +384,7 @@ class GatewaySMTP(EarlyStage):
         assert core.assessment is not None
         return core.assessment
 
-    # -- the awaits of smtp/steps.py (Effects) -------------------------------------------
+    # -- the awaits of smtp/steps.py's rcpt and data_gate (TransactionEffects) ------------
     async def decide(self, ask: Decide) -> RcptDecision | StoreFault:
         """decider.at_rcpt for the current transaction; a dry run records nothing."""
         core = self.core

@@ -7,8 +7,8 @@ The session core answers each step with what must happen next: look up reverse D
 (`Say`). Carrying those out means awaiting DNS, the store, the backend or a timer, which
 the core never does. The front door (smtp/early.py and smtp/server.py) and the simulator
 (simulation/gate.py) carry them out each its own way, behind `ConnectEffects` and
-`Effects`, and both run the steps below: a change to their order is made here, once,
-and both follow.
+`TransactionEffects`, and both run the steps below: a change to their order is made
+here, once, and both follow.
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ class ConnectEffects(Protocol):
         """Remember that this client talked early (pregreet.ttl); best effort."""
 
 
-class Effects(Protocol):
-    """What the steps need done outside the core. Each returns what the core made of it;
-    after any await the implementation checks that the session is still on (the server
-    raises ConnectionResetError when it has ended meanwhile)."""
+class TransactionEffects(Protocol):
+    """What RCPT's and DATA's steps need done outside the core. Each returns what the
+    core made of it; after any await the implementation checks that the session is
+    still on (the server raises ConnectionResetError when it has ended meanwhile)."""
 
     async def decide(self, ask: Decide) -> RcptDecision | StoreFault:
         """The Decider's verdict on one recipient (or why the store gave none)."""
@@ -86,7 +86,7 @@ class Effects(Protocol):
         """Count the strike; the core's answer with the count."""
 
 
-async def rcpt(core: Session, address: str, effects: Effects) -> Say | None:
+async def rcpt(core: Session, address: str, effects: TransactionEffects) -> Say | None:
     """One RCPT, every step in its order. None: the client hung up while held."""
     out: object = core.rcpt(address)
     if isinstance(out, Decide):
@@ -106,7 +106,7 @@ async def rcpt(core: Session, address: str, effects: Effects) -> Say | None:
     return out
 
 
-async def data_gate(core: Session, effects: Effects) -> Say | None:
+async def data_gate(core: Session, effects: TransactionEffects) -> Say | None:
     """DATA before its 354: the null sender's postponed decisions, one recipient at a
     time. None: 354 may be said and the message read; else the reply to DATA."""
     out = core.data()
