@@ -377,3 +377,29 @@ async def test_strikes_add_up_across_two_gateways(two_gateways) -> None:
     codes = [await rcpt(ports[n % 2], "127.0.0.3", "x@elsewhere.example") for n in range(5)]
     assert codes == [554, 554, 554, 554, 421]
     assert [await rcpt(port, "127.0.0.3") for port in ports] == [421, 421]
+
+
+async def test_operations_that_reopen_together_leave_the_store_usable() -> None:
+    """Started without its Redis, the guard opens the store on the first operation the
+    breaker lets through. Several arrive together: while one open waits for Redis's
+    answer the others must not take the store for open (each then failing with "not
+    open" for good, however well Redis came back)."""
+    port = free_port()
+    now = [0.0]
+    inner = open_store(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    store = GuardedStore(inner, monotonic=lambda: now[0])
+    with pytest.raises(StoreError):
+        await inner.open()
+    store.start_down(StoreError("unreachable at start"))
+    now[0] += 5  # past the breaker's wait: the next operations try Redis again
+    together = (store.get(f"defer:192.0.2.{i}") for i in range(5))
+    tried = await asyncio.gather(*together, return_exceptions=True)
+    assert all(isinstance(outcome, StoreError) for outcome in tried), tried
+    server = RedisServer(port).start()
+    try:
+        now[0] += 5
+        assert await store.get("defer:192.0.2.1") is None  # open now, and answering
+        assert not store.down
+    finally:
+        await store.close()
+        server.stop()

@@ -9,6 +9,7 @@ them) through the callbacks, and needs no restart when the store comes back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ class GuardedStore(Store):
         self._down_until = 0.0
         self._last_error: StoreError | None = None
         self._opened = True  # False: started while the store was unreachable (start_down)
+        self._opening = asyncio.Lock()
 
     @property
     def down(self) -> bool:
@@ -59,8 +61,11 @@ class GuardedStore(Store):
             raise StoreError(f"{self._last_error} (store considered down, retrying shortly)")
         try:
             if not self._opened:
-                await self.inner.open()
-                self._opened = True
+                try:
+                    await self._open_once()
+                except BaseException:
+                    operation.close()  # type: ignore[attr-defined] - never awaited: no warning
+                    raise
             result = await operation
         except StoreBusy:
             raise  # one contended key, not an outage: the others keep the store
@@ -73,6 +78,16 @@ class GuardedStore(Store):
             self._last_error = None
             self._on_recovery()
         return result
+
+    async def _open_once(self) -> None:
+        """One attempt to open at a time. Operations arrive together when the breaker
+        lets them through; each trying the store's open() meanwhile saw an open under
+        way as done and ran on a store that was never opened, while the attempt that
+        failed left it closed: "not open" for good, however well the store came back."""
+        async with self._opening:
+            if not self._opened:
+                await self.inner.open()
+                self._opened = True
 
     def detail(self) -> str | None:
         return self.inner.detail()

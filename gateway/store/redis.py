@@ -193,17 +193,22 @@ class RedisStore(Store):
     async def open(self) -> None:
         if self._client is not None:
             return
+        client = None
         try:
-            self._client = self._connect()
-            await self._client.ping()
+            client = self._connect()
+            await client.ping()
         except (*FAILURES, ValueError) as exc:
-            client, self._client = self._client, None
             if client is not None:
                 with contextlib.suppress(*FAILURES):
                     await client.aclose()
             refused = isinstance(exc, ValueError | AuthenticationError | AuthorizationError)
             error = StoreUnusable if refused else StoreError
             raise error(f"store.url {self.url}: cannot connect: {_one_line(exc)}") from None
+        if self._client is not None:  # opened by a call that overlapped this one
+            with contextlib.suppress(*FAILURES):
+                await client.aclose()
+            return
+        self._client = client  # open only once it answered: never half-open
         self._cas = self._client.register_script(_CAS)
         self._take_turn = self._client.register_script(_TAKE_TURN)
         self._end_turn = self._client.register_script(_END_TURN)
