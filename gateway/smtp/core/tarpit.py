@@ -46,7 +46,10 @@ class TarpitStage(SessionState):
         ):
             return None
         if self.tarpit is None:
-            self.tarpit, self.tarpit_held = TarpitState.HELD, result
+            # Held for tarpit.delay by thousands of sessions at once: without what the
+            # session has kept already (its `remember`, and the attempt behind it).
+            kept = replace(result, remember=None) if result.remember is not None else result
+            self.tarpit, self.tarpit_held = TarpitState.HELD, kept
             return Tarpit(self.rules.tarpit_delay, recipient)
         if self.tarpit is TarpitState.WAITED and action is SuspectAction.TARPIT:
             self._note_waited(result, recipient)  # promoted already, at the hold's end
