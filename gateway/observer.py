@@ -9,7 +9,7 @@ the metrics it counts, and the names of the settings behind them.
     relay     one per relayed transaction: onajimi_relay_transactions_total, _relay_seconds
     limit     a Limit refused or ended a session: onajimi_limit_refusals_total
     store_busy / store_error   a recipient the store could not decide (store.on_error)
-    backend_error             the backend gave no usable reply (a warning)
+    backend_error              the backend gave no usable reply (a warning)
     auth      one per AUTH exchange: mechanism and how it ended, never what was sent:
               onajimi_auth_total (a refusal is a warning, for fail2ban-minded operators)
     strike    a strike counted against the client (policy/strikes.py): its reason and count

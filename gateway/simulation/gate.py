@@ -23,7 +23,7 @@ does not authenticate to an MX.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +262,8 @@ class SimulatedConnect:
     async def dns_facts(self, lists: bool) -> DnsFacts:
         return DnsFacts(self.client.rdns, None)
 
-    def assess_later(self, lists: bool) -> None:
+    def assess_later(self, lookups: Coroutine[Any, Any, None]) -> None:
+        lookups.close()
         raise AssertionError("reverse DNS is always at hand in the simulator")
 
     async def read_ahead(self) -> None:

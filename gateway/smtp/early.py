@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -111,8 +112,8 @@ class EarlyStage(SMTP):
         assert self.core.address is not None
         return await self.services.decider.dns_facts(self.core.address, lists)
 
-    def assess_later(self, lists: bool) -> None:
-        self.ahead.assessment_task = self.loop.create_task(self._assess(lists))
+    def assess_later(self, lookups: Coroutine[Any, Any, None]) -> None:
+        self.ahead.assessment_task = self.loop.create_task(lookups)
 
     async def read_ahead(self) -> None:
         self.plan_snapshot()
@@ -142,13 +143,6 @@ class EarlyStage(SMTP):
             await self.services.decider.pregreeted(
                 screening.address_text, self.services.pregreet_ttl
             )
-
-    async def _assess(self, lists: bool) -> None:
-        """Reverse DNS (and the DNS lists), then (while the client is still talking) the
-        record RCPT needs."""
-        facts = await self.dns_facts(lists)
-        self.core.rdns_known(facts.rdns, facts.dnsbl)
-        self.plan_snapshot()
 
     def plan_snapshot(self) -> None:
         """The deferral record for RCPT: at hand already, or read ahead in a task."""

@@ -13,12 +13,14 @@ here, once, and both follow.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.policy.records import Familiar
 from gateway.smtp.session import Decide, LookUp, Phase, Promote, RelayRcpt, Say, Strike, Tarpit
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from gateway.decider import Connect, DnsFacts
     from gateway.policy.decision import RcptDecision
     from gateway.policy.net import IPAddress
@@ -47,9 +49,9 @@ class ConnectEffects(Protocol):
     async def dns_facts(self, lists: bool) -> DnsFacts:
         """Reverse DNS (and with `lists` the DNS lists), waited for."""
 
-    def assess_later(self, lists: bool) -> None:
-        """Start the lookups and let them overlap the client's EHLO and MAIL; they end
-        in `Session.rdns_known` and a read ahead of their own."""
+    def assess_later(self, lookups: Coroutine[Any, Any, None]) -> None:
+        """Run `lookups` (steps.assess) on the side, overlapping the client's EHLO and
+        MAIL; RCPT waits for them if they are not done by then."""
 
     async def read_ahead(self) -> None:
         """Start reading (or keep at hand) the deferral record RCPT will need."""
@@ -146,7 +148,7 @@ async def connect(
             if core.phase is not Phase.CONNECTED:
                 return False
         if facts is None:  # a new host: the lookups overlap the client's EHLO and MAIL
-            effects.assess_later(lists)
+            effects.assess_later(assess(core, lists, effects))
             out = core.greet_before_rdns()
         else:
             out = core.rdns_known(facts.rdns, facts.dnsbl)
@@ -168,3 +170,11 @@ async def connect(
     if core.notes:
         effects.noted()
     return True if say is None else say
+
+
+async def assess(core: Session, lists: bool, effects: ConnectEffects) -> None:
+    """A new host's lookups after its greeting: reverse DNS (and the DNS lists), then,
+    while the client is still talking, the read ahead of the record RCPT needs."""
+    facts = await effects.dns_facts(lists)
+    core.rdns_known(facts.rdns, facts.dnsbl)
+    await effects.read_ahead()
